@@ -1,0 +1,235 @@
+//! The resolved fleet: what the specs mean once merged, defaulted and checked.
+//!
+//! Immutable and index-based (`SiteId`, `FarmId`, `NodeId` are positions in
+//! the fleet's vectors) so that planning over 100,000 nodes stays cheap.
+//! Farms that want the same target share one `Target` (`TargetId`).
+//! This module does no I/O.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use crate::spec::file::{Environment, InitSystem};
+pub use crate::spec::values::{Atom, PhpVersion, ReleaseId};
+
+pub type SiteId = u32;
+pub type FarmId = u32;
+pub type NodeId = u32;
+pub type ProfileId = u32;
+pub type TargetId = u32;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Fleet {
+    pub profiles: Vec<Profile>,
+    pub sites: Vec<Site>,
+    pub farms: Vec<Farm>,
+    pub nodes: Vec<Node>,
+    pub targets: Vec<Target>,
+    pub policy: Policy,
+    pub ssh: SshSettings,
+    pub sources: Sources,
+    /// Where each farm's target fields came from, for `drover plan` to show.
+    #[serde(skip)]
+    pub simulation: Option<SimulationSettings>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Profile {
+    pub name: String,
+    pub binhost: String,
+    pub init: InitSystem,
+    /// Concurrent sessions one node carries at full load.
+    pub capacity: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Site {
+    pub name: String,
+    pub environment: Environment,
+    pub lb: LbSettings,
+    pub farms: Vec<FarmId>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub enum LbApi {
+    /// Runtime API socket on `host`, reached over SSH.
+    Ssh {
+        host: String,
+        port: u16,
+        socket: String,
+    },
+    /// Runtime API on a TCP address reached directly.
+    Tcp { host: String, port: u16 },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LbSettings {
+    pub api: LbApi,
+    pub backend: String,
+    pub bind: String,
+    pub state_file: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Farm {
+    pub name: String,
+    pub site: SiteId,
+    pub memcached: Vec<(String, u16)>,
+    /// Nodes ordered by member index.
+    pub nodes: Vec<NodeId>,
+    pub target: TargetId,
+    pub max_unavailable: u32,
+    /// Cookie pseudo-server name in the site backend (also the cookie value).
+    pub lb_server: String,
+    /// `host:port` of the per-farm listener, when the spec names one.
+    pub lb_listen: Option<(String, u16)>,
+    /// For each target field, which spec level set it ("fleet", "site par1", "farm").
+    pub target_origin: TargetOrigin,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TargetOrigin {
+    pub packages: String,
+    pub php: String,
+    pub release: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub address: String,
+    pub ssh_port: u16,
+    pub http_port: u16,
+    pub member: u32,
+    pub profile: ProfileId,
+    pub farm: FarmId,
+    pub site: SiteId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Target {
+    /// Exact atoms, one per package, sorted by `category/name`.
+    pub packages: Vec<Atom>,
+    pub php: PhpVersion,
+    pub release: ReleaseId,
+    pub allow_rollback: bool,
+}
+
+impl Serialize for Atom {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+impl Serialize for PhpVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+impl Serialize for ReleaseId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// What installing a disruptive package needs before the node may serve again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Needs {
+    Restart(Vec<String>),
+    Reboot,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DisruptiveRule {
+    pub pattern: String,
+    pub needs: Needs,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthCheck {
+    pub path: String,
+    pub expect_status: u16,
+    pub expect_release_marker: bool,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Policy {
+    pub disruptive: Vec<DisruptiveRule>,
+    pub max_unavailable: u32,
+    pub max_farms_down: u32,
+    pub site_capacity_floor: f64,
+    pub max_farm_load: f64,
+    pub drain_timeout: Duration,
+    pub health: HealthCheck,
+    pub soak: Duration,
+    pub waive_preproduction_gate: bool,
+    pub failure_budget: u32,
+    pub releases_kept: u32,
+}
+
+impl Policy {
+    /// What installing `atom` needs, per the first matching disruptive rule;
+    /// `None` for a non-disruptive package.
+    pub fn needs(&self, atom: &Atom) -> Option<&Needs> {
+        let key = atom.key();
+        self.disruptive
+            .iter()
+            .find(|r| crate::spec::values::glob_match(&r.pattern, &key))
+            .map(|r| &r.needs)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SshSettings {
+    pub user: String,
+    pub port: u16,
+    pub known_hosts: Option<String>,
+    pub identity: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Sources {
+    pub php: Option<String>,
+    pub releases: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SimulationSettings {
+    /// What every node runs when the simulation starts.
+    pub initial: Target,
+    pub sessions_per_site: Option<u32>,
+}
+
+impl Fleet {
+    pub fn farm_target(&self, farm: FarmId) -> &Target {
+        &self.targets[self.farms[farm as usize].target as usize]
+    }
+    pub fn node_target(&self, node: NodeId) -> &Target {
+        self.farm_target(self.nodes[node as usize].farm)
+    }
+    pub fn site_of_farm(&self, farm: FarmId) -> &Site {
+        &self.sites[self.farms[farm as usize].site as usize]
+    }
+    pub fn is_production(&self, site: SiteId) -> bool {
+        self.sites[site as usize].environment == Environment::Production
+    }
+    pub fn farm_by_name(&self, name: &str) -> Option<FarmId> {
+        self.farms
+            .iter()
+            .position(|f| f.name == name)
+            .map(|i| i as FarmId)
+    }
+    pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .map(|i| i as NodeId)
+    }
+    pub fn site_by_name(&self, name: &str) -> Option<SiteId> {
+        self.sites
+            .iter()
+            .position(|s| s.name == name)
+            .map(|i| i as SiteId)
+    }
+}

@@ -1,0 +1,1077 @@
+//! From parsed spec files to a resolved `model::Fleet`, collecting every error
+//! (with its file, line and column) before failing. Pure: no I/O, no clock.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::diag::{Diagnostic, SourceFile};
+use super::file::*;
+use super::located::{Pos, Sp};
+use super::values::{self, ValueError};
+use crate::model::{self, Fleet};
+
+/// Largest fleet a spec may describe; a typo like `count: 4000000000` must
+/// not allocate the machine away.
+pub const MAX_NODES: u32 = 1_000_000;
+const MAX_NODES_PER_FARM: u32 = 10_000;
+
+/// Parses and checks all spec files; either a fleet or every error found.
+pub fn check(files: &[SourceFile]) -> Result<Fleet, Vec<Diagnostic>> {
+    let mut cx = Cx::default();
+    let mut parsed = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        match parse_file(f) {
+            Ok(spec) => parsed.push((i, spec)),
+            Err(d) => cx.diags.push(d),
+        }
+    }
+    let fleet = cx.resolve(files, &parsed);
+    if cx.diags.is_empty() {
+        Ok(fleet.expect("a fleet is resolved when no error was reported"))
+    } else {
+        cx.diags
+            .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        cx.diags.dedup();
+        Err(cx.diags)
+    }
+}
+
+fn yaml_options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.with_snippet = false;
+    o
+}
+
+/// Parses one file; a syntax or structure error ends that file (but not the others).
+pub fn parse_file(f: &SourceFile) -> Result<SpecFile, Diagnostic> {
+    if f.text.trim().is_empty() {
+        return Ok(SpecFile::default());
+    }
+    match serde_saphyr::from_str_with_options::<Option<SpecFile>>(&f.text, yaml_options()) {
+        Ok(spec) => Ok(spec.unwrap_or_default()),
+        Err(e) => {
+            let pos = e.location().map(Pos::from_saphyr).unwrap_or(Pos {
+                line: 1,
+                col: 1,
+                ..Pos::default()
+            });
+            let message = first_line(&e.to_string());
+            Err(Diagnostic::new(
+                &f.path,
+                pos,
+                message,
+                Some(structure_hint(&e.to_string())),
+            ))
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    let l = s.lines().next().unwrap_or("invalid YAML").trim();
+    // serde-saphyr appends " at line X column Y"; the headline says it already.
+    match l.find(" at line ") {
+        Some(i) => l[..i].to_string(),
+        None => l.to_string(),
+    }
+}
+
+fn structure_hint(msg: &str) -> String {
+    if msg.contains("unknown field") {
+        "check the spelling; `drover schema` lists every field, and editors complete them with the yaml-language-server line".into()
+    } else if msg.contains("missing field") {
+        "add the field; `drover schema` shows which fields are required".into()
+    } else if msg.contains("unknown variant") {
+        "use one of the values listed".into()
+    } else {
+        "the file must be YAML matching the drover schema (`drover schema`)".into()
+    }
+}
+
+#[derive(Default)]
+struct Cx {
+    diags: Vec<Diagnostic>,
+    file: String,
+}
+
+impl Cx {
+    fn at(&mut self, file: &str) {
+        self.file = file.to_string();
+    }
+    fn err(&mut self, pos: Pos, msg: impl Into<String>, hint: impl Into<String>) {
+        let hint = hint.into();
+        let hint = (!hint.is_empty()).then_some(hint);
+        self.diags.push(Diagnostic::new(&self.file, pos, msg, hint));
+    }
+    fn value<T>(&mut self, pos: Pos, r: Result<T, ValueError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err(pos, e.message, e.hint);
+                None
+            }
+        }
+    }
+    fn name(&mut self, kind: &str, s: &Sp<String>) -> Option<String> {
+        self.value(s.pos, values::parse_name(kind, s))
+    }
+    fn duration(&mut self, s: &Option<Sp<String>>, default: u64) -> std::time::Duration {
+        match s {
+            None => std::time::Duration::from_secs(default),
+            Some(s) => self
+                .value(s.pos, values::parse_duration(s))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn resolve(&mut self, files: &[SourceFile], parsed: &[(usize, SpecFile)]) -> Option<Fleet> {
+        let path = |i: usize| files[i].path.clone();
+
+        // fleet section: at most one.
+        let mut fleet_spec: Option<(usize, &FleetSpec)> = None;
+        for (i, f) in parsed {
+            if let Some(fs) = &f.fleet {
+                if let Some((first, _)) = fleet_spec {
+                    self.at(&files[*i].path);
+                    self.err(
+                        Pos {
+                            line: 1,
+                            col: 1,
+                            ..Pos::default()
+                        },
+                        format!(
+                            "a second `fleet:` section (the first is in {})",
+                            files[first].path
+                        ),
+                        "keep fleet-wide settings in one file, e.g. specs/fleet.yaml",
+                    );
+                } else {
+                    fleet_spec = Some((*i, fs));
+                }
+            }
+        }
+        let default_fleet = FleetSpec::default();
+        let (fleet_file, fs) = fleet_spec.map(|(i, f)| (path(i), f)).unwrap_or((
+            files.first().map(|f| f.path.clone()).unwrap_or_default(),
+            &default_fleet,
+        ));
+        self.at(&fleet_file);
+        let policy = self.policy(&fs.policy);
+        let ssh = self.ssh(&fs.ssh);
+        let sources = self.sources(&fs.sources);
+        let http_port = fs.http_port.as_ref().map(|p| p.value).unwrap_or(80);
+
+        // profiles
+        let mut profiles = Vec::new();
+        let mut profile_ids: HashMap<String, u32> = HashMap::new();
+        for (i, f) in parsed {
+            self.at(&files[*i].path);
+            for p in &f.profiles {
+                let Some(name) = self.name("profile", &p.name) else {
+                    continue;
+                };
+                if profile_ids.contains_key(&name) {
+                    self.err(
+                        p.name.pos,
+                        format!("duplicate profile `{name}`"),
+                        "profile names must be unique across all spec files",
+                    );
+                    continue;
+                }
+                let binhost = self
+                    .value(
+                        p.binhost.pos,
+                        values::parse_url(
+                            "binhost",
+                            &p.binhost,
+                            &["https", "http", "ftp", "rsync"],
+                        ),
+                    )
+                    .unwrap_or_default();
+                let capacity = p.capacity.as_ref().map(|c| c.value).unwrap_or(500);
+                if let Some(c) = &p.capacity
+                    && c.value == 0
+                {
+                    self.err(
+                        c.pos,
+                        "profile capacity must be at least 1",
+                        "capacity is the number of concurrent sessions one node carries",
+                    );
+                }
+                profile_ids.insert(name.clone(), profiles.len() as u32);
+                profiles.push(model::Profile {
+                    name,
+                    binhost,
+                    init: p.init.value,
+                    capacity,
+                });
+            }
+        }
+
+        // package sets
+        let mut sets: HashMap<String, Vec<values::Atom>> = HashMap::new();
+        for (i, f) in parsed {
+            self.at(&files[*i].path);
+            for s in &f.package_sets {
+                let Some(name) = self.name("package set", &s.name) else {
+                    continue;
+                };
+                if sets.contains_key(&name) {
+                    self.err(
+                        s.name.pos,
+                        format!("duplicate package set `{name}`"),
+                        "package set names must be unique across all spec files",
+                    );
+                    continue;
+                }
+                let mut atoms: Vec<values::Atom> = Vec::new();
+                let mut seen: HashMap<String, Pos> = HashMap::new();
+                for a in &s.atoms {
+                    let Some(atom) = self.value(a.pos, values::parse_atom(a)) else {
+                        continue;
+                    };
+                    if let Some(first) = seen.insert(atom.key(), a.pos) {
+                        self.err(
+                            a.pos,
+                            format!(
+                                "package `{}` appears twice in set `{name}` (first at line {})",
+                                atom.key(),
+                                first.line
+                            ),
+                            "pin one version per package in a set; compose sets to override",
+                        );
+                        continue;
+                    }
+                    atoms.push(atom);
+                }
+                sets.insert(name, atoms);
+            }
+        }
+
+        // sites
+        let mut sites: Vec<model::Site> = Vec::new();
+        let mut site_ids: HashMap<String, u32> = HashMap::new();
+        let mut site_defaults: Vec<(String, &TargetSpec)> = Vec::new();
+        for (i, f) in parsed {
+            self.at(&files[*i].path);
+            for s in &f.sites {
+                let Some(name) = self.name("site", &s.name) else {
+                    continue;
+                };
+                if site_ids.contains_key(&name) {
+                    self.err(
+                        s.name.pos,
+                        format!("duplicate site `{name}`"),
+                        "site names must be unique across all spec files",
+                    );
+                    continue;
+                }
+                let lb = self.lb(&s.lb, &s.name, ssh.port);
+                site_ids.insert(name.clone(), sites.len() as u32);
+                site_defaults.push((files[*i].path.clone(), &s.defaults));
+                sites.push(model::Site {
+                    name,
+                    environment: s.environment.value,
+                    lb,
+                    farms: Vec::new(),
+                });
+            }
+        }
+
+        // farms and nodes
+        let mut farms: Vec<model::Farm> = Vec::new();
+        let mut nodes: Vec<model::Node> = Vec::new();
+        let mut farm_names: HashSet<String> = HashSet::new();
+        let mut node_names: HashMap<String, (String, Pos)> = HashMap::new();
+        let mut addresses: HashMap<(String, u16), (String, Pos)> = HashMap::new();
+        let mut targets: Vec<model::Target> = Vec::new();
+        let mut target_ids: HashMap<model::Target, u32> = HashMap::new();
+        // (profile, first production use) for the preproduction gate check
+        let mut prod_profiles: BTreeMap<u32, (String, Pos)> = BTreeMap::new();
+        let mut preprod_profiles: HashSet<u32> = HashSet::new();
+        let fleet_defaults = (fleet_file.clone(), &fs.defaults);
+
+        for (i, f) in parsed {
+            let file = files[*i].path.clone();
+            for fm in &f.farms {
+                self.at(&file);
+                let Some(name) = self.name("farm", &fm.name) else {
+                    continue;
+                };
+                if !farm_names.insert(name.clone()) {
+                    self.err(
+                        fm.name.pos,
+                        format!("duplicate farm `{name}`"),
+                        "farm names must be unique across all spec files",
+                    );
+                    continue;
+                }
+                let site = match site_ids.get(fm.site.as_str()) {
+                    Some(&s) => Some(s),
+                    None => {
+                        let known: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
+                        self.err(
+                            fm.site.pos,
+                            format!("farm `{name}` refers to unknown site `{}`", *fm.site),
+                            format!("known sites: {}", or_none(&known)),
+                        );
+                        None
+                    }
+                };
+                let memcached: Vec<(String, u16)> = fm
+                    .memcached
+                    .iter()
+                    .filter_map(|m| self.value(m.pos, values::parse_endpoint(m)))
+                    .collect();
+                let lb_server = match &fm.lb.server {
+                    Some(s) => self.name("LB server", s).unwrap_or_default(),
+                    None => name.clone(),
+                };
+                let lb_listen = fm
+                    .lb
+                    .listen
+                    .as_ref()
+                    .and_then(|l| self.value(l.pos, values::parse_endpoint(l)));
+
+                // Nodes: explicit, then generated.
+                let farm_id = farms.len() as u32;
+                let mut members: HashMap<u32, Pos> = HashMap::new();
+                let mut farm_nodes: Vec<u32> = Vec::new();
+                let nodes_so_far = nodes.len() + fm.nodes.len();
+                let mut add_node = |cx: &mut Cx, n: NodeDraft| {
+                    if n.member == 0 {
+                        cx.err(
+                            n.member_pos,
+                            format!("node `{}` has member index 0", n.name),
+                            "member indexes start at 1",
+                        );
+                        return;
+                    }
+                    if let Some(first) = members.insert(n.member, n.member_pos) {
+                        cx.err(
+                            n.member_pos,
+                            format!(
+                                "member index {} is used twice in farm `{name}` (first at line {})",
+                                n.member, first.line
+                            ),
+                            "each node of a farm needs its own member index",
+                        );
+                        return;
+                    }
+                    if let Some((ffile, fpos)) = node_names.get(&n.name) {
+                        cx.err(
+                            n.name_pos,
+                            format!(
+                                "duplicate node name `{}` (first at {}:{}:{})",
+                                n.name, ffile, fpos.line, fpos.col
+                            ),
+                            "node names must be unique in the fleet",
+                        );
+                        return;
+                    }
+                    let ssh_port = n.ssh_port.unwrap_or(ssh.port);
+                    if let Some((afile, apos)) = addresses.get(&(n.address.clone(), ssh_port)) {
+                        cx.err(
+                            n.address_pos,
+                            format!(
+                                "duplicate node address `{}` port {ssh_port} (first at {}:{}:{})",
+                                n.address, afile, apos.line, apos.col
+                            ),
+                            "two nodes cannot share an SSH address and port",
+                        );
+                        return;
+                    }
+                    let Some(&profile) = profile_ids.get(&n.profile) else {
+                        let mut known: Vec<&str> = profile_ids.keys().map(String::as_str).collect();
+                        known.sort();
+                        cx.err(
+                            n.profile_pos,
+                            format!(
+                                "node `{}` refers to unknown profile `{}`",
+                                n.name, n.profile
+                            ),
+                            format!("known profiles: {}", or_none(&known)),
+                        );
+                        return;
+                    };
+                    if let Some(site) = site {
+                        if sites[site as usize].environment == Environment::Production {
+                            prod_profiles
+                                .entry(profile)
+                                .or_insert((cx.file.clone(), n.profile_pos));
+                        } else {
+                            preprod_profiles.insert(profile);
+                        }
+                    }
+                    node_names.insert(n.name.clone(), (cx.file.clone(), n.name_pos));
+                    addresses.insert(
+                        (n.address.clone(), ssh_port),
+                        (cx.file.clone(), n.address_pos),
+                    );
+                    farm_nodes.push(nodes.len() as u32);
+                    nodes.push(model::Node {
+                        name: n.name,
+                        address: n.address,
+                        ssh_port,
+                        http_port: n.http_port.unwrap_or(http_port),
+                        member: n.member,
+                        profile,
+                        farm: farm_id,
+                        site: site.unwrap_or(0),
+                    });
+                };
+                for n in &fm.nodes {
+                    let (Some(nname), Some(address)) = (
+                        self.name("node", &n.name),
+                        self.value(n.address.pos, values::parse_host(&n.address)),
+                    ) else {
+                        continue;
+                    };
+                    add_node(
+                        self,
+                        NodeDraft {
+                            name: nname,
+                            name_pos: n.name.pos,
+                            address,
+                            address_pos: n.address.pos,
+                            member: n.member.value,
+                            member_pos: n.member.pos,
+                            profile: n.profile.value.clone(),
+                            profile_pos: n.profile.pos,
+                            ssh_port: n.ssh_port.as_ref().map(|p| p.value),
+                            http_port: n.http_port.as_ref().map(|p| p.value),
+                        },
+                    );
+                }
+                if let Some(p) = &fm.node_pattern {
+                    let first = p.first_member.as_ref().map(|m| m.value).unwrap_or(1);
+                    if p.count.value == 0 || p.count.value > MAX_NODES_PER_FARM {
+                        self.err(
+                            p.count.pos,
+                            format!("node_pattern count {} is out of range", p.count.value),
+                            format!("a farm has 1 to {MAX_NODES_PER_FARM} nodes"),
+                        );
+                    } else if nodes_so_far as u64 + p.count.value as u64 > MAX_NODES as u64 {
+                        self.err(
+                            p.count.pos,
+                            "the fleet would exceed the node limit",
+                            format!("drover manages at most {MAX_NODES} nodes"),
+                        );
+                    } else if let (Some(_), Some(_)) =
+                        (self.pattern_ok(&p.name), self.pattern_ok(&p.address))
+                    {
+                        for m in first..first.saturating_add(p.count.value) {
+                            let (Ok(nname), Ok(addr)) = (expand(&p.name, m), expand(&p.address, m))
+                            else {
+                                break;
+                            };
+                            let Some(nname) =
+                                self.value(p.name.pos, values::parse_name("node", &nname))
+                            else {
+                                break;
+                            };
+                            let Some(addr) = self.value(p.address.pos, values::parse_host(&addr))
+                            else {
+                                break;
+                            };
+                            add_node(
+                                self,
+                                NodeDraft {
+                                    name: nname,
+                                    name_pos: p.name.pos,
+                                    address: addr,
+                                    address_pos: p.address.pos,
+                                    member: m,
+                                    member_pos: p.count.pos,
+                                    profile: p.profile.value.clone(),
+                                    profile_pos: p.profile.pos,
+                                    ssh_port: p.ssh_port.as_ref().map(|p| p.value),
+                                    http_port: p.http_port.as_ref().map(|p| p.value),
+                                },
+                            );
+                        }
+                    }
+                }
+                if fm.nodes.is_empty() && fm.node_pattern.is_none() {
+                    self.err(
+                        fm.name.pos,
+                        format!("farm `{name}` has no nodes"),
+                        "add `nodes:` or a `node_pattern:`",
+                    );
+                }
+                farm_nodes.sort_by_key(|&n| nodes[n as usize].member);
+
+                let max_unavailable = fm
+                    .max_unavailable
+                    .as_ref()
+                    .map(|m| m.value)
+                    .unwrap_or(policy.max_unavailable);
+                if !farm_nodes.is_empty() && max_unavailable as usize >= farm_nodes.len() {
+                    let pos = fm
+                        .max_unavailable
+                        .as_ref()
+                        .map(|m| m.pos)
+                        .unwrap_or(fm.name.pos);
+                    self.err(pos, format!("max_unavailable {max_unavailable} would take all {} nodes of farm `{name}` out at once", farm_nodes.len()), "max_unavailable must be below the farm's size");
+                }
+                if max_unavailable == 0 {
+                    let pos = fm
+                        .max_unavailable
+                        .as_ref()
+                        .map(|m| m.pos)
+                        .unwrap_or(fm.name.pos);
+                    self.err(
+                        pos,
+                        "max_unavailable 0 would block every node-level change",
+                        "use at least 1",
+                    );
+                }
+
+                // Target: farm > site > fleet.
+                let site_level = site.map(|s| {
+                    (
+                        site_defaults[s as usize].0.clone(),
+                        site_defaults[s as usize].1,
+                        sites[s as usize].name.clone(),
+                    )
+                });
+                let (target, origin) = self.target(
+                    &name,
+                    &fm.name,
+                    &file,
+                    &fm.target,
+                    site_level.as_ref(),
+                    &fleet_defaults,
+                    &sets,
+                );
+                let target_id = target.map(|t| {
+                    let next = targets.len() as u32;
+                    *target_ids.entry(t.clone()).or_insert_with(|| {
+                        targets.push(t);
+                        next
+                    })
+                });
+                if let Some(s) = site {
+                    sites[s as usize].farms.push(farm_id);
+                }
+                farms.push(model::Farm {
+                    name,
+                    site: site.unwrap_or(0),
+                    memcached,
+                    nodes: farm_nodes,
+                    target: target_id.unwrap_or(0),
+                    max_unavailable,
+                    lb_server,
+                    lb_listen,
+                    target_origin: origin,
+                });
+            }
+        }
+
+        // Preproduction gate: every production profile needs preproduction nodes.
+        if !policy.waive_preproduction_gate {
+            for (profile, (file, pos)) in &prod_profiles {
+                if !preprod_profiles.contains(profile) {
+                    self.at(file);
+                    let pname = profiles[*profile as usize].name.clone();
+                    self.err(*pos, format!("production nodes of profile `{pname}` have no preproduction node of that profile: the preproduction gate could never open"), "add a preproduction node of this profile, or set policy.preproduction.waive_gate: true");
+                }
+            }
+        }
+
+        // Simulation settings.
+        let mut simulation = None;
+        for (i, f) in parsed {
+            if let Some(sim) = &f.simulation {
+                let file = files[*i].path.clone();
+                self.at(&file);
+                let (t, _) = self.target(
+                    "simulation",
+                    &Sp::new("simulation".into(), Pos::default()),
+                    &file,
+                    &sim.initial,
+                    None,
+                    &fleet_defaults,
+                    &sets,
+                );
+                if let Some(initial) = t {
+                    simulation = Some(model::SimulationSettings {
+                        initial,
+                        sessions_per_site: sim.sessions_per_site.as_ref().map(|s| s.value),
+                    });
+                }
+            }
+        }
+
+        if sites.is_empty() && self.diags.is_empty() {
+            self.at(&fleet_file);
+            self.err(
+                Pos {
+                    line: 1,
+                    col: 1,
+                    ..Pos::default()
+                },
+                "the spec has no sites",
+                "add a `sites:` list (see examples/)",
+            );
+        }
+        for s in &sites {
+            if s.farms.is_empty() {
+                // Not fatal for preproduction, but a site without farms is a typo.
+                let file = fleet_file.clone();
+                self.at(&file);
+            }
+        }
+        Some(Fleet {
+            profiles,
+            sites,
+            farms,
+            nodes,
+            targets,
+            policy,
+            ssh,
+            sources,
+            simulation,
+        })
+    }
+
+    fn pattern_ok(&mut self, p: &Sp<String>) -> Option<()> {
+        match expand(p, 1) {
+            Ok(_) => Some(()),
+            Err(e) => {
+                self.err(
+                    p.pos,
+                    format!("bad pattern {:?}: {e}", p.value),
+                    "use `{member}`, `{member:02}` or `{member+10}` in a pattern",
+                );
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn target(
+        &mut self,
+        farm: &str,
+        farm_pos: &Sp<String>,
+        farm_file: &str,
+        own: &TargetSpec,
+        site: Option<&(String, &TargetSpec, String)>,
+        fleet: &(String, &TargetSpec),
+        sets: &HashMap<String, Vec<values::Atom>>,
+    ) -> (Option<model::Target>, model::TargetOrigin) {
+        // Pick each field from the most specific level that sets it.
+        let levels: Vec<(String, String, &TargetSpec)> = [
+            Some((farm_file.to_string(), "farm".to_string(), own)),
+            site.map(|(f, t, n)| (f.clone(), format!("site {n}"), *t)),
+            Some((fleet.0.clone(), "fleet defaults".to_string(), fleet.1)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut origin = model::TargetOrigin::default();
+        let pick = |get: &dyn Fn(&TargetSpec) -> bool| levels.iter().find(|(_, _, t)| get(t));
+
+        let mut ok = true;
+        let packages = match pick(&|t| t.packages.is_some()) {
+            Some((file, lvl, t)) => {
+                origin.packages = lvl.clone();
+                self.at(file);
+                let names = t.packages.as_ref().expect("picked level has packages");
+                let mut merged: BTreeMap<String, values::Atom> = BTreeMap::new();
+                for n in names.iter() {
+                    match sets.get(n.as_str()) {
+                        Some(atoms) => {
+                            for a in atoms {
+                                merged.insert(a.key(), a.clone());
+                            }
+                        }
+                        None => {
+                            let mut known: Vec<&str> = sets.keys().map(String::as_str).collect();
+                            known.sort();
+                            self.err(
+                                n.pos,
+                                format!("unknown package set `{}`", n.value),
+                                format!("known package sets: {}", or_none(&known)),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                merged.into_values().collect()
+            }
+            None => Vec::new(),
+        };
+        let php = match pick(&|t| t.php.is_some()) {
+            Some((file, lvl, t)) => {
+                origin.php = lvl.clone();
+                self.at(file);
+                let p = t.php.as_ref().expect("picked level has php");
+                self.value(p.pos, values::parse_php_version(p))
+            }
+            None => None,
+        };
+        let release = match pick(&|t| t.release.is_some()) {
+            Some((file, lvl, t)) => {
+                origin.release = lvl.clone();
+                self.at(file);
+                let r = t.release.as_ref().expect("picked level has release");
+                self.value(r.pos, values::parse_release_id(r))
+            }
+            None => None,
+        };
+        let allow_rollback = pick(&|t| t.allow_rollback.is_some())
+            .and_then(|(_, _, t)| t.allow_rollback.as_ref().map(|b| b.value))
+            .unwrap_or(false);
+        self.at(farm_file);
+        let missing: Vec<&str> = [
+            (origin.php.is_empty(), "php"),
+            (origin.release.is_empty(), "release"),
+        ]
+        .into_iter()
+        .filter_map(|(m, n)| m.then_some(n))
+        .collect();
+        if !missing.is_empty() {
+            self.err(
+                farm_pos.pos,
+                format!(
+                    "`{farm}` has no {} (set by neither the farm, its site, nor fleet.defaults)",
+                    missing.join(" and ")
+                ),
+                "set it in fleet.defaults, the site's defaults or the farm's target",
+            );
+            return (None, origin);
+        }
+        match (ok, php, release) {
+            (true, Some(php), Some(release)) => (
+                Some(model::Target {
+                    packages,
+                    php,
+                    release,
+                    allow_rollback,
+                }),
+                origin,
+            ),
+            _ => (None, origin),
+        }
+    }
+
+    fn policy(&mut self, p: &PolicySpec) -> model::Policy {
+        let mut disruptive = Vec::new();
+        for r in &p.disruptive {
+            let pat_ok = !r.pattern.is_empty()
+                && r.pattern.contains('/')
+                && r.pattern
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "*/._+-".contains(c));
+            if !pat_ok {
+                self.err(
+                    r.pattern.pos,
+                    format!("bad package pattern {:?}", r.pattern.value),
+                    "write `category/package` with `*` wildcards, e.g. `sys-kernel/*`",
+                );
+                continue;
+            }
+            let reboot = r.reboot.as_ref().map(|b| b.value).unwrap_or(false);
+            let needs = if reboot {
+                model::Needs::Reboot
+            } else if !r.restart.is_empty() {
+                let services = r
+                    .restart
+                    .iter()
+                    .filter_map(|s| self.value(s.pos, values::parse_service(s)))
+                    .collect();
+                model::Needs::Restart(services)
+            } else {
+                self.err(
+                    r.pattern.pos,
+                    format!(
+                        "disruptive rule `{}` needs neither a restart nor a reboot",
+                        r.pattern.value
+                    ),
+                    "add `restart: [service, …]` or `reboot: true`",
+                );
+                continue;
+            };
+            disruptive.push(model::DisruptiveRule {
+                pattern: r.pattern.value.clone(),
+                needs,
+            });
+        }
+        let frac =
+            |cx: &mut Cx, v: &Option<Sp<f64>>, default: f64, zero_ok: bool, what: &str| -> f64 {
+                match v {
+                    None => default,
+                    Some(f) => {
+                        let ok = f.value.is_finite()
+                            && f.value <= 1.0
+                            && (f.value > 0.0 || (zero_ok && f.value == 0.0));
+                        if !ok {
+                            cx.err(
+                                f.pos,
+                                format!("{what} {} is out of range", f.value),
+                                "write a fraction between 0 and 1, e.g. 0.75",
+                            );
+                        }
+                        f.value
+                    }
+                }
+            };
+        let site_capacity_floor = frac(
+            self,
+            &p.site_capacity_floor,
+            0.5,
+            true,
+            "site_capacity_floor",
+        );
+        let max_farm_load = frac(self, &p.max_farm_load, 0.9, false, "max_farm_load");
+        let h = &p.health;
+        let path = match &h.path {
+            None => "/healthz".to_string(),
+            Some(s) => self
+                .value(s.pos, values::parse_abs_path("health path", s))
+                .unwrap_or_default(),
+        };
+        let expect_status = h.expect_status.as_ref().map(|s| s.value).unwrap_or(200);
+        if !(100..=599).contains(&expect_status) {
+            let pos = h.expect_status.as_ref().map(|s| s.pos).unwrap_or_default();
+            self.err(
+                pos,
+                format!("HTTP status {expect_status} does not exist"),
+                "use a status between 100 and 599, usually 200",
+            );
+        }
+        let health = model::HealthCheck {
+            path,
+            expect_status,
+            expect_release_marker: h
+                .expect_release_marker
+                .as_ref()
+                .map(|b| b.value)
+                .unwrap_or(true),
+            timeout: self.duration(&h.timeout, 5),
+            retries: h.retries.as_ref().map(|r| r.value).unwrap_or(3).max(1),
+        };
+        let max_unavailable = p.max_unavailable.as_ref().map(|m| m.value).unwrap_or(1);
+        let max_farms_down = p.max_farms_down.as_ref().map(|m| m.value).unwrap_or(1);
+        if let Some(m) = &p.max_farms_down
+            && m.value == 0
+        {
+            self.err(
+                m.pos,
+                "max_farms_down 0 would block every farm switch",
+                "use at least 1",
+            );
+        }
+        let releases_kept = p.releases_kept.as_ref().map(|m| m.value).unwrap_or(5);
+        if let Some(k) = &p.releases_kept
+            && k.value < 2
+        {
+            self.err(
+                k.pos,
+                format!("releases_kept {} leaves nothing to roll back to", k.value),
+                "keep at least 2 releases (the active one and the previous)",
+            );
+        }
+        model::Policy {
+            disruptive,
+            max_unavailable,
+            max_farms_down,
+            site_capacity_floor,
+            max_farm_load,
+            drain_timeout: self.duration(&p.drain_timeout, 300),
+            health,
+            soak: self.duration(&p.preproduction.soak, 1800),
+            waive_preproduction_gate: p
+                .preproduction
+                .waive_gate
+                .as_ref()
+                .map(|b| b.value)
+                .unwrap_or(false),
+            failure_budget: p.failure_budget.as_ref().map(|b| b.value).unwrap_or(2),
+            releases_kept,
+        }
+    }
+
+    fn ssh(&mut self, s: &SshSpec) -> model::SshSettings {
+        let user = match &s.user {
+            None => "drover".to_string(),
+            Some(u) => self.name("SSH user", u).unwrap_or_default(),
+        };
+        let file = |cx: &mut Cx, v: &Option<Sp<String>>, what: &str| {
+            v.as_ref().and_then(|p| {
+                let ok = !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-/~".contains(c));
+                if !ok {
+                    cx.err(
+                        p.pos,
+                        format!("{what} path {:?} is not a plain path", p.value),
+                        "use letters, digits and `._-/~`",
+                    );
+                }
+                ok.then(|| p.value.clone())
+            })
+        };
+        model::SshSettings {
+            user,
+            port: s.port.as_ref().map(|p| p.value).unwrap_or(22),
+            known_hosts: file(self, &s.known_hosts, "known_hosts"),
+            identity: file(self, &s.identity, "identity"),
+        }
+    }
+
+    fn sources(&mut self, s: &SourcesSpec) -> model::Sources {
+        let url = |cx: &mut Cx, v: &Option<Sp<String>>, what: &str| {
+            v.as_ref()
+                .and_then(|u| cx.value(u.pos, values::parse_url(what, u, &["rsync", "file"])))
+        };
+        model::Sources {
+            php: url(self, &s.php, "PHP source"),
+            releases: url(self, &s.releases, "release source"),
+        }
+    }
+
+    fn lb(&mut self, lb: &LbSpec, site: &Sp<String>, ssh_port: u16) -> model::LbSettings {
+        let api = match (&lb.host, &lb.socket, &lb.admin_tcp) {
+            (Some(h), Some(sock), None) => {
+                let host = self.value(h.pos, values::parse_host(h)).unwrap_or_default();
+                let socket = self
+                    .value(sock.pos, values::parse_abs_path("socket", sock))
+                    .unwrap_or_default();
+                model::LbApi::Ssh {
+                    host,
+                    port: lb.ssh_port.as_ref().map(|p| p.value).unwrap_or(ssh_port),
+                    socket,
+                }
+            }
+            (None, None, Some(t)) => {
+                let (host, port) = self
+                    .value(t.pos, values::parse_endpoint(t))
+                    .unwrap_or_default();
+                model::LbApi::Tcp { host, port }
+            }
+            _ => {
+                self.err(
+                    site.pos,
+                    format!(
+                        "site `{}`: the LB needs either `host` and `socket`, or `admin_tcp`",
+                        site.value
+                    ),
+                    "e.g. lb: { host: lb1.par1.example.net, socket: /run/haproxy/admin.sock }",
+                );
+                model::LbApi::Tcp {
+                    host: String::new(),
+                    port: 0,
+                }
+            }
+        };
+        let backend = match &lb.backend {
+            Some(b) => self.name("backend", b).unwrap_or_default(),
+            None => "site".into(),
+        };
+        let bind = match &lb.bind {
+            Some(b) => {
+                let _ = self.value(b.pos, values::parse_endpoint(b));
+                b.value.clone()
+            }
+            None => "0.0.0.0:80".into(),
+        };
+        let state_file = match &lb.state_file {
+            Some(s) => self
+                .value(s.pos, values::parse_abs_path("state file", s))
+                .unwrap_or_default(),
+            None => "/var/lib/haproxy/server-state".into(),
+        };
+        model::LbSettings {
+            api,
+            backend,
+            bind,
+            state_file,
+        }
+    }
+}
+
+struct NodeDraft {
+    name: String,
+    name_pos: Pos,
+    address: String,
+    address_pos: Pos,
+    member: u32,
+    member_pos: Pos,
+    profile: String,
+    profile_pos: Pos,
+    ssh_port: Option<u16>,
+    http_port: Option<u16>,
+}
+
+fn or_none(list: &[&str]) -> String {
+    if list.is_empty() {
+        "(none)".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// Expands `{member}`, `{member:02}` and `{member+10}` (also `{member+10:03}`).
+pub fn expand(pattern: &str, member: u32) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = pattern;
+    let mut found = false;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').ok_or("unclosed `{`")? + open;
+        let inner = &rest[open + 1..close];
+        let body = inner
+            .strip_prefix("member")
+            .ok_or_else(|| format!("unknown placeholder `{{{inner}}}`"))?;
+        let (body, width) = match body.split_once(':') {
+            Some((b, w)) => {
+                let w: usize = w
+                    .parse()
+                    .map_err(|_| format!("bad width in `{{{inner}}}`"))?;
+                if w > 9 {
+                    return Err(format!("width too large in `{{{inner}}}`"));
+                }
+                (b, w)
+            }
+            None => (body, 0),
+        };
+        let offset: u32 = match body.strip_prefix('+') {
+            Some(n) => n
+                .parse()
+                .map_err(|_| format!("bad offset in `{{{inner}}}`"))?,
+            None if body.is_empty() => 0,
+            None => return Err(format!("unknown placeholder `{{{inner}}}`")),
+        };
+        let v = member.checked_add(offset).ok_or("member index overflows")?;
+        out.push_str(&format!("{v:0width$}"));
+        rest = &rest[close + 1..];
+        found = true;
+    }
+    if rest.contains('}') {
+        return Err("unmatched `}`".into());
+    }
+    out.push_str(rest);
+    if !found {
+        return Err(
+            "the pattern has no `{member}` placeholder, so every node would get the same value"
+                .into(),
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    #[test]
+    fn patterns() {
+        assert_eq!(expand("par1-f01-n{member:02}", 3).unwrap(), "par1-f01-n03");
+        assert_eq!(expand("10.1.1.{member+10}", 3).unwrap(), "10.1.1.13");
+        assert_eq!(expand("n{member+100:04}", 3).unwrap(), "n0103");
+        assert!(expand("web", 1).is_err());
+        assert!(expand("web{node}", 1).is_err());
+        assert!(expand("web{member", 1).is_err());
+        assert!(expand("web{member+x}", 1).is_err());
+    }
+}

@@ -1,0 +1,509 @@
+//! Strict parsers for every scalar in a spec that can reach a remote command
+//! or an LB configuration: names, Gentoo atoms, PHP versions, release ids,
+//! URLs, addresses, durations.
+//!
+//! Each parser returns a `ValueError` (message + hint) and never panics. The
+//! accepted alphabets are small on purpose: nothing accepted here needs shell
+//! quoting, so a value that slips past quoting still cannot run anything.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+/// Why a scalar was refused, with what to write instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueError {
+    pub message: String,
+    pub hint: String,
+}
+
+fn err(message: impl Into<String>, hint: impl Into<String>) -> ValueError {
+    ValueError {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+/// Names what is wrong with a character that may not appear in a value that
+/// reaches remote commands, so the error says more than "invalid".
+fn describe_bad_char(s: &str, allowed: impl Fn(char) -> bool) -> Option<String> {
+    let c = s.chars().find(|&c| !allowed(c))?;
+    let what = match c {
+        ' ' | '\t' => "whitespace".to_string(),
+        '\n' | '\r' => "a line break".to_string(),
+        ';' | '&' | '|' => format!("the shell operator `{c}`"),
+        '$' | '`' => format!("`{c}` (shell substitution)"),
+        '\'' | '"' | '\\' => format!("the quote character `{c}`"),
+        c if c.is_control() => format!("the control character U+{:04X}", c as u32),
+        c => format!("the character `{c}`"),
+    };
+    Some(what)
+}
+
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// A plain safe name (site, farm, node, profile, package set, service).
+pub fn parse_name(kind: &str, s: &str) -> Result<String, ValueError> {
+    let hint = format!(
+        "a {kind} name is 1 to 63 characters of letters, digits, `.`, `_` and `-`, starting with a letter or digit"
+    );
+    if s.is_empty() {
+        return Err(err(format!("empty {kind} name"), hint));
+    }
+    if let Some(bad) = describe_bad_char(s, name_char) {
+        return Err(err(format!("{kind} name {s:?} contains {bad}"), hint));
+    }
+    if s.len() > 63 || !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(err(format!("invalid {kind} name {s:?}"), hint));
+    }
+    Ok(s.to_string())
+}
+
+/// A service name as given to `rc-service` or `systemctl` (`php-fpm`, `apache2`, `getty@tty1`).
+pub fn parse_service(s: &str) -> Result<String, ValueError> {
+    let hint =
+        "a service name is letters, digits, `.`, `_`, `-` and `@`, e.g. `php-fpm` or `apache2`";
+    if s.is_empty() || s.len() > 63 {
+        return Err(err(format!("invalid service name {s:?}"), hint));
+    }
+    if let Some(bad) = describe_bad_char(s, |c| name_char(c) || c == '@') {
+        return Err(err(format!("service name {s:?} contains {bad}"), hint));
+    }
+    if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(err(format!("invalid service name {s:?}"), hint));
+    }
+    Ok(s.to_string())
+}
+
+/// A Gentoo package atom pinned to one exact version: `category/name-version`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Atom {
+    pub category: String,
+    pub name: String,
+    pub version: String,
+}
+
+impl Atom {
+    /// `category/name`: the key under which a package is installed once.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.category, self.name)
+    }
+}
+
+impl fmt::Display for Atom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}-{}", self.category, self.name, self.version)
+    }
+}
+
+const ATOM_HINT: &str = "write an exact Gentoo atom as `category/package-version`, e.g. `dev-libs/openssl-3.0.15-r1` (no operator, no slot)";
+
+/// PMS version syntax: `1.2.3`, `1.2.3b`, `6.6.58_p1`, `3.0.15-r1`, `2.41_rc2-r3`.
+pub fn is_gentoo_version(v: &str) -> bool {
+    let (main, rev) = match v.rsplit_once("-r") {
+        Some((m, r)) if !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()) => (m, Some(r)),
+        _ => (v, None),
+    };
+    let _ = rev;
+    let mut parts = main.split('_');
+    let Some(numeric) = parts.next() else {
+        return false;
+    };
+    // numeric part: digits(.digits)* [a-z]?
+    let (nums, letter) = match numeric.as_bytes().last() {
+        Some(b) if b.is_ascii_lowercase() => (&numeric[..numeric.len() - 1], true),
+        _ => (numeric, false),
+    };
+    let _ = letter;
+    if nums.is_empty()
+        || !nums
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
+    }
+    parts.all(|suffix| {
+        ["alpha", "beta", "pre", "rc", "p"].iter().any(|k| {
+            suffix
+                .strip_prefix(k)
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    })
+}
+
+pub fn parse_atom(s: &str) -> Result<Atom, ValueError> {
+    if let Some(bad) = describe_bad_char(s, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+')
+    }) {
+        return Err(err(format!("package atom {s:?} contains {bad}"), ATOM_HINT));
+    }
+    let Some((category, rest)) = s.split_once('/') else {
+        return Err(err(
+            format!("package atom {s:?} has no category (expected `category/package-version`)"),
+            ATOM_HINT,
+        ));
+    };
+    let cat_ok = !category.is_empty()
+        && category.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && !rest.contains('/');
+    if !cat_ok {
+        return Err(err(
+            format!("malformed category in package atom {s:?}"),
+            ATOM_HINT,
+        ));
+    }
+    // The version starts after the first `-` whose remainder is a valid version.
+    let split = rest
+        .match_indices('-')
+        .map(|(i, _)| i)
+        .find(|&i| is_gentoo_version(&rest[i + 1..]));
+    let Some(i) = split else {
+        return Err(err(
+            format!("package atom {s:?} has no valid version"),
+            ATOM_HINT,
+        ));
+    };
+    let (name, version) = (&rest[..i], &rest[i + 1..]);
+    if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(err(
+            format!("malformed package name in atom {s:?}"),
+            ATOM_HINT,
+        ));
+    }
+    Ok(Atom {
+        category: category.to_string(),
+        name: name.to_string(),
+        version: version.to_string(),
+    })
+}
+
+/// A PHP version as installed under `/opt/php/<version>`: `major.minor.patch`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PhpVersion(pub String);
+
+impl PhpVersion {
+    fn parts(&self) -> Vec<u32> {
+        self.0.split('.').filter_map(|p| p.parse().ok()).collect()
+    }
+}
+
+impl Ord for PhpVersion {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+impl PartialOrd for PhpVersion {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl fmt::Display for PhpVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub fn parse_php_version(s: &str) -> Result<PhpVersion, ValueError> {
+    let hint = "write the full PHP version in quotes, e.g. php: \"8.3.14\"";
+    let parts: Vec<&str> = s.split('.').collect();
+    let ok = parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()));
+    if !ok {
+        return Err(err(
+            format!("malformed PHP version {s:?} (expected major.minor.patch)"),
+            hint,
+        ));
+    }
+    Ok(PhpVersion(s.to_string()))
+}
+
+/// An application release id, rsynced into `releases/<id>`. Ordered naturally
+/// (digit runs compare as numbers), so `2026.11.10` is newer than `2026.11.9`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ReleaseId(pub String);
+
+impl ReleaseId {
+    fn chunks(&self) -> Vec<Chunk<'_>> {
+        let mut out = Vec::new();
+        let s = self.0.as_str();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        while start < bytes.len() {
+            let digit = bytes[start].is_ascii_digit();
+            let mut end = start;
+            while end < bytes.len() && bytes[end].is_ascii_digit() == digit {
+                end += 1;
+            }
+            let piece = &s[start..end];
+            out.push(if digit {
+                Chunk::Num(
+                    piece.trim_start_matches('0').len(),
+                    piece.trim_start_matches('0'),
+                )
+            } else {
+                Chunk::Text(piece)
+            });
+            start = end;
+        }
+        out
+    }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Chunk<'a> {
+    // (significant digits, digits): longer numbers are bigger, then lexical.
+    Num(usize, &'a str),
+    Text(&'a str),
+}
+
+impl Ord for ReleaseId {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.chunks()
+            .cmp(&other.chunks())
+            .then_with(|| self.0.cmp(&other.0))
+    }
+}
+impl PartialOrd for ReleaseId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl fmt::Display for ReleaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub fn parse_release_id(s: &str) -> Result<ReleaseId, ValueError> {
+    let hint = "a release id is 1 to 64 letters, digits, `.`, `_` and `-`, starting with a letter or digit, e.g. `2026.11.2`";
+    if let Some(bad) = describe_bad_char(s, name_char) {
+        return Err(err(format!("release id {s:?} contains {bad}"), hint));
+    }
+    if s.is_empty()
+        || s.len() > 64
+        || !s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || s.contains("..")
+    {
+        return Err(err(format!("invalid release id {s:?}"), hint));
+    }
+    Ok(ReleaseId(s.to_string()))
+}
+
+fn url_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '~' | '%' | '+' | '@')
+}
+
+/// A binhost or rsync source URL. Only `scheme://host[:port]/path` with a
+/// plain alphabet: no query strings, no spaces, nothing a shell interprets.
+pub fn parse_url(kind: &str, s: &str, schemes: &[&str]) -> Result<String, ValueError> {
+    let hint = format!(
+        "write `{}://host/path` using letters, digits and `._-/:~%+@`",
+        schemes.join("|")
+    );
+    if let Some(bad) = describe_bad_char(s, url_char) {
+        return Err(err(format!("{kind} {s:?} contains {bad}"), hint));
+    }
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err(err(format!("{kind} {s:?} is not a URL"), hint));
+    };
+    if !schemes.contains(&scheme) {
+        return Err(err(
+            format!(
+                "{kind} {s:?} uses scheme `{scheme}`, expected one of {}",
+                schemes.join(", ")
+            ),
+            hint,
+        ));
+    }
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || rest.contains("..") {
+        return Err(err(
+            format!("{kind} {s:?} has no host or contains `..`"),
+            hint,
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// A host name or IP address (no port).
+pub fn parse_host(s: &str) -> Result<String, ValueError> {
+    let hint = "write an IP address or a DNS name, e.g. `10.1.2.17` or `web17.par1.example.net`";
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    if let Some(bad) = describe_bad_char(s, |c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+        return Err(err(format!("address {s:?} contains {bad}"), hint));
+    }
+    let labels_ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'));
+    // "10.1.1.300" is neither an IP address nor a DNS name (TLDs are not numeric).
+    let numeric_tld = s
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    if !labels_ok || numeric_tld {
+        return Err(err(format!("malformed address {s:?}"), hint));
+    }
+    Ok(s.to_string())
+}
+
+/// `host:port` (IPv6 in brackets).
+pub fn parse_endpoint(s: &str) -> Result<(String, u16), ValueError> {
+    let hint = "write `host:port`, e.g. `10.1.2.5:11211` or `[fd00::5]:11211`";
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        match rest.split_once("]:") {
+            Some((h, p)) => (h, p),
+            None => return Err(err(format!("malformed endpoint {s:?}"), hint)),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, p),
+            None => return Err(err(format!("endpoint {s:?} has no port"), hint)),
+        }
+    };
+    let host = parse_host(host).map_err(|e| err(format!("endpoint {s:?}: {}", e.message), hint))?;
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 => p,
+        _ => return Err(err(format!("endpoint {s:?} has an invalid port"), hint)),
+    };
+    Ok((host, port))
+}
+
+/// An absolute path on a node or the LB host (`/run/haproxy/admin.sock`).
+pub fn parse_abs_path(kind: &str, s: &str) -> Result<String, ValueError> {
+    let hint = "write an absolute path of letters, digits and `._-/`";
+    if let Some(bad) = describe_bad_char(s, |c| name_char(c) || c == '/') {
+        return Err(err(format!("{kind} {s:?} contains {bad}"), hint));
+    }
+    if !s.starts_with('/') || s.split('/').any(|p| p == "..") {
+        return Err(err(
+            format!("{kind} {s:?} must be an absolute path without `..`"),
+            hint,
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// A duration as people write it: `90s`, `5m`, `1h 30m`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, ValueError> {
+    humantime::parse_duration(s).map_err(|e| {
+        err(
+            format!("malformed duration {s:?}: {e}"),
+            "write a duration with a unit, e.g. `30s`, `5m` or `1h 30m`",
+        )
+    })
+}
+
+/// A `*` glob on `category/package`, as used by the disruptive-atom policy.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, usize::MAX, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = pi;
+            mark = ti;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if star != usize::MAX {
+            pi = star + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atoms() {
+        let a = parse_atom("dev-libs/openssl-3.0.15-r1").unwrap();
+        assert_eq!(
+            (a.key().as_str(), a.version.as_str()),
+            ("dev-libs/openssl", "3.0.15-r1")
+        );
+        let a = parse_atom("sys-kernel/gentoo-kernel-bin-6.6.58").unwrap();
+        assert_eq!(a.name, "gentoo-kernel-bin");
+        assert_eq!(
+            parse_atom("dev-lang/php-8.3.14_p1").unwrap().version,
+            "8.3.14_p1"
+        );
+        assert_eq!(parse_atom("app-misc/foo-1b").unwrap().version, "1b");
+        for bad in [
+            "openssl-3.0",
+            "dev-libs/openssl",
+            "dev-libs/openssl-",
+            "=dev-libs/openssl-3.0",
+            "www-servers/apache-2.4.62; rm -rf /",
+            "dev-libs/openssl-$(id)",
+            "a/b/c-1",
+            "dev-libs/openssl-3.0.x",
+            "/openssl-1",
+        ] {
+            assert!(parse_atom(bad).is_err(), "{bad} accepted");
+        }
+        let e = parse_atom("www-servers/apache-2.4.62; rm -rf /").unwrap_err();
+        assert!(
+            e.message.contains("the shell operator `;`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn releases_order_naturally() {
+        let r = |s| parse_release_id(s).unwrap();
+        assert!(r("2026.11.10") > r("2026.11.9"));
+        assert!(r("2026.11.2") > r("2026.11.1"));
+        assert!(r("v10") > r("v9"));
+        assert!(parse_release_id("../etc").is_err());
+        assert!(parse_release_id("a b").is_err());
+        assert!(parse_release_id("`id`").is_err());
+    }
+
+    #[test]
+    fn php_versions() {
+        assert!(parse_php_version("8.3.14").is_ok());
+        assert!(parse_php_version("8.3").is_err());
+        assert!(parse_php_version("8.3.x").is_err());
+        assert!(parse_php_version("8.10.0").unwrap() > parse_php_version("8.9.30").unwrap());
+    }
+
+    #[test]
+    fn urls_and_hosts() {
+        assert!(
+            parse_url(
+                "binhost",
+                "https://binhost.example.net/r640",
+                &["https", "http"]
+            )
+            .is_ok()
+        );
+        assert!(parse_url("binhost", "https://x/?a=1&b", &["https"]).is_err());
+        assert!(parse_url("binhost", "ftp://x/a", &["https"]).is_err());
+        assert!(parse_host("10.1.2.3").is_ok());
+        assert!(parse_host("web1.example.net").is_ok());
+        assert!(parse_host("web1 .example").is_err());
+        assert_eq!(parse_endpoint("127.0.0.1:11211").unwrap().1, 11211);
+        assert!(parse_endpoint("127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("sys-kernel/*", "sys-kernel/gentoo-kernel-bin"));
+        assert!(glob_match("*/openssl", "dev-libs/openssl"));
+        assert!(!glob_match("sys-kernel/*", "sys-apps/man-db"));
+        assert!(glob_match("dev-lang/php*", "dev-lang/php"));
+    }
+}

@@ -1,0 +1,4 @@
+//! One integration-test binary (links once): CLI, spec corpus, schema.
+
+mod cli;
+mod schema;
