@@ -2,5 +2,10 @@
 //! web clusters. The binary (`main.rs`) is a thin shell over this library.
 
 pub mod cli;
+pub mod diff;
+pub mod invariants;
 pub mod model;
+pub mod observe;
+pub mod plan;
+pub mod sim;
 pub mod spec;

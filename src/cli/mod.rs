@@ -1,7 +1,10 @@
 //! Command-line shell: parse arguments, call the library, print, choose the
 //! exit code. Deciding happens in the library; printing happens here.
 
+mod plan;
+mod reconcile;
 mod schema;
+mod simulate;
 mod validate;
 
 use std::path::PathBuf;
@@ -52,6 +55,10 @@ pub enum Command {
     Validate,
     /// Print the JSON Schema of spec files.
     Schema,
+    /// Observe, diff, and show the ordered plan (waves, farm switches, why).
+    Plan(plan::PlanArgs),
+    /// Converge the fleet: `--once` for CI, else the daemon.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -75,5 +82,27 @@ pub fn run(cli: &Cli) -> u8 {
     match &cli.command {
         Command::Validate => validate::run(cli),
         Command::Schema => schema::run(),
+        Command::Plan(a) => plan::run(cli, a),
+        Command::Reconcile(a) => reconcile::run(cli, a),
+    }
+}
+
+/// Loads and validates the specs, printing diagnostics on failure.
+pub(crate) fn load_fleet(cli: &Cli) -> Option<crate::model::Fleet> {
+    match crate::spec::load(&cli.specs) {
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+        Ok(crate::spec::Loaded::Invalid { diagnostics, files }) => {
+            eprint!("{}", crate::spec::diag::render(&diagnostics, &files));
+            eprintln!(
+                "{} errors in {}: nothing was planned",
+                diagnostics.len(),
+                cli.specs.display()
+            );
+            None
+        }
+        Ok(crate::spec::Loaded::Valid { fleet, .. }) => Some(fleet),
     }
 }

@@ -28,7 +28,7 @@ pub struct Fleet {
     pub policy: Policy,
     pub ssh: SshSettings,
     pub sources: Sources,
-    /// Where each farm's target fields came from, for `drover plan` to show.
+    /// Starting state of the simulated fleet (`--simulate`), when the spec sets one.
     #[serde(skip)]
     pub simulation: Option<SimulationSettings>,
 }
@@ -48,6 +48,8 @@ pub struct Site {
     pub environment: Environment,
     pub lb: LbSettings,
     pub farms: Vec<FarmId>,
+    /// Fraction of the site's full capacity that must keep serving.
+    pub capacity_floor: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -81,6 +83,10 @@ pub struct Farm {
     pub max_unavailable: u32,
     /// Cookie pseudo-server name in the site backend (also the cookie value).
     pub lb_server: String,
+    /// Weight of the farm's pseudo-server when it takes new sessions:
+    /// proportional to its capacity (1..=256), so that round-robin fills
+    /// farms of a site to the same fraction of their capacity.
+    pub lb_weight: u16,
     /// `host:port` of the per-farm listener, when the spec names one.
     pub lb_listen: Option<(String, u16)>,
     /// For each target field, which spec level set it ("fleet", "site par1", "farm").

@@ -193,6 +193,8 @@ pub struct SiteSpec {
     pub name: Sp<String>,
     pub environment: Sp<Environment>,
     pub lb: LbSpec,
+    /// Override of policy.site_capacity_floor for this site (e.g. a small preproduction site).
+    pub capacity_floor: Option<Sp<f64>>,
     /// Target overrides for every farm of this site.
     #[serde(default)]
     pub defaults: TargetSpec,

@@ -265,6 +265,12 @@ impl Cx {
                     continue;
                 }
                 let lb = self.lb(&s.lb, &s.name, ssh.port);
+                let capacity_floor = self.fraction(
+                    &s.capacity_floor,
+                    policy.site_capacity_floor,
+                    true,
+                    "capacity_floor",
+                );
                 site_ids.insert(name.clone(), sites.len() as u32);
                 site_defaults.push((files[*i].path.clone(), &s.defaults));
                 sites.push(model::Site {
@@ -272,6 +278,7 @@ impl Cx {
                     environment: s.environment.value,
                     lb,
                     farms: Vec::new(),
+                    capacity_floor,
                 });
             }
         }
@@ -553,6 +560,7 @@ impl Cx {
                     sites[s as usize].farms.push(farm_id);
                 }
                 farms.push(model::Farm {
+                    lb_weight: 0,
                     name,
                     site: site.unwrap_or(0),
                     memcached,
@@ -563,6 +571,31 @@ impl Cx {
                     lb_listen,
                     target_origin: origin,
                 });
+            }
+        }
+
+        // Farm weights proportional to capacity within each site.
+        let farm_cap = |f: &model::Farm| -> u64 {
+            f.nodes
+                .iter()
+                .map(|&n| {
+                    profiles
+                        .get(nodes[n as usize].profile as usize)
+                        .map_or(0, |p| p.capacity as u64)
+                })
+                .sum()
+        };
+        for site in &sites {
+            let max = site
+                .farms
+                .iter()
+                .map(|&f| farm_cap(&farms[f as usize]))
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            for &f in &site.farms {
+                let cap = farm_cap(&farms[f as usize]);
+                farms[f as usize].lb_weight = ((cap * 100).div_ceil(max)).clamp(1, 256) as u16;
             }
         }
 
@@ -888,6 +921,25 @@ impl Cx {
                 .unwrap_or(false),
             failure_budget: p.failure_budget.as_ref().map(|b| b.value).unwrap_or(2),
             releases_kept,
+        }
+    }
+
+    fn fraction(&mut self, v: &Option<Sp<f64>>, default: f64, zero_ok: bool, what: &str) -> f64 {
+        match v {
+            None => default,
+            Some(f) => {
+                let ok = f.value.is_finite()
+                    && f.value <= 1.0
+                    && (f.value > 0.0 || (zero_ok && f.value == 0.0));
+                if !ok {
+                    self.err(
+                        f.pos,
+                        format!("{what} {} is out of range", f.value),
+                        "write a fraction between 0 and 1, e.g. 0.75",
+                    );
+                }
+                f.value
+            }
         }
     }
 

@@ -1,0 +1,120 @@
+//! What drover observed: per node the installed packages, kernel, PHP trees
+//! and releases, LB state and last health result; per farm the LB pseudo-
+//! server and the load it carries. Plain data, filled by the real probe
+//! (adapters) or by the simulation; nothing here does I/O.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::model::{Fleet, PhpVersion, ReleaseId};
+
+/// An interned-by-sharing string: observations of 100,000 nodes share the
+/// few distinct versions a fleet runs.
+pub type Str = Arc<str>;
+
+/// A server's administrative state in HAProxy (`set server ... state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admin {
+    Ready,
+    Drain,
+    Maint,
+}
+
+/// A server as the LB reports it (`show servers state` / `show stat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LbServer {
+    pub admin: Admin,
+    /// User weight (0..=256); 0 takes no new sessions but keeps cookie holders.
+    pub weight: u16,
+    /// Requests in progress (`scur` + `qcur`).
+    pub active: u32,
+}
+
+impl LbServer {
+    pub const READY: LbServer = LbServer {
+        admin: Admin::Ready,
+        weight: 100,
+        active: 0,
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Health {
+    Unknown,
+    Passing,
+    Failing,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeObs {
+    /// Answered the probe.
+    pub reachable: bool,
+    /// Installed version per `category/package` that the fleet's targets track.
+    pub packages: Vec<(Str, Str)>,
+    /// Binary packages already fetched (staged) for installation.
+    pub fetched: Vec<(Str, Str)>,
+    pub kernel_running: Option<Str>,
+    pub kernel_installed: Option<Str>,
+    pub boot_id: Str,
+    pub php_installed: Vec<PhpVersion>,
+    pub php_active: Option<PhpVersion>,
+    pub releases_installed: Vec<ReleaseId>,
+    pub release_active: Option<ReleaseId>,
+    /// The node's server in its farm listener.
+    pub lb: LbServer,
+    pub health: Health,
+}
+
+impl NodeObs {
+    pub fn installed(&self, key: &str) -> Option<&str> {
+        self.packages
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| &**v)
+    }
+    pub fn has_fetched(&self, key: &str, version: &str) -> bool {
+        self.fetched
+            .iter()
+            .any(|(k, v)| &**k == key && &**v == version)
+    }
+    /// Running a kernel other than the installed one: a reboot is pending.
+    pub fn reboot_pending(&self) -> bool {
+        matches!((&self.kernel_running, &self.kernel_installed), (Some(r), Some(i)) if r != i)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FarmObs {
+    /// The farm's cookie pseudo-server in the site backend.
+    pub lb: LbServer,
+    /// Sessions whose cookie points at this farm (its load).
+    pub sessions: u32,
+    pub memcached_reachable: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SiteObs {
+    /// New sessions per second arriving at the site (for capacity planning).
+    pub arrivals_per_s: f64,
+    /// The LB answered.
+    pub lb_reachable: bool,
+}
+
+/// One observation of the whole fleet, indexed like `Fleet`'s vectors.
+#[derive(Clone, Debug, Serialize)]
+pub struct Observed {
+    pub nodes: Vec<NodeObs>,
+    pub farms: Vec<FarmObs>,
+    pub sites: Vec<SiteObs>,
+}
+
+impl Observed {
+    /// Is the observation shaped like the fleet (one entry per node, farm, site)?
+    pub fn matches(&self, fleet: &Fleet) -> bool {
+        self.nodes.len() == fleet.nodes.len()
+            && self.farms.len() == fleet.farms.len()
+            && self.sites.len() == fleet.sites.len()
+    }
+}

@@ -1,0 +1,264 @@
+//! What the reconciler remembers between passes and across crashes: the
+//! operations it has under way (which node it drained and why, which farm is
+//! mid-switch), the nodes that failed, preproduction gate evidence, and which
+//! actions are in flight. The journal persists exactly this.
+//!
+//! `begin` is called (and persisted) before an action starts, `complete` when
+//! it ends: write-ahead, so a restart knows what may have half-happened.
+//! Pure state transitions: no I/O, time comes in as an argument.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::action::{Action, Outcome, Subject};
+use crate::model::{FarmId, NodeId};
+use crate::observe::Admin;
+
+/// Where a node-level window stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodePhase {
+    /// Set to drain; waiting for active requests to reach zero (or the timeout).
+    Draining,
+    /// In maintenance, nothing disruptive done yet.
+    Out,
+    /// Disruptive install + restart/reboot started.
+    Upgrading,
+    /// Health check started or passed (`healthy`).
+    Checking,
+    /// Being put back to ready.
+    Returning,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeOp {
+    pub phase: NodePhase,
+    /// When the current phase began (ms).
+    pub since_ms: u64,
+    pub healthy: bool,
+}
+
+/// Where a farm-level switch stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FarmPhase {
+    /// Pseudo-server in maint; waiting for the farm's requests to finish.
+    Leaving,
+    /// memcached flush started.
+    Flushing,
+    /// Flushed: nodes upgrade (coalesced work), switch, and are health-checked.
+    Working,
+    /// Back to ready (and weight 100).
+    Returning,
+    /// The switch failed before any node changed: back to ready, unchanged.
+    Aborting,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FarmOp {
+    pub phase: FarmPhase,
+    pub since_ms: u64,
+    /// Nodes health-checked since their last change in this window.
+    pub checked: BTreeSet<NodeId>,
+    /// Some node of the farm has switched (the window can no longer be aborted).
+    pub switched: bool,
+    /// Weight the pseudo-server had before (restored on abort).
+    pub weight_before: u16,
+}
+
+/// Preproduction evidence: since when all preproduction nodes of a profile
+/// run a value healthy; `passed` once that lasted the soak time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateRecord {
+    pub since_ms: u64,
+    pub passed: bool,
+}
+
+/// (profile, component such as `pkg:dev-libs/openssl`, `php`, `release`, value)
+pub type GateKey = (u32, String, String);
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub node_ops: BTreeMap<NodeId, NodeOp>,
+    pub farm_ops: BTreeMap<FarmId, FarmOp>,
+    pub failed_nodes: BTreeMap<NodeId, String>,
+    pub failed_farms: BTreeMap<FarmId, String>,
+    pub gate: BTreeMap<GateKey, GateRecord>,
+    /// Actions started and not yet completed. Cleared on restart: whatever
+    /// they did is re-observed.
+    pub in_flight: BTreeSet<Subject>,
+}
+
+impl Memory {
+    pub fn failures(&self) -> usize {
+        self.failed_nodes.len() + self.failed_farms.len()
+    }
+
+    pub fn halted(&self, budget: u32) -> bool {
+        self.failures() > budget as usize
+    }
+
+    pub fn busy(&self, s: Subject) -> bool {
+        self.in_flight.contains(&s)
+    }
+
+    /// After a restart nothing of ours is running any more.
+    pub fn restarted(&mut self) {
+        self.in_flight.clear();
+    }
+
+    /// Records that `action` starts now (write-ahead).
+    /// `farm` is the node's farm for node actions; `farm_weight` the farm's
+    /// current pseudo-server weight (restored if a switch aborts).
+    pub fn begin(&mut self, action: &Action, now_ms: u64, farm: Option<FarmId>, farm_weight: u16) {
+        self.in_flight.insert(action.subject());
+        let set_node = |m: &mut Memory, n: NodeId, phase: NodePhase| {
+            let op = m.node_ops.entry(n).or_insert(NodeOp {
+                phase,
+                since_ms: now_ms,
+                healthy: false,
+            });
+            if op.phase != phase {
+                op.phase = phase;
+                op.since_ms = now_ms;
+            }
+        };
+        match action {
+            Action::SetNode {
+                node,
+                admin: Admin::Drain,
+            } => set_node(self, *node, NodePhase::Draining),
+            Action::SetNode {
+                node,
+                admin: Admin::Maint,
+            } if self.node_ops.contains_key(node) => set_node(self, *node, NodePhase::Out),
+            Action::SetNode {
+                node,
+                admin: Admin::Ready,
+            } if self.node_ops.contains_key(node) => set_node(self, *node, NodePhase::Returning),
+            Action::Upgrade { node, .. } if self.node_ops.contains_key(node) => {
+                set_node(self, *node, NodePhase::Upgrading)
+            }
+            Action::HealthCheck { node } if self.node_ops.contains_key(node) => {
+                set_node(self, *node, NodePhase::Checking)
+            }
+            Action::Activate { .. } => {
+                if let Some(op) = farm.and_then(|f| self.farm_ops.get_mut(&f)) {
+                    op.switched = true;
+                }
+            }
+            Action::SetFarm {
+                farm,
+                admin: Admin::Maint,
+            } => {
+                self.farm_ops.entry(*farm).or_insert(FarmOp {
+                    phase: FarmPhase::Leaving,
+                    since_ms: now_ms,
+                    checked: BTreeSet::new(),
+                    switched: false,
+                    weight_before: farm_weight,
+                });
+            }
+            Action::SetFarm {
+                farm,
+                admin: Admin::Ready,
+            } => {
+                if let Some(op) = self.farm_ops.get_mut(farm)
+                    && op.phase != FarmPhase::Aborting
+                {
+                    op.phase = FarmPhase::Returning;
+                    op.since_ms = now_ms;
+                }
+            }
+            Action::FlushCache { farm } => {
+                if let Some(op) = self.farm_ops.get_mut(farm) {
+                    op.phase = FarmPhase::Flushing;
+                    op.since_ms = now_ms;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Records that `action` ended with `outcome`. `farm` is the node's farm
+    /// for node actions (used to keep farm windows up to date).
+    pub fn complete(
+        &mut self,
+        action: &Action,
+        outcome: &Outcome,
+        now_ms: u64,
+        farm: Option<FarmId>,
+    ) {
+        self.in_flight.remove(&action.subject());
+        let farm_op = farm.and_then(|f| self.farm_ops.get_mut(&f).map(|op| (f, op)));
+        match (action, outcome) {
+            (Action::MarkFailed { node, reason }, _) => {
+                self.node_ops.remove(node);
+                self.failed_nodes.insert(*node, reason.clone());
+            }
+            (
+                Action::SetNode {
+                    node,
+                    admin: Admin::Ready,
+                },
+                Outcome::Ok,
+            ) => {
+                if self
+                    .node_ops
+                    .get(node)
+                    .is_some_and(|op| op.phase == NodePhase::Returning)
+                {
+                    self.node_ops.remove(node);
+                }
+            }
+            (Action::HealthCheck { node }, Outcome::Ok) => {
+                if let Some((_, op)) = farm_op {
+                    op.checked.insert(*node);
+                } else if let Some(op) = self.node_ops.get_mut(node) {
+                    op.healthy = true;
+                }
+            }
+            (Action::Upgrade { node, .. } | Action::Activate { node, .. }, Outcome::Ok) => {
+                if let Some((_, op)) = farm_op {
+                    op.checked.remove(node);
+                }
+            }
+            (Action::FlushCache { farm }, Outcome::Ok) => {
+                if let Some(op) = self.farm_ops.get_mut(farm) {
+                    op.phase = FarmPhase::Working;
+                    op.since_ms = now_ms;
+                }
+            }
+            (Action::FlushCache { farm }, Outcome::Failed(e)) => {
+                self.failed_farms
+                    .insert(*farm, format!("memcached flush failed: {e}"));
+                if let Some(op) = self.farm_ops.get_mut(farm) {
+                    op.phase = FarmPhase::Aborting;
+                    op.since_ms = now_ms;
+                }
+            }
+            (
+                Action::SetFarm {
+                    farm,
+                    admin: Admin::Ready,
+                },
+                Outcome::Ok,
+            ) => {
+                self.farm_ops.remove(farm);
+            }
+            // A node-level step failed: the node stays out and is reported.
+            (
+                Action::Upgrade { node, .. }
+                | Action::Activate { node, .. }
+                | Action::HealthCheck { node },
+                Outcome::Failed(e),
+            ) => {
+                self.node_ops.remove(node);
+                self.failed_nodes
+                    .insert(*node, format!("{}: {e}", action.kind().name()));
+            }
+            // Staging and LB steps that fail are retried on a later pass;
+            // an LB that keeps refusing shows up as a blocked rollout.
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,1033 @@
+//! The planner: desired (fleet) x observed x memory x now -> the next actions
+//! that are safe now. Level-triggered like a Kubernetes controller: called
+//! again after every change it carries the rollout forward; called after a
+//! crash with only the persisted memory it picks up where things stand.
+//!
+//! Pure: no I/O, no clock (time is an argument), no randomness. Every rule of
+//! the product's invariants is enforced here; `invariants` checks them
+//! independently.
+
+pub mod action;
+pub mod bound;
+pub mod gate;
+pub mod memory;
+
+use serde::Serialize;
+
+pub use action::{Action, Kind, Outcome, Subject};
+pub use memory::{FarmOp, FarmPhase, Memory, NodeOp, NodePhase};
+
+use crate::diff::{NodeDiff, node_diff};
+use crate::model::{Environment, FarmId, Fleet, NodeId, SiteId};
+use crate::observe::{Admin, Observed};
+
+/// Steering resumes only once upgraded farms are this far below `max_farm_load`.
+pub const STEER_HYSTERESIS: f64 = 0.1;
+
+/// A node that stays down this long after its upgrade started has failed.
+pub const UPGRADE_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+
+/// Expected durations (seconds) the planner uses to judge whether a window
+/// fits the capacity that stays in service. The simulation knows its own;
+/// the real executor measures them.
+#[derive(Clone, Debug, Serialize)]
+pub struct Estimates {
+    pub fetch_s: f64,
+    pub rsync_s: f64,
+    pub install_s: f64,
+    pub lb_s: f64,
+    pub drain_s: f64,
+    pub flush_s: f64,
+    pub activate_s: f64,
+    pub health_s: f64,
+    pub restart_s: f64,
+    pub reboot_s: f64,
+}
+
+impl Default for Estimates {
+    fn default() -> Self {
+        Estimates {
+            fetch_s: 20.0,
+            rsync_s: 15.0,
+            install_s: 10.0,
+            lb_s: 0.01,
+            drain_s: 0.5,
+            flush_s: 0.5,
+            activate_s: 3.0,
+            health_s: 2.0,
+            restart_s: 20.0,
+            reboot_s: 90.0,
+        }
+    }
+}
+
+/// Everything the planner looks at.
+pub struct World<'a> {
+    pub fleet: &'a Fleet,
+    pub observed: &'a Observed,
+    pub memory: &'a Memory,
+    pub now_ms: u64,
+    pub estimates: &'a Estimates,
+}
+
+/// An action and why it is needed now.
+#[derive(Clone, Debug, Serialize)]
+pub struct Planned {
+    pub action: Action,
+    pub why: String,
+    /// Member-index wave, for node-level disruptive work.
+    pub wave: Option<u32>,
+}
+
+/// Something that wants to change but may not yet, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Blocked {
+    pub subject: String,
+    pub reason: String,
+}
+
+/// One planning pass.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Pass {
+    pub actions: Vec<Planned>,
+    pub blocked: Vec<Blocked>,
+    /// Every node that has not failed runs its target, nothing is out, nothing in flight.
+    pub converged: bool,
+    pub halted: bool,
+    /// Nodes and farms an operator put out of service (respected, not touched).
+    pub held: Vec<String>,
+}
+
+/// Per-farm facts computed once per pass.
+#[derive(Clone, Debug, Default)]
+struct FarmView {
+    pending_switch: bool,
+    staged_for_switch: bool,
+    /// Capacity (sessions) of nodes serving now.
+    serving_capacity: u64,
+    full_capacity: u64,
+    /// The pseudo-server is not in maint and some node serves.
+    in_service: bool,
+    takes_new: bool,
+    /// Every serving node already runs the farm's target release and PHP.
+    upgraded: bool,
+    node_windows: u32,
+    held_by_operator: bool,
+}
+
+pub fn plan(w: &World) -> Pass {
+    Planner::new(w).run()
+}
+
+struct Planner<'a, 'w> {
+    w: &'a World<'w>,
+    diffs: Vec<NodeDiff>,
+    farms: Vec<FarmView>,
+    pass: Pass,
+    halted: bool,
+    /// Farms out per site by drover (updated as the pass starts new windows).
+    farms_out: Vec<u32>,
+    /// Serving capacity per site (updated likewise).
+    site_serving: Vec<u64>,
+    site_full: Vec<u64>,
+}
+
+impl<'a, 'w> Planner<'a, 'w> {
+    fn new(w: &'a World<'w>) -> Self {
+        let fleet = w.fleet;
+        let obs = w.observed;
+        let mem = w.memory;
+        let diffs: Vec<NodeDiff> = (0..fleet.nodes.len() as NodeId)
+            .map(|n| node_diff(fleet, n, &obs.nodes[n as usize]))
+            .collect();
+        let mut farms = vec![FarmView::default(); fleet.farms.len()];
+        let mut site_serving = vec![0u64; fleet.sites.len()];
+        let mut site_full = vec![0u64; fleet.sites.len()];
+        let mut farms_out = vec![0u32; fleet.sites.len()];
+        for (f, farm) in fleet.farms.iter().enumerate() {
+            let v = &mut farms[f];
+            let fo = &obs.farms[f];
+            let target = fleet.farm_target(f as FarmId);
+            let mut any_serving = false;
+            v.upgraded = true;
+            v.staged_for_switch = true;
+            for &n in &farm.nodes {
+                let node = &fleet.nodes[n as usize];
+                let o = &obs.nodes[n as usize];
+                let cap = fleet.profiles[node.profile as usize].capacity as u64;
+                v.full_capacity += cap;
+                let failed = mem.failed_nodes.contains_key(&n);
+                let d = &diffs[n as usize];
+                if !failed {
+                    v.pending_switch |= d.needs_switch();
+                    v.staged_for_switch &= d.stage_php.is_none() && d.stage_release.is_none();
+                }
+                if mem.node_ops.contains_key(&n) {
+                    v.node_windows += 1;
+                }
+                if o.reachable && o.lb.admin == Admin::Ready && !failed {
+                    any_serving = true;
+                    v.serving_capacity += cap;
+                    v.upgraded &= o.release_active.as_ref() == Some(&target.release)
+                        && o.php_active.as_ref() == Some(&target.php);
+                }
+            }
+            v.upgraded &= any_serving;
+            v.in_service = fo.lb.admin != Admin::Maint && any_serving;
+            v.takes_new = v.in_service && fo.lb.admin == Admin::Ready && fo.lb.weight > 0;
+            v.held_by_operator =
+                fo.lb.admin != Admin::Ready && !mem.farm_ops.contains_key(&(f as FarmId));
+            let s = farm.site as usize;
+            site_full[s] += v.full_capacity;
+            if v.in_service {
+                site_serving[s] += v.serving_capacity;
+            }
+            if mem.farm_ops.contains_key(&(f as FarmId)) {
+                farms_out[s] += 1;
+            }
+        }
+        let halted = mem.halted(fleet.policy.failure_budget);
+        Planner {
+            w,
+            diffs,
+            farms,
+            pass: Pass {
+                halted,
+                ..Pass::default()
+            },
+            halted,
+            farms_out,
+            site_serving,
+            site_full,
+        }
+    }
+
+    fn run(mut self) -> Pass {
+        let fleet = self.w.fleet;
+        for f in 0..fleet.farms.len() as FarmId {
+            if self.w.memory.farm_ops.contains_key(&f) {
+                self.continue_farm(f);
+            }
+        }
+        for (&n, op) in &self.w.memory.node_ops {
+            self.continue_node(n, op);
+        }
+        self.keep_failed_out();
+        self.steer();
+        if self.halted {
+            self.pass.blocked.push(Blocked {
+                subject: "rollout".into(),
+                reason: format!(
+                    "halted: {} failures exceed the failure budget of {}",
+                    self.w.memory.failures(),
+                    fleet.policy.failure_budget
+                ),
+            });
+        } else {
+            self.start_farm_windows();
+            self.start_node_windows();
+            self.online_work();
+        }
+        self.pass.converged = self.converged();
+        self.pass
+    }
+
+    fn push(&mut self, action: Action, why: impl Into<String>) {
+        if self.w.memory.busy(action.subject())
+            || self
+                .pass
+                .actions
+                .iter()
+                .any(|p| p.action.subject() == action.subject())
+        {
+            return;
+        }
+        self.pass.actions.push(Planned {
+            action,
+            why: why.into(),
+            wave: None,
+        });
+    }
+
+    fn block(&mut self, subject: impl Into<String>, reason: impl Into<String>) {
+        self.pass.blocked.push(Blocked {
+            subject: subject.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn node_failed(&self, n: NodeId) -> bool {
+        self.w.memory.failed_nodes.contains_key(&n)
+    }
+
+    // ---- continuing operations -------------------------------------------
+
+    fn continue_farm(&mut self, f: FarmId) {
+        let w = self.w;
+        let fleet = w.fleet;
+        let op = &w.memory.farm_ops[&f];
+        let fo = &w.observed.farms[f as usize];
+        if w.memory.busy(Subject::Farm(f)) {
+            return;
+        }
+        let name = &fleet.farms[f as usize].name;
+        match op.phase {
+            FarmPhase::Leaving => {
+                if fo.lb.admin != Admin::Maint {
+                    self.push(
+                        Action::SetFarm {
+                            farm: f,
+                            admin: Admin::Maint,
+                        },
+                        format!("farm {name} leaves the LB for its switch"),
+                    );
+                } else if self.halted && !op.switched {
+                    self.push(
+                        Action::SetFarm {
+                            farm: f,
+                            admin: Admin::Ready,
+                        },
+                        "rollout halted before this farm changed: put it back unchanged",
+                    );
+                } else if fo.lb.active == 0
+                    || w.now_ms.saturating_sub(op.since_ms)
+                        >= fleet.policy.drain_timeout.as_millis() as u64
+                {
+                    self.push(
+                        Action::FlushCache { farm: f },
+                        format!(
+                            "farm {name} is out and drained: flush its memcached before switching"
+                        ),
+                    );
+                }
+            }
+            FarmPhase::Flushing => {
+                // Flush outcome unknown (restart): flushing again is harmless.
+                self.push(
+                    Action::FlushCache { farm: f },
+                    format!("farm {name}: flush memcached (again, outcome unknown)"),
+                );
+            }
+            FarmPhase::Working => self.farm_work(f, op),
+            FarmPhase::Returning => {
+                self.push(
+                    Action::SetFarm {
+                        farm: f,
+                        admin: Admin::Ready,
+                    },
+                    format!("farm {name} switched and healthy: back into the LB"),
+                );
+            }
+            FarmPhase::Aborting => {
+                if fo.lb.admin != Admin::Ready {
+                    self.push(
+                        Action::SetFarm {
+                            farm: f,
+                            admin: Admin::Ready,
+                        },
+                        format!(
+                            "farm {name}: switch aborted before any node changed, back in unchanged"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Inside a farm's window: coalesced upgrades, switches, health checks,
+    /// then back in. Every node of the farm switches before the farm returns.
+    fn farm_work(&mut self, f: FarmId, op: &FarmOp) {
+        let w = self.w;
+        let fleet = w.fleet;
+        let farm = &fleet.farms[f as usize];
+        let target = fleet.farm_target(f);
+        let mut all_done = true;
+        let mut any_alive = false;
+        for &n in &farm.nodes {
+            if self.node_failed(n) {
+                if w.observed.nodes[n as usize].lb.admin != Admin::Maint {
+                    all_done = false; // keep_failed_out puts it in maint first
+                }
+                continue;
+            }
+            any_alive = true;
+            if w.memory.busy(Subject::Node(n)) {
+                all_done = false;
+                continue;
+            }
+            let o = &w.observed.nodes[n as usize];
+            let d = &self.diffs[n as usize];
+            if !o.reachable {
+                all_done = false;
+                if w.now_ms.saturating_sub(op.since_ms) > UPGRADE_TIMEOUT_MS {
+                    self.push(
+                        Action::MarkFailed {
+                            node: n,
+                            reason: "did not come back within the upgrade timeout".into(),
+                        },
+                        "node unreachable in its farm window",
+                    );
+                }
+                continue;
+            }
+            if d.needs_window() && self.packages_gate_open(n, &d.disruptive) {
+                all_done = false;
+                let atoms = d.disruptive.clone();
+                self.push(
+                    Action::Upgrade {
+                        node: n,
+                        atoms,
+                        disruption: d.window_disruption(),
+                    },
+                    format!("coalesced into farm {}'s window (farm is out)", farm.name),
+                );
+            } else if d.needs_switch() {
+                all_done = false;
+                self.push(
+                    Action::Activate {
+                        node: n,
+                        php: d.switch_php.clone(),
+                        release: d.switch_release.clone(),
+                        rollback: d.backwards,
+                    },
+                    format!(
+                        "farm-atomic switch to php {} release {}",
+                        target.php, target.release
+                    ),
+                );
+            } else if !op.checked.contains(&n) {
+                all_done = false;
+                self.push(
+                    Action::HealthCheck { node: n },
+                    "health check before the farm returns",
+                );
+            }
+        }
+        if all_done && any_alive {
+            self.push(
+                Action::SetFarm {
+                    farm: f,
+                    admin: Admin::Ready,
+                },
+                format!("farm {} switched and healthy: back into the LB", farm.name),
+            );
+        } else if !any_alive {
+            self.block(
+                format!("farm {}", farm.name),
+                "every node of the farm failed: the farm stays out",
+            );
+        }
+    }
+
+    fn continue_node(&mut self, n: NodeId, op: &NodeOp) {
+        let w = self.w;
+        let fleet = w.fleet;
+        if w.memory.busy(Subject::Node(n)) {
+            return;
+        }
+        let o = &w.observed.nodes[n as usize];
+        let d = &self.diffs[n as usize];
+        let name = &fleet.nodes[n as usize].name;
+        let elapsed = w.now_ms.saturating_sub(op.since_ms);
+        match op.phase {
+            NodePhase::Draining => {
+                if self.halted {
+                    self.push(
+                        Action::SetNode {
+                            node: n,
+                            admin: Admin::Ready,
+                        },
+                        "rollout halted before this node changed: back to ready",
+                    );
+                } else if o.lb.admin != Admin::Drain && o.lb.admin != Admin::Maint {
+                    self.push(
+                        Action::SetNode {
+                            node: n,
+                            admin: Admin::Drain,
+                        },
+                        format!("{name}: drain before its disruptive upgrade"),
+                    );
+                } else if o.lb.active == 0
+                    || elapsed >= fleet.policy.drain_timeout.as_millis() as u64
+                {
+                    let why = if o.lb.active == 0 {
+                        "drained (no active requests): maintenance before the upgrade".to_string()
+                    } else {
+                        format!(
+                            "drain timeout ({}s) reached with {} requests: maintenance",
+                            fleet.policy.drain_timeout.as_secs(),
+                            o.lb.active
+                        )
+                    };
+                    self.push(
+                        Action::SetNode {
+                            node: n,
+                            admin: Admin::Maint,
+                        },
+                        why,
+                    );
+                }
+            }
+            NodePhase::Out => {
+                if self.halted {
+                    self.push(
+                        Action::SetNode {
+                            node: n,
+                            admin: Admin::Ready,
+                        },
+                        "rollout halted before this node changed: back to ready",
+                    );
+                } else if o.lb.admin != Admin::Maint {
+                    self.push(
+                        Action::SetNode {
+                            node: n,
+                            admin: Admin::Maint,
+                        },
+                        format!("{name}: maintenance before the upgrade"),
+                    );
+                } else if d.needs_window() {
+                    self.push(
+                        Action::Upgrade {
+                            node: n,
+                            atoms: d.disruptive.clone(),
+                            disruption: d.window_disruption(),
+                        },
+                        "node drained and in maintenance: disruptive upgrade",
+                    );
+                } else {
+                    self.push(
+                        Action::HealthCheck { node: n },
+                        "health check before returning",
+                    );
+                }
+            }
+            NodePhase::Upgrading => {
+                if !o.reachable {
+                    if elapsed > UPGRADE_TIMEOUT_MS {
+                        self.push(
+                            Action::MarkFailed {
+                                node: n,
+                                reason: "did not come back from its upgrade".into(),
+                            },
+                            "upgrade timeout",
+                        );
+                    }
+                } else if d.needs_window() {
+                    // Outcome unknown (restart) or incomplete: upgrading is idempotent.
+                    self.push(
+                        Action::Upgrade {
+                            node: n,
+                            atoms: d.disruptive.clone(),
+                            disruption: d.window_disruption(),
+                        },
+                        "upgrade incomplete: run it again",
+                    );
+                } else {
+                    self.push(
+                        Action::HealthCheck { node: n },
+                        "upgraded: health check before returning",
+                    );
+                }
+            }
+            NodePhase::Checking => {
+                if op.healthy {
+                    self.push(
+                        Action::SetNode {
+                            node: n,
+                            admin: Admin::Ready,
+                        },
+                        "healthy: back into the farm",
+                    );
+                } else {
+                    self.push(
+                        Action::HealthCheck { node: n },
+                        "health check before returning",
+                    );
+                }
+            }
+            NodePhase::Returning => {
+                self.push(
+                    Action::SetNode {
+                        node: n,
+                        admin: Admin::Ready,
+                    },
+                    "healthy: back into the farm",
+                );
+            }
+        }
+    }
+
+    fn keep_failed_out(&mut self) {
+        let w = self.w;
+        for &n in w.memory.failed_nodes.keys() {
+            let o = &w.observed.nodes[n as usize];
+            if o.reachable && o.lb.admin == Admin::Ready {
+                self.push(
+                    Action::SetNode {
+                        node: n,
+                        admin: Admin::Maint,
+                    },
+                    "failed node stays out of the LB",
+                );
+            }
+        }
+    }
+
+    // ---- steering new sessions -------------------------------------------
+
+    /// New sessions go only to farms that already run their target once one
+    /// farm of the site does, unless those farms run out of headroom: then
+    /// old farms take new sessions again (safe: a new session has seen
+    /// nothing) until the upgraded farms are back below the limit minus a
+    /// hysteresis margin.
+    fn steer(&mut self) {
+        let w = self.w;
+        let fleet = w.fleet;
+        let limit = fleet.policy.max_farm_load;
+        for site in &fleet.sites {
+            let mut any_upgraded = false;
+            let mut full = false;
+            let mut calm = true;
+            let mut switching = false;
+            for &f in &site.farms {
+                let v = &self.farms[f as usize];
+                switching |= v.pending_switch || w.memory.farm_ops.contains_key(&f);
+                if v.in_service && v.upgraded && !v.pending_switch {
+                    any_upgraded = true;
+                    let load = w.observed.farms[f as usize].sessions as f64;
+                    let cap = v.serving_capacity as f64;
+                    full |= load >= limit * cap;
+                    calm &= load < (limit - STEER_HYSTERESIS) * cap;
+                }
+            }
+            // Are pending farms currently relaxed (taking new sessions while an upgraded farm exists)?
+            let relaxed = any_upgraded
+                && site.farms.iter().any(|&f| {
+                    let v = &self.farms[f as usize];
+                    v.pending_switch
+                        && !w.memory.farm_ops.contains_key(&f)
+                        && w.observed.farms[f as usize].lb.weight > 0
+                });
+            // A halted rollout stops steering: old farms taking new sessions is
+            // safe, and the upgraded ones alone would fill up.
+            let steer_now =
+                !self.halted && switching && any_upgraded && if relaxed { calm } else { !full };
+            for &f in &site.farms {
+                if w.memory.farm_ops.contains_key(&f) || self.farms[f as usize].held_by_operator {
+                    continue;
+                }
+                let v = &self.farms[f as usize];
+                let full_weight = fleet.farms[f as usize].lb_weight;
+                let want = if steer_now && v.pending_switch {
+                    0
+                } else {
+                    full_weight
+                };
+                let have = w.observed.farms[f as usize].lb.weight;
+                if have != want {
+                    let why = if want == 0 {
+                        format!("site {}: new sessions only to upgraded farms", site.name)
+                    } else if v.pending_switch && any_upgraded {
+                        format!(
+                            "site {}: upgraded farms are near capacity, old farms take new sessions again",
+                            site.name
+                        )
+                    } else {
+                        "farm takes new sessions at its capacity weight".to_string()
+                    };
+                    self.push(
+                        Action::SetFarmWeight {
+                            farm: f,
+                            weight: want,
+                        },
+                        why,
+                    );
+                }
+            }
+        }
+    }
+
+    // ---- starting new windows --------------------------------------------
+
+    fn switch_gate_open(&self, f: FarmId) -> Result<(), String> {
+        let fleet = self.w.fleet;
+        let target = fleet.farm_target(f);
+        for &n in &fleet.farms[f as usize].nodes {
+            if self.node_failed(n) {
+                continue;
+            }
+            let d = &self.diffs[n as usize];
+            if d.backwards && !target.allow_rollback {
+                return Err(format!(
+                    "the switch to release {} / php {} goes backwards: a rollback needs `allow_rollback: true` in the spec",
+                    target.release, target.php
+                ));
+            }
+            if let Some(r) = &d.switch_release
+                && !self.gate_open(n, "release", &r.0)
+            {
+                return Err(format!(
+                    "preproduction has not run release {r} long enough (soak {}s)",
+                    fleet.policy.soak.as_secs()
+                ));
+            }
+            if let Some(p) = &d.switch_php
+                && !self.gate_open(n, "php", &p.0)
+            {
+                return Err(format!(
+                    "preproduction has not run php {p} long enough (soak {}s)",
+                    fleet.policy.soak.as_secs()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn gate_open(&self, n: NodeId, component: &str, value: &str) -> bool {
+        let fleet = self.w.fleet;
+        let node = &fleet.nodes[n as usize];
+        if fleet.sites[node.site as usize].environment == Environment::Preproduction
+            || fleet.policy.waive_preproduction_gate
+        {
+            return true;
+        }
+        self.w
+            .memory
+            .gate
+            .get(&(node.profile, component.to_string(), value.to_string()))
+            .is_some_and(|r| r.passed)
+    }
+
+    fn packages_gate_open(&self, n: NodeId, atoms: &[crate::model::Atom]) -> bool {
+        atoms
+            .iter()
+            .all(|a| self.gate_open(n, &gate::package_component(&a.key()), &a.version))
+    }
+
+    /// Expected seconds a farm stays out for its switch.
+    fn farm_window_s(&self, f: FarmId) -> f64 {
+        let e = self.w.estimates;
+        let mut t = e.drain_s + e.flush_s + e.activate_s + e.health_s;
+        let fleet = self.w.fleet;
+        let coalesced = fleet.farms[f as usize]
+            .nodes
+            .iter()
+            .map(|&n| &self.diffs[n as usize])
+            .fold(0.0f64, |acc, d| {
+                if d.needs_window() {
+                    acc.max(if d.window_disruption().reboot {
+                        e.reboot_s
+                    } else {
+                        e.restart_s
+                    })
+                } else {
+                    acc
+                }
+            });
+        t += coalesced;
+        t
+    }
+
+    fn start_farm_windows(&mut self) {
+        let w = self.w;
+        let fleet = w.fleet;
+        for (s, site) in fleet.sites.iter().enumerate() {
+            // Largest farms first: the first upgraded farms receive every new
+            // session of the site, so they should have the most room.
+            let mut order = site.farms.clone();
+            order.sort_by_key(|&f| std::cmp::Reverse(self.farms[f as usize].full_capacity));
+            for f in order {
+                let v = &self.farms[f as usize];
+                if !v.pending_switch
+                    || w.memory.farm_ops.contains_key(&f)
+                    || w.memory.failed_farms.contains_key(&f)
+                {
+                    continue;
+                }
+                let name = fleet.farms[f as usize].name.clone();
+                if v.held_by_operator {
+                    self.pass.held.push(format!("farm {name}"));
+                    continue;
+                }
+                if let Err(why) = self.switch_gate_open(f) {
+                    self.block(format!("farm {name}"), why);
+                    continue;
+                }
+                if !v.staged_for_switch {
+                    self.block(
+                        format!("farm {name}"),
+                        "waiting for PHP trees / releases to be staged on every node",
+                    );
+                    continue;
+                }
+                if v.node_windows > 0 {
+                    self.block(
+                        format!("farm {name}"),
+                        "node-level windows still open in this farm",
+                    );
+                    continue;
+                }
+                if let Err(why) = self.farm_capacity_ok(s as SiteId, f) {
+                    self.block(format!("farm {name}"), why);
+                    continue;
+                }
+                self.farms_out[s] += 1;
+                if self.farms[f as usize].in_service {
+                    self.site_serving[s] -= self.farms[f as usize].serving_capacity;
+                }
+                let target = fleet.farm_target(f);
+                self.push(
+                    Action::SetFarm { farm: f, admin: Admin::Maint },
+                    format!(
+                        "farm {name} switches to php {} release {} as a unit: out of the LB, its sessions move to farms taking new sessions",
+                        target.php, target.release
+                    ),
+                );
+            }
+        }
+    }
+
+    fn farm_capacity_ok(&self, s: SiteId, f: FarmId) -> Result<(), String> {
+        let w = self.w;
+        let fleet = w.fleet;
+        let p = &fleet.policy;
+        let site = &fleet.sites[s as usize];
+        if self.farms_out[s as usize] >= p.max_farms_down {
+            return Err(format!(
+                "{} farm(s) of site {} already out (max_farms_down {})",
+                self.farms_out[s as usize], site.name, p.max_farms_down
+            ));
+        }
+        let v = &self.farms[f as usize];
+        let others_serving = site
+            .farms
+            .iter()
+            .any(|&g| g != f && self.farms[g as usize].in_service);
+        if !others_serving {
+            return Err(format!(
+                "the last serving farm of site {} is never taken out",
+                site.name
+            ));
+        }
+        let remaining =
+            self.site_serving[s as usize] - if v.in_service { v.serving_capacity } else { 0 };
+        let floor = site.capacity_floor * self.site_full[s as usize] as f64;
+        if (remaining as f64) < floor {
+            return Err(format!(
+                "site {} would serve {remaining} of {} sessions capacity, below its floor",
+                site.name, self.site_full[s as usize]
+            ));
+        }
+        // Where this farm's sessions and the new ones go while it is out.
+        let receivers: Vec<FarmId> = site
+            .farms
+            .iter()
+            .copied()
+            .filter(|&g| {
+                g != f && self.farms[g as usize].takes_new && !w.memory.farm_ops.contains_key(&g)
+            })
+            .collect();
+        if receivers.is_empty() {
+            return Err("no other farm takes new sessions to receive this farm's sessions".into());
+        }
+        // HAProxy spreads displaced and new sessions over the receivers by
+        // weight: check each receiver's share against its own capacity.
+        let moving = w.observed.farms[f as usize].sessions as f64;
+        let arriving = w.observed.sites[s as usize].arrivals_per_s * self.farm_window_s(f);
+        let total_weight: f64 = receivers
+            .iter()
+            .map(|&g| w.observed.farms[g as usize].lb.weight as f64)
+            .sum();
+        for &g in &receivers {
+            let share = (moving + arriving) * w.observed.farms[g as usize].lb.weight as f64
+                / total_weight.max(1.0);
+            let load = w.observed.farms[g as usize].sessions as f64;
+            let limit = p.max_farm_load * self.farms[g as usize].serving_capacity as f64;
+            if load + share > limit {
+                return Err(format!(
+                    "farm {} would carry {:.0} sessions (now {load:.0}, +{share:.0} moved or new) above {limit:.0} ({}% of its capacity)",
+                    fleet.farms[g as usize].name,
+                    load + share,
+                    (p.max_farm_load * 100.0).round()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn start_node_windows(&mut self) {
+        let w = self.w;
+        let fleet = w.fleet;
+        let p = &fleet.policy;
+        for (f, farm) in fleet.farms.iter().enumerate() {
+            let f = f as FarmId;
+            if w.memory.farm_ops.contains_key(&f) {
+                continue;
+            }
+            let v = self.farms[f as usize].clone();
+            // Coalesce: a farm about to switch takes its disruptive work in that window.
+            let coalesce = v.pending_switch
+                && self.switch_gate_open(f).is_ok()
+                && !w.memory.failed_farms.contains_key(&f);
+            let mut open = v.node_windows;
+            let mut pending_before = 0u32;
+            let mut serving_cap = v.serving_capacity;
+            let load = w.observed.farms[f as usize].sessions as f64;
+            let s = farm.site as usize;
+            for &n in &farm.nodes {
+                let d = &self.diffs[n as usize];
+                if !d.needs_window() || self.node_failed(n) {
+                    continue;
+                }
+                if w.memory.node_ops.contains_key(&n) {
+                    pending_before += 1;
+                    continue;
+                }
+                let node = &fleet.nodes[n as usize];
+                let o = &w.observed.nodes[n as usize];
+                let this_pending = pending_before;
+                pending_before += 1;
+                if coalesce {
+                    continue;
+                }
+                if o.lb.admin != Admin::Ready || !o.reachable {
+                    self.pass.held.push(format!("node {}", node.name));
+                    continue;
+                }
+                if this_pending >= farm.max_unavailable {
+                    continue; // waits for its member-index wave
+                }
+                if open >= farm.max_unavailable {
+                    continue;
+                }
+                if !self.packages_gate_open(n, &d.disruptive) {
+                    self.block(
+                        format!("node {}", node.name),
+                        "preproduction has not run these packages long enough",
+                    );
+                    continue;
+                }
+                let cap = fleet.profiles[node.profile as usize].capacity as u64;
+                let after = serving_cap.saturating_sub(cap);
+                if load > p.max_farm_load * after as f64 {
+                    self.block(
+                        format!("node {}", node.name),
+                        format!(
+                            "farm {} load {load:.0} would exceed {}% of the capacity left",
+                            farm.name,
+                            (p.max_farm_load * 100.0).round()
+                        ),
+                    );
+                    continue;
+                }
+                let site_after = self.site_serving[s].saturating_sub(cap);
+                if (site_after as f64) < fleet.sites[s].capacity_floor * self.site_full[s] as f64 {
+                    self.block(
+                        format!("node {}", node.name),
+                        "site capacity would fall below its floor",
+                    );
+                    continue;
+                }
+                open += 1;
+                serving_cap = after;
+                self.site_serving[s] = site_after;
+                let disruption = d.window_disruption();
+                let atoms: Vec<String> = d.disruptive.iter().map(|a| a.to_string()).collect();
+                let why = format!(
+                    "wave {}: {} needs {}{}",
+                    node.member,
+                    if atoms.is_empty() {
+                        "the installed kernel".to_string()
+                    } else {
+                        atoms.join(" ")
+                    },
+                    if disruption.reboot {
+                        "a reboot".to_string()
+                    } else {
+                        format!("a restart of {}", disruption.restart.join(", "))
+                    },
+                    ": drain first"
+                );
+                self.pass.actions.push(Planned {
+                    action: Action::SetNode {
+                        node: n,
+                        admin: Admin::Drain,
+                    },
+                    why,
+                    wave: Some(node.member),
+                });
+            }
+        }
+    }
+
+    fn online_work(&mut self) {
+        let w = self.w;
+        let fleet = w.fleet;
+        for n in 0..fleet.nodes.len() as NodeId {
+            let in_window = w.memory.node_ops.contains_key(&n)
+                || w.memory
+                    .farm_ops
+                    .contains_key(&fleet.nodes[n as usize].farm);
+            if self.node_failed(n) || w.memory.busy(Subject::Node(n)) || in_window {
+                continue;
+            }
+            let o = &w.observed.nodes[n as usize];
+            if !o.reachable {
+                continue;
+            }
+            let d = &self.diffs[n as usize];
+            if !d.unfetched.is_empty() {
+                self.push(
+                    Action::Fetch {
+                        node: n,
+                        atoms: d.unfetched.clone(),
+                    },
+                    "stage binary packages ahead of the window",
+                );
+            } else if let Some(v) = &d.stage_php {
+                self.push(
+                    Action::StagePhp {
+                        node: n,
+                        version: v.clone(),
+                    },
+                    "stage the PHP tree ahead of the farm switch",
+                );
+            } else if let Some(r) = &d.stage_release {
+                self.push(
+                    Action::StageRelease {
+                        node: n,
+                        release: r.clone(),
+                    },
+                    "stage the release ahead of the farm switch",
+                );
+            } else if !d.online.is_empty() && self.packages_gate_open(n, &d.online) {
+                self.push(
+                    Action::InstallOnline {
+                        node: n,
+                        atoms: d.online.clone(),
+                    },
+                    "non-disruptive packages install online",
+                );
+            }
+        }
+    }
+
+    fn converged(&self) -> bool {
+        let w = self.w;
+        if !w.memory.in_flight.is_empty()
+            || !w.memory.node_ops.is_empty()
+            || !w.memory.farm_ops.is_empty()
+            || !self.pass.actions.is_empty()
+        {
+            return false;
+        }
+        let nodes_ok = (0..w.fleet.nodes.len())
+            .all(|n| self.node_failed(n as NodeId) || self.diffs[n].is_clean());
+        let farms_ok = w.observed.farms.iter().enumerate().all(|(f, fo)| {
+            w.memory.failed_farms.contains_key(&(f as FarmId))
+                || self.farms[f].held_by_operator
+                || (fo.lb.admin == Admin::Ready && fo.lb.weight > 0)
+        });
+        nodes_ok && farms_ok
+    }
+}

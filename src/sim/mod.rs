@@ -1,0 +1,1507 @@
+//! A deterministic simulation of a whole fleet: nodes with action durations,
+//! failures and reboots; one HAProxy per site with the farm-stickiness
+//! semantics verified against a real HAProxy (docs/haproxy-semantics.md);
+//! memcached per farm; a population of user sessions sending requests with
+//! cookies; a virtual clock; a seeded RNG. Same seed, same run, bit for bit.
+//!
+//! The reconciler inside is the production planner (`plan::plan`) with its
+//! `Memory` as the journal: a crash drops everything else. An independent
+//! `invariants::Checker` watches every request and every action start.
+
+pub mod faults;
+pub mod rng;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use serde::Serialize;
+
+pub use faults::Faults;
+use rng::Rng;
+
+use crate::diff::node_diff;
+use crate::invariants::{Checker, Invariant};
+use crate::model::{
+    Environment, FarmId, Fleet, Needs, NodeId, PhpVersion, ReleaseId, SiteId, Target,
+};
+use crate::observe::{Admin, FarmObs, Health, LbServer, NodeObs, Observed, SiteObs, Str};
+use crate::plan::{self, Action, Estimates, Memory, Outcome, Subject, World};
+
+/// A run with nothing in flight and nothing started for this long is stuck.
+pub const IDLE_LIMIT_MS: u64 = 30 * 60 * 1000;
+
+/// How the simulated fleet is driven.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Strategy {
+    /// drover's planner.
+    Drover,
+    /// What Ansible's `serial: N%` does: batches of N% of hosts in inventory
+    /// order, each host taken out, upgraded, switched and put back, with no
+    /// farm-level coordination, no steering and no preproduction gate.
+    SerialBatches { percent: u32 },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Mean action durations (also what the planner is told to expect).
+    pub estimates: Estimates,
+    /// Durations vary uniformly by this fraction around the mean.
+    pub jitter: f64,
+    /// Active sessions per production site; preproduction gets 1% of it.
+    pub sessions_per_site: u32,
+    pub session_life_s: f64,
+    pub think_s: f64,
+    pub request_ms: (u64, u64),
+    pub faults: Faults,
+    pub strategy: Strategy,
+    /// Periodic resync of the reconciler.
+    pub resync_s: f64,
+    /// The run stops (not converged) at this virtual time.
+    pub max_virtual_s: f64,
+    /// Simulate user sessions and requests (off for fast projections).
+    pub traffic: bool,
+    /// Keep every started action (for `plan` projections and tests).
+    pub record_actions: bool,
+}
+
+impl SimConfig {
+    pub fn new(fleet: &Fleet, seed: u64) -> Self {
+        SimConfig {
+            seed,
+            estimates: Estimates::default(),
+            jitter: 0.05,
+            sessions_per_site: fleet
+                .simulation
+                .as_ref()
+                .and_then(|s| s.sessions_per_site)
+                .unwrap_or(2000),
+            session_life_s: 600.0,
+            think_s: 30.0,
+            request_ms: (20, 300),
+            faults: Faults::none(),
+            strategy: Strategy::Drover,
+            resync_s: 10.0,
+            max_virtual_s: 6.0 * 3600.0,
+            traffic: true,
+            record_actions: false,
+        }
+    }
+}
+
+/// A started action, for logs and scenario tests.
+#[derive(Clone, Debug, Serialize)]
+pub struct Started {
+    pub at_ms: u64,
+    pub action: Action,
+    pub why: String,
+}
+
+/// What a run produced. `converged`, `violations`, `requests`, `makespan_s`
+/// and `lower_bound_s` are the CLI's machine-readable summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub strategy: Strategy,
+    pub converged: bool,
+    pub halted: bool,
+    pub violations: u64,
+    pub violations_by_invariant: BTreeMap<String, u64>,
+    pub violation_samples: Vec<crate::invariants::Violation>,
+    pub requests: u64,
+    pub failed_requests: u64,
+    pub makespan_s: f64,
+    pub lower_bound_s: f64,
+    pub ratio: f64,
+    pub actions: BTreeMap<String, u64>,
+    pub failed_nodes: Vec<String>,
+    pub crashes: u32,
+    pub blocked: Vec<plan::Blocked>,
+    #[serde(skip)]
+    pub started: Vec<Started>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    /// Reconciler pass (deduplicated by `plan_pending`).
+    Plan,
+    Resync,
+    ActionDone(u64),
+    Arrive(SiteId),
+    Request(u32),
+    RequestEnd(NodeId, FarmId),
+    SessionEnd(u32),
+    Crash,
+    Restart,
+    NodeDeath(NodeId),
+}
+
+#[derive(Clone, Debug)]
+struct SimNode {
+    dead: bool,
+    /// Down (rebooting) until this instant.
+    down_until: u64,
+    /// Services restarting: not serving until this instant.
+    disrupted_until: u64,
+    packages: Vec<(Str, Str)>,
+    fetched: Vec<(Str, Str)>,
+    kernel_running: Option<Str>,
+    boot: u64,
+    php_installed: Vec<PhpVersion>,
+    php_active: Option<PhpVersion>,
+    releases: Vec<ReleaseId>,
+    release_active: Option<ReleaseId>,
+    rank: u16,
+    admin: Admin,
+    active: u32,
+    left_ready_at: u64,
+    unhealthy: bool,
+    last_health: Health,
+    /// Changed since its last passing health check.
+    needs_health: bool,
+    capacity: u32,
+}
+
+#[derive(Clone, Debug)]
+struct SimFarm {
+    admin: Admin,
+    weight: u16,
+    active: u32,
+    sessions: u32,
+    rr: u32,
+    /// Smooth weighted round-robin state of the site backend.
+    current: i64,
+    left_ready_at: u64,
+    flush_broken: bool,
+    over_capacity: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Session {
+    site: SiteId,
+    farm: Option<FarmId>,
+    seen: u16,
+    ended: bool,
+}
+
+struct InFlight {
+    action: Action,
+    incarnation: u32,
+    outcome: Outcome,
+    farm: Option<FarmId>,
+}
+
+/// Serial-batches driver state.
+struct Serial {
+    order: Vec<NodeId>,
+    batch: usize,
+    per_batch: usize,
+    step: BTreeMap<NodeId, u8>,
+}
+
+pub struct Sim<'f> {
+    fleet: &'f Fleet,
+    cfg: SimConfig,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    rng: Rng,
+    fault_rng: Rng,
+    traffic_rng: Rng,
+    nodes: Vec<SimNode>,
+    farms: Vec<SimFarm>,
+    sessions: Vec<Session>,
+    ranks: Vec<ReleaseId>,
+    // reconciler
+    journal: Memory,
+    alive: bool,
+    incarnation: u32,
+    plan_pending: bool,
+    in_flight: BTreeMap<u64, InFlight>,
+    next_action: u64,
+    crashes: u32,
+    serial: Option<Serial>,
+    // checker
+    checker: Checker,
+    failed: BTreeSet<NodeId>,
+    failed_farms: BTreeSet<FarmId>,
+    gate_since: BTreeMap<(u32, String, String), (u64, bool)>,
+    // results
+    converged_at: Option<u64>,
+    halted: bool,
+    /// Halted and settled: nothing more will happen.
+    stopped: bool,
+    last_activity: u64,
+    action_counts: BTreeMap<String, u64>,
+    started: Vec<Started>,
+    blocked: Vec<plan::Blocked>,
+    progress: Option<Box<dyn FnMut(u64, &str) + 'f>>,
+}
+
+fn kernel_of(fleet: &Fleet, pkgs: &[(Str, Str)]) -> Option<Str> {
+    pkgs.iter()
+        .find(|(k, _)| {
+            fleet
+                .policy
+                .disruptive
+                .iter()
+                .any(|r| r.needs == Needs::Reboot && crate::spec::values::glob_match(&r.pattern, k))
+        })
+        .map(|(_, v)| v.clone())
+}
+
+fn packages_of(t: &Target) -> Vec<(Str, Str)> {
+    t.packages
+        .iter()
+        .map(|a| (Str::from(a.key()), Str::from(a.version.as_str())))
+        .collect()
+}
+
+impl<'f> Sim<'f> {
+    /// A fleet where every node runs `initial` (the spec's `simulation.initial`,
+    /// or its targets when the spec has none).
+    pub fn new(fleet: &'f Fleet, cfg: SimConfig) -> Self {
+        let mut releases: BTreeSet<ReleaseId> =
+            fleet.targets.iter().map(|t| t.release.clone()).collect();
+        if let Some(s) = &fleet.simulation {
+            releases.insert(s.initial.release.clone());
+        }
+        let ranks: Vec<ReleaseId> = releases.into_iter().collect();
+        let mut rng = Rng::new(cfg.seed);
+        let fault_rng = rng.fork();
+        let traffic_rng = rng.fork();
+        let nodes = fleet
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| {
+                let t = fleet
+                    .simulation
+                    .as_ref()
+                    .map(|s| &s.initial)
+                    .unwrap_or_else(|| fleet.node_target(n as NodeId));
+                let packages = packages_of(t);
+                let kernel = kernel_of(fleet, &packages);
+                SimNode {
+                    dead: false,
+                    down_until: 0,
+                    disrupted_until: 0,
+                    fetched: packages.clone(),
+                    packages,
+                    kernel_running: kernel,
+                    boot: 1,
+                    php_installed: vec![t.php.clone()],
+                    php_active: Some(t.php.clone()),
+                    releases: vec![t.release.clone()],
+                    release_active: Some(t.release.clone()),
+                    rank: ranks.iter().position(|r| *r == t.release).unwrap_or(0) as u16,
+                    admin: Admin::Ready,
+                    active: 0,
+                    left_ready_at: 0,
+                    unhealthy: false,
+                    last_health: Health::Passing,
+                    needs_health: false,
+                    capacity: fleet.profiles[node.profile as usize].capacity,
+                }
+            })
+            .collect();
+        let farms = fleet
+            .farms
+            .iter()
+            .map(|f| SimFarm {
+                admin: Admin::Ready,
+                weight: f.lb_weight,
+                active: 0,
+                sessions: 0,
+                rr: 0,
+                current: 0,
+                left_ready_at: 0,
+                flush_broken: false,
+                over_capacity: false,
+            })
+            .collect();
+        let serial = match cfg.strategy {
+            Strategy::SerialBatches { percent } => Some(Serial {
+                order: (0..fleet.nodes.len() as NodeId).collect(),
+                batch: 0,
+                per_batch: ((fleet.nodes.len() as f64 * percent as f64 / 100.0).ceil() as usize)
+                    .max(1),
+                step: BTreeMap::new(),
+            }),
+            Strategy::Drover => None,
+        };
+        Sim {
+            fleet,
+            cfg,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            rng,
+            fault_rng,
+            traffic_rng,
+            nodes,
+            farms,
+            sessions: Vec::new(),
+            ranks,
+            journal: Memory::default(),
+            alive: true,
+            incarnation: 0,
+            plan_pending: false,
+            in_flight: BTreeMap::new(),
+            next_action: 0,
+            crashes: 0,
+            serial,
+            checker: Checker::default(),
+            failed: BTreeSet::new(),
+            failed_farms: BTreeSet::new(),
+            gate_since: BTreeMap::new(),
+            converged_at: None,
+            halted: false,
+            stopped: false,
+            last_activity: 0,
+            action_counts: BTreeMap::new(),
+            started: Vec::new(),
+            blocked: Vec::new(),
+            progress: None,
+        }
+    }
+
+    /// Receives milestone lines (virtual ms, text) as the run goes.
+    pub fn on_progress(&mut self, f: impl FnMut(u64, &str) + 'f) {
+        self.progress = Some(Box::new(f));
+    }
+
+    fn say(&mut self, text: &str) {
+        let now = self.now;
+        if let Some(p) = self.progress.as_mut() {
+            p(now, text);
+        }
+    }
+
+    fn at(&mut self, t: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((t, self.seq, ev)));
+    }
+
+    fn dur(&mut self, mean_s: f64) -> u64 {
+        let j = self.cfg.jitter;
+        let f = 1.0 + j * (2.0 * self.rng.f64() - 1.0);
+        (mean_s * f * 1000.0).max(1.0) as u64
+    }
+
+    fn request_plan(&mut self) {
+        if !self.plan_pending {
+            self.plan_pending = true;
+            let now = self.now;
+            self.at(now, Ev::Plan);
+        }
+    }
+
+    /// The observation the reconciler gets (exact: the probe's view).
+    pub fn observe(&self) -> Observed {
+        let now = self.now;
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| NodeObs {
+                reachable: !n.dead && n.down_until <= now,
+                packages: n.packages.clone(),
+                fetched: n.fetched.clone(),
+                kernel_running: n.kernel_running.clone(),
+                kernel_installed: kernel_of(self.fleet, &n.packages),
+                boot_id: Str::from(n.boot.to_string()),
+                php_installed: n.php_installed.clone(),
+                php_active: n.php_active.clone(),
+                releases_installed: n.releases.clone(),
+                release_active: n.release_active.clone(),
+                lb: LbServer {
+                    admin: n.admin,
+                    weight: 100,
+                    active: n.active,
+                },
+                health: n.last_health,
+            })
+            .collect();
+        let farms = self
+            .farms
+            .iter()
+            .map(|f| FarmObs {
+                lb: LbServer {
+                    admin: f.admin,
+                    weight: f.weight,
+                    active: f.active,
+                },
+                sessions: f.sessions,
+                memcached_reachable: !f.flush_broken,
+            })
+            .collect();
+        let sites = self
+            .fleet
+            .sites
+            .iter()
+            .map(|s| SiteObs {
+                arrivals_per_s: self.arrival_rate(s.environment),
+                lb_reachable: true,
+            })
+            .collect();
+        Observed {
+            nodes,
+            farms,
+            sites,
+        }
+    }
+
+    fn site_sessions(&self, env: Environment) -> u32 {
+        match env {
+            Environment::Production => self.cfg.sessions_per_site,
+            Environment::Preproduction => (self.cfg.sessions_per_site / 100).max(1),
+        }
+    }
+
+    fn arrival_rate(&self, env: Environment) -> f64 {
+        if !self.cfg.traffic {
+            return 0.0;
+        }
+        self.site_sessions(env) as f64 / self.cfg.session_life_s
+    }
+
+    // ---- the run -----------------------------------------------------------
+
+    pub fn run(mut self) -> Report {
+        let fleet = self.fleet;
+        let initial = self.observe();
+        let bound = plan::bound::lower_bound(fleet, &initial, &self.cfg.estimates);
+        if self.cfg.traffic {
+            for (s, site) in fleet.sites.iter().enumerate() {
+                let n = self.site_sessions(site.environment);
+                for _ in 0..n {
+                    let sid = self.new_session(s as SiteId);
+                    let first = (self.traffic_rng.f64() * self.cfg.think_s * 1000.0) as u64;
+                    self.at(first, Ev::Request(sid));
+                }
+                let gap = self.gap_ms(site.environment);
+                self.at(gap, Ev::Arrive(s as SiteId));
+            }
+        }
+        // Faults scheduled over the rollout's expected span.
+        let span_ms = ((bound.total_s.max(60.0)) * 1000.0) as u64;
+        for _ in 0..self.cfg.faults.crash {
+            let t = self.fault_rng.range(1, span_ms);
+            self.at(t, Ev::Crash);
+        }
+        for _ in 0..self.cfg.faults.node_death {
+            let t = self.fault_rng.range(1, span_ms);
+            let n = self.fault_rng.range(0, fleet.nodes.len() as u64 - 1) as NodeId;
+            self.at(t, Ev::NodeDeath(n));
+        }
+        if self.cfg.faults.flush_fail > 0.0 {
+            for f in 0..self.farms.len() {
+                self.farms[f].flush_broken = self.fault_rng.chance(self.cfg.faults.flush_fail);
+            }
+        }
+        self.at(0, Ev::Plan);
+        self.plan_pending = true;
+        let resync = (self.cfg.resync_s * 1000.0) as u64;
+        self.at(resync, Ev::Resync);
+        let max = (self.cfg.max_virtual_s * 1000.0) as u64;
+
+        while let Some(Reverse((t, _, ev))) = self.queue.pop() {
+            if t > max {
+                break;
+            }
+            self.now = t;
+            match ev {
+                Ev::Plan => {
+                    self.plan_pending = false;
+                    if self.alive {
+                        self.reconcile();
+                    }
+                }
+                Ev::Resync => {
+                    self.request_plan();
+                    self.at(t + resync, Ev::Resync);
+                }
+                Ev::ActionDone(id) => self.action_done(id),
+                Ev::Arrive(s) => {
+                    let sid = self.new_session(s);
+                    self.at(t, Ev::Request(sid));
+                    let gap = self.gap_ms(fleet.sites[s as usize].environment);
+                    self.at(t + gap, Ev::Arrive(s));
+                }
+                Ev::Request(sid) => self.request(sid),
+                Ev::RequestEnd(n, f) => {
+                    let node = &mut self.nodes[n as usize];
+                    node.active = node.active.saturating_sub(1);
+                    let farm = &mut self.farms[f as usize];
+                    farm.active = farm.active.saturating_sub(1);
+                    if node.active == 0 && node.admin != Admin::Ready
+                        || farm.active == 0 && farm.admin == Admin::Maint
+                    {
+                        self.request_plan();
+                    }
+                }
+                Ev::SessionEnd(sid) => self.end_session(sid),
+                Ev::Crash => {
+                    if self.alive {
+                        self.alive = false;
+                        self.crashes += 1;
+                        self.say(
+                            "reconciler crashed (SIGKILL): in-memory state lost, journal kept",
+                        );
+                        let back = self.fault_rng.range(1000, 10_000);
+                        self.at(t + back, Ev::Restart);
+                    }
+                }
+                Ev::Restart => {
+                    self.alive = true;
+                    self.incarnation += 1;
+                    self.journal.restarted();
+                    self.say("reconciler restarted from its journal");
+                    self.request_plan();
+                }
+                Ev::NodeDeath(n) => {
+                    self.nodes[n as usize].dead = true;
+                    let name = fleet.nodes[n as usize].name.clone();
+                    self.say(&format!("fault: node {name} died"));
+                    self.request_plan();
+                }
+            }
+            if self.finished() {
+                break;
+            }
+        }
+        self.report(bound.total_s)
+    }
+
+    fn finished(&self) -> bool {
+        if self.converged_at.is_some() || self.stopped {
+            return true;
+        }
+        // Stuck: nothing in flight, no gate soaking, nothing started for a while
+        // (capacity waits resolve within minutes as sessions end).
+        let soaking = self.journal.gate.values().any(|r| !r.passed);
+        self.alive
+            && self.in_flight.is_empty()
+            && !soaking
+            && self.now.saturating_sub(self.last_activity) > IDLE_LIMIT_MS
+    }
+
+    fn gap_ms(&mut self, env: Environment) -> u64 {
+        let rate = self.arrival_rate(env).max(1e-6);
+        (self.traffic_rng.exp(1.0 / rate) * 1000.0) as u64 + 1
+    }
+
+    fn new_session(&mut self, site: SiteId) -> u32 {
+        let sid = self.sessions.len() as u32;
+        self.sessions.push(Session {
+            site,
+            farm: None,
+            seen: 0,
+            ended: false,
+        });
+        let life = (self.traffic_rng.exp(self.cfg.session_life_s) * 1000.0) as u64 + 1;
+        let end = self.now + life;
+        self.at(end, Ev::SessionEnd(sid));
+        sid
+    }
+
+    fn end_session(&mut self, sid: u32) {
+        let s = &mut self.sessions[sid as usize];
+        s.ended = true;
+        if let Some(f) = s.farm.take() {
+            self.farms[f as usize].sessions -= 1;
+        }
+    }
+
+    fn node_serving(&self, n: NodeId) -> bool {
+        let node = &self.nodes[n as usize];
+        !node.dead
+            && node.down_until <= self.now
+            && node.disrupted_until <= self.now
+            && node.admin == Admin::Ready
+    }
+
+    fn farm_nbsrv(&self, f: FarmId) -> u32 {
+        self.fleet.farms[f as usize]
+            .nodes
+            .iter()
+            .filter(|&&n| self.node_serving(n))
+            .count() as u32
+    }
+
+    fn farm_capacity(&self, f: FarmId) -> u64 {
+        self.fleet.farms[f as usize]
+            .nodes
+            .iter()
+            .filter(|&&n| self.node_serving(n))
+            .map(|&n| self.nodes[n as usize].capacity as u64)
+            .sum()
+    }
+
+    /// HAProxy's site backend: cookie first (unless the farm is in maint or
+    /// down), else round-robin over farms that are ready with weight > 0.
+    fn pick_farm(&mut self, site: SiteId, cookie: Option<FarmId>) -> Option<FarmId> {
+        if let Some(f) = cookie
+            && self.farms[f as usize].admin != Admin::Maint
+            && self.farm_nbsrv(f) > 0
+        {
+            return Some(f);
+        }
+        // Smooth weighted round-robin (nginx/HAProxy-like): deterministic, proportional to weight.
+        let farms = &self.fleet.sites[site as usize].farms;
+        let mut total = 0i64;
+        let mut best: Option<FarmId> = None;
+        for &f in farms {
+            let fs = &self.farms[f as usize];
+            if fs.admin == Admin::Ready && fs.weight > 0 && self.farm_nbsrv(f) > 0 {
+                let w = fs.weight as i64;
+                total += w;
+                self.farms[f as usize].current += w;
+                let cur = self.farms[f as usize].current;
+                if best.is_none_or(|b| cur > self.farms[b as usize].current) {
+                    best = Some(f);
+                }
+            }
+        }
+        if let Some(b) = best {
+            self.farms[b as usize].current -= total;
+        }
+        best
+    }
+
+    fn request(&mut self, sid: u32) {
+        let s = self.sessions[sid as usize];
+        if s.ended {
+            return;
+        }
+        let now = self.now;
+        match self.pick_farm(s.site, s.farm) {
+            None => {
+                let site = self.fleet.sites[s.site as usize].name.clone();
+                self.checker
+                    .failed_request(now, || format!("site {site}: no farm takes sessions (503)"));
+            }
+            Some(f) => {
+                if s.farm != Some(f) {
+                    if let Some(old) = s.farm {
+                        self.farms[old as usize].sessions -= 1;
+                    }
+                    self.farms[f as usize].sessions += 1;
+                    self.sessions[sid as usize].farm = Some(f);
+                    self.check_farm_load(f);
+                }
+                let nodes = &self.fleet.farms[f as usize].nodes;
+                let k = nodes.len() as u32;
+                let mut chosen = None;
+                for i in 0..k {
+                    let idx = (self.farms[f as usize].rr + i) % k;
+                    let n = nodes[idx as usize];
+                    if self.node_serving(n) {
+                        self.farms[f as usize].rr = idx + 1;
+                        chosen = Some(n);
+                        break;
+                    }
+                }
+                let Some(n) = chosen else {
+                    self.checker
+                        .failed_request(now, || "farm has no serving node".into());
+                    return;
+                };
+                let served = self.nodes[n as usize].rank;
+                let name = &self.fleet.nodes[n as usize].name;
+                self.checker.request(now, s.seen, served, sid as u64, name);
+                let seen = &mut self.sessions[sid as usize].seen;
+                *seen = (*seen).max(served);
+                self.nodes[n as usize].active += 1;
+                self.farms[f as usize].active += 1;
+                let (lo, hi) = self.cfg.request_ms;
+                let dur = if self.traffic_rng.chance(self.cfg.faults.slow_drain) {
+                    self.traffic_rng.range(30_000, 120_000)
+                } else {
+                    self.traffic_rng.range(lo, hi)
+                };
+                self.at(now + dur, Ev::RequestEnd(n, f));
+            }
+        }
+        let think = (self.traffic_rng.exp(self.cfg.think_s) * 1000.0) as u64 + 1;
+        self.at(now + think, Ev::Request(sid));
+    }
+
+    /// Invariant 1: a farm never carries more sessions than its serving nodes hold.
+    fn check_farm_load(&mut self, f: FarmId) {
+        if self.farms[f as usize].admin == Admin::Maint {
+            // Out of the LB: its cookie holders are served elsewhere.
+            self.farms[f as usize].over_capacity = false;
+            return;
+        }
+        let cap = self.farm_capacity(f);
+        let load = self.farms[f as usize].sessions as u64;
+        let over = load > cap;
+        if over && !self.farms[f as usize].over_capacity {
+            let name = self.fleet.farms[f as usize].name.clone();
+            self.checker.violate(self.now, Invariant::Capacity, || {
+                format!("farm {name} carries {load} sessions, capacity {cap}")
+            });
+        }
+        self.farms[f as usize].over_capacity = over;
+    }
+
+    // ---- reconciler --------------------------------------------------------
+
+    fn reconcile(&mut self) {
+        self.update_gate_tracker();
+        if self.serial.is_some() {
+            self.serial_step();
+            return;
+        }
+        let fleet = self.fleet;
+        let obs = self.observe();
+        plan::gate::record(fleet, &obs, &mut self.journal, self.now);
+        let est = self.cfg.estimates.clone();
+        let pass = plan::plan(&World {
+            fleet,
+            observed: &obs,
+            memory: &self.journal,
+            now_ms: self.now,
+            estimates: &est,
+        });
+        self.halted = pass.halted;
+        self.blocked = pass.blocked.clone();
+        if pass.halted && pass.actions.is_empty() && self.in_flight.is_empty() {
+            self.say("halted: failures exceed the budget; everything in flight finished safely");
+            self.stopped = true;
+            return;
+        }
+        if pass.converged {
+            self.converged_at = Some(self.now);
+            self.say("converged");
+            return;
+        }
+        if !pass.actions.is_empty() {
+            self.last_activity = self.now;
+        }
+        for p in pass.actions {
+            let farm = match p.action.subject() {
+                Subject::Node(n) => Some(fleet.nodes[n as usize].farm),
+                Subject::Farm(f) => Some(f),
+            };
+            let weight = farm.map(|f| self.farms[f as usize].weight).unwrap_or(0);
+            self.journal.begin(&p.action, self.now, farm, weight);
+            self.dispatch(p.action, p.why);
+        }
+        // Wake up when a gate opens, so production starts right after the soak.
+        let next_gate = self
+            .journal
+            .gate
+            .iter()
+            .filter(|(_, r)| !r.passed)
+            .map(|(_, r)| r.since_ms + fleet.policy.soak.as_millis() as u64)
+            .filter(|&t| t > self.now)
+            .min();
+        if let Some(t) = next_gate {
+            self.at(t, Ev::Plan);
+        }
+        // Drain timeouts likewise.
+        let drain = fleet.policy.drain_timeout.as_millis() as u64;
+        let next_drain = self
+            .journal
+            .node_ops
+            .values()
+            .map(|op| op.since_ms + drain)
+            .chain(self.journal.farm_ops.values().map(|op| op.since_ms + drain))
+            .filter(|&t| t > self.now)
+            .min();
+        if let Some(t) = next_drain {
+            self.at(t, Ev::Plan);
+        }
+    }
+
+    fn dispatch(&mut self, action: Action, why: String) {
+        let fleet = self.fleet;
+        let now = self.now;
+        let kind = action.kind().name().to_string();
+        *self.action_counts.entry(kind).or_default() += 1;
+        if self.cfg.record_actions {
+            self.started.push(Started {
+                at_ms: now,
+                action: action.clone(),
+                why,
+            });
+        }
+        self.check_start(&action);
+        let e = self.cfg.estimates.clone();
+        let ssh_timeout = |s: &mut Self| s.fault_rng.chance(s.cfg.faults.ssh_timeout);
+        let (dur, outcome) = match &action {
+            Action::Fetch { .. }
+            | Action::StagePhp { .. }
+            | Action::StageRelease { .. }
+            | Action::InstallOnline { .. } => {
+                let mean = match &action {
+                    Action::Fetch { .. } => e.fetch_s,
+                    Action::InstallOnline { .. } => e.install_s,
+                    _ => e.rsync_s,
+                };
+                let d = self.dur(mean);
+                if ssh_timeout(self) {
+                    (d, Outcome::Failed("ssh command timed out".into()))
+                } else if matches!(action, Action::InstallOnline { .. })
+                    && self.fault_rng.chance(self.cfg.faults.action_fail)
+                {
+                    (d, Outcome::Failed("emerge exited 1".into()))
+                } else {
+                    (d, Outcome::Ok)
+                }
+            }
+            Action::SetNode { .. } | Action::SetFarm { .. } | Action::SetFarmWeight { .. } => {
+                (self.dur(e.lb_s), Outcome::Ok)
+            }
+            Action::Upgrade {
+                node, disruption, ..
+            } => {
+                let n = *node as usize;
+                let restart = if disruption.reboot {
+                    e.reboot_s
+                } else {
+                    e.restart_s
+                };
+                let d = self.dur(e.install_s.min(5.0) + restart);
+                if ssh_timeout(self) {
+                    (d, Outcome::Failed("ssh command timed out".into()))
+                } else if self.fault_rng.chance(self.cfg.faults.action_fail) {
+                    // emerge fails before anything restarts.
+                    (
+                        self.dur(e.install_s.min(5.0)),
+                        Outcome::Failed("emerge exited 1".into()),
+                    )
+                } else {
+                    let node = &mut self.nodes[n];
+                    node.needs_health = true;
+                    let until = now + d;
+                    if disruption.reboot {
+                        node.down_until = until;
+                    } else {
+                        node.disrupted_until = until;
+                    }
+                    if self.fault_rng.chance(self.cfg.faults.health_fail) {
+                        self.nodes[n].unhealthy = true;
+                    }
+                    (d, Outcome::Ok)
+                }
+            }
+            Action::Activate { node, .. } => {
+                let d = self.dur(e.activate_s);
+                self.nodes[*node as usize].needs_health = true;
+                if self.fault_rng.chance(self.cfg.faults.health_fail) {
+                    self.nodes[*node as usize].unhealthy = true;
+                }
+                if ssh_timeout(self) {
+                    (d, Outcome::Failed("ssh command timed out".into()))
+                } else {
+                    (d, Outcome::Ok)
+                }
+            }
+            Action::HealthCheck { node } => {
+                let n = &self.nodes[*node as usize];
+                let ok = !n.dead && n.down_until <= now && !n.unhealthy;
+                let d = self.dur(e.health_s);
+                if ok {
+                    (d, Outcome::Ok)
+                } else {
+                    (
+                        d,
+                        Outcome::Failed(format!(
+                            "GET {} failed {} times",
+                            fleet.policy.health.path, fleet.policy.health.retries
+                        )),
+                    )
+                }
+            }
+            Action::FlushCache { farm } => {
+                let d = self.dur(e.flush_s);
+                if self.farms[*farm as usize].flush_broken {
+                    (d, Outcome::Failed("memcached: connection refused".into()))
+                } else {
+                    (d, Outcome::Ok)
+                }
+            }
+            Action::MarkFailed { .. } => (0, Outcome::Ok),
+        };
+        // A dead node never answers: the executor's command timeout reports it.
+        let (dur, outcome) = match action.subject() {
+            Subject::Node(n)
+                if self.nodes[n as usize].dead
+                    && !matches!(action, Action::MarkFailed { .. } | Action::SetNode { .. }) =>
+            {
+                (60_000, Outcome::Failed("ssh: connect timed out".into()))
+            }
+            _ => (dur, outcome),
+        };
+        let farm = match action.subject() {
+            Subject::Node(n) => Some(fleet.nodes[n as usize].farm),
+            Subject::Farm(f) => Some(f),
+        };
+        let id = self.next_action;
+        self.next_action += 1;
+        self.in_flight.insert(
+            id,
+            InFlight {
+                action,
+                incarnation: self.incarnation,
+                outcome,
+                farm,
+            },
+        );
+        self.at(now + dur, Ev::ActionDone(id));
+    }
+
+    fn action_done(&mut self, id: u64) {
+        let Some(f) = self.in_flight.remove(&id) else {
+            return;
+        };
+        let fleet = self.fleet;
+        let now = self.now;
+        if f.outcome == Outcome::Ok {
+            self.apply(&f.action);
+        } else {
+            match &f.action {
+                Action::Upgrade { node, .. }
+                | Action::Activate { node, .. }
+                | Action::HealthCheck { node } => {
+                    self.failed.insert(*node);
+                    self.nodes[*node as usize].last_health = Health::Failing;
+                    let name = fleet.nodes[*node as usize].name.clone();
+                    let outcome = f.outcome.to_string();
+                    self.say(&format!("{name}: {} {outcome}", f.action.kind().name()));
+                }
+                Action::FlushCache { farm } => {
+                    self.failed_farms.insert(*farm);
+                    let name = fleet.farms[*farm as usize].name.clone();
+                    self.say(&format!(
+                        "farm {name}: memcached flush failed: the switch stops there"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let Action::MarkFailed { node, .. } = &f.action {
+            self.failed.insert(*node);
+        }
+        if f.incarnation == self.incarnation && self.alive {
+            self.journal.complete(&f.action, &f.outcome, now, f.farm);
+            if let Some(serial) = self.serial.as_mut()
+                && let Subject::Node(n) = f.action.subject()
+            {
+                if f.outcome == Outcome::Ok {
+                    *serial.step.entry(n).or_default() += 1;
+                } else {
+                    serial.step.insert(n, u8::MAX);
+                }
+            }
+        }
+        self.last_activity = now;
+        self.request_plan();
+    }
+
+    /// Effects of a successful action on the simulated world.
+    fn apply(&mut self, action: &Action) {
+        let now = self.now;
+        let fleet = self.fleet;
+        match action {
+            Action::Fetch { node, atoms } => {
+                let n = &mut self.nodes[*node as usize];
+                for a in atoms {
+                    n.fetched.retain(|(k, _)| **k != *a.key());
+                    n.fetched
+                        .push((Str::from(a.key()), Str::from(a.version.as_str())));
+                }
+            }
+            Action::StagePhp { node, version } => {
+                let n = &mut self.nodes[*node as usize];
+                if !n.php_installed.contains(version) {
+                    n.php_installed.push(version.clone());
+                }
+            }
+            Action::StageRelease { node, release } => {
+                let keep = fleet.policy.releases_kept as usize;
+                let n = &mut self.nodes[*node as usize];
+                if !n.releases.contains(release) {
+                    n.releases.push(release.clone());
+                }
+                // Prune the oldest, never the active one.
+                while n.releases.len() > keep {
+                    let active = n.release_active.clone();
+                    if let Some(i) = n
+                        .releases
+                        .iter()
+                        .position(|r| Some(r) != active.as_ref() && r != release)
+                    {
+                        n.releases.remove(i);
+                    } else {
+                        break;
+                    }
+                }
+            }
+            Action::InstallOnline { node, atoms } | Action::Upgrade { node, atoms, .. } => {
+                let n = &mut self.nodes[*node as usize];
+                for a in atoms {
+                    n.packages.retain(|(k, _)| **k != *a.key());
+                    n.packages
+                        .push((Str::from(a.key()), Str::from(a.version.as_str())));
+                }
+                n.packages.sort();
+                if let Action::Upgrade { disruption, .. } = action
+                    && disruption.reboot
+                {
+                    n.kernel_running = kernel_of(fleet, &n.packages);
+                    n.boot += 1;
+                }
+            }
+            Action::Activate {
+                node, php, release, ..
+            } => {
+                let n = &mut self.nodes[*node as usize];
+                if let Some(p) = php {
+                    n.php_active = Some(p.clone());
+                }
+                if let Some(r) = release {
+                    n.release_active = Some(r.clone());
+                    n.rank = self.ranks.iter().position(|x| x == r).unwrap_or(0) as u16;
+                }
+            }
+            Action::HealthCheck { node } => {
+                let n = &mut self.nodes[*node as usize];
+                n.needs_health = false;
+                n.last_health = Health::Passing;
+            }
+            Action::SetNode { node, admin } => {
+                let n = &mut self.nodes[*node as usize];
+                if n.admin == Admin::Ready && *admin != Admin::Ready {
+                    n.left_ready_at = now;
+                }
+                n.admin = *admin;
+                let f = fleet.nodes[*node as usize].farm;
+                self.check_farm_load(f);
+            }
+            Action::SetFarm { farm, admin } => {
+                let f = &mut self.farms[*farm as usize];
+                if f.admin == Admin::Ready && *admin != Admin::Ready {
+                    f.left_ready_at = now;
+                }
+                f.admin = *admin;
+                if *admin == Admin::Ready {
+                    f.weight = fleet.farms[*farm as usize].lb_weight;
+                    self.check_farm_load(*farm);
+                    let name = fleet.farms[*farm as usize].name.clone();
+                    let t = fleet.farm_target(*farm);
+                    let msg = format!("farm {name} back in on release {} php {}", t.release, t.php);
+                    self.say(&msg);
+                }
+            }
+            Action::SetFarmWeight { farm, weight } => self.farms[*farm as usize].weight = *weight,
+            Action::FlushCache { .. } | Action::MarkFailed { .. } => {}
+        }
+    }
+
+    // ---- the independent checker's view of action starts --------------------
+
+    fn update_gate_tracker(&mut self) {
+        let fleet = self.fleet;
+        let soak = fleet.policy.soak.as_millis() as u64;
+        let mut per_profile: BTreeMap<u32, Option<BTreeSet<(String, String)>>> = BTreeMap::new();
+        for (n, node) in fleet.nodes.iter().enumerate() {
+            if fleet.sites[node.site as usize].environment != Environment::Preproduction {
+                continue;
+            }
+            let s = &self.nodes[n];
+            let healthy = self.node_serving(n as NodeId)
+                && !self.failed.contains(&(n as NodeId))
+                && !s.needs_health
+                && self.farms[node.farm as usize].admin == Admin::Ready;
+            let mut vals = BTreeSet::new();
+            if healthy {
+                for (k, v) in &s.packages {
+                    vals.insert((format!("pkg:{k}"), v.to_string()));
+                }
+                if let Some(p) = &s.php_active {
+                    vals.insert(("php".into(), p.0.clone()));
+                }
+                if let Some(r) = &s.release_active {
+                    vals.insert(("release".into(), r.0.clone()));
+                }
+                if let Some(k) = &s.kernel_running {
+                    vals.insert(("kernel".into(), k.to_string()));
+                }
+            }
+            let e = per_profile.entry(node.profile).or_insert(None);
+            *e = Some(match e.take() {
+                None => vals,
+                Some(prev) => prev.intersection(&vals).cloned().collect(),
+            });
+        }
+        let mut present = BTreeSet::new();
+        for (p, vals) in per_profile {
+            for (c, v) in vals.unwrap_or_default() {
+                present.insert((p, c, v));
+            }
+        }
+        let now = self.now;
+        for k in &present {
+            let e = self.gate_since.entry(k.clone()).or_insert((now, false));
+            if now.saturating_sub(e.0) >= soak {
+                e.1 = true;
+            }
+        }
+        self.gate_since.retain(|k, v| v.1 || present.contains(k));
+    }
+
+    fn prod_gate_ok(&self, n: NodeId, component: &str, value: &str) -> bool {
+        let fleet = self.fleet;
+        let node = &fleet.nodes[n as usize];
+        fleet.sites[node.site as usize].environment == Environment::Preproduction
+            || fleet.policy.waive_preproduction_gate
+            || self
+                .gate_since
+                .get(&(node.profile, component.to_string(), value.to_string()))
+                .is_some_and(|v| v.1)
+    }
+
+    fn check_start(&mut self, action: &Action) {
+        let fleet = self.fleet;
+        let p = &fleet.policy;
+        let now = self.now;
+        let budget_spent = self.failed.len() + self.failed_farms.len() > p.failure_budget as usize;
+        let drain_ms = p.drain_timeout.as_millis() as u64;
+        match action {
+            Action::SetNode { node, admin } if *admin != Admin::Ready => {
+                let n = *node;
+                let f = fleet.nodes[n as usize].farm;
+                if self.failed.contains(&n) || self.farms[f as usize].admin == Admin::Maint {
+                    return;
+                }
+                if self.nodes[n as usize].admin == Admin::Ready {
+                    if budget_spent {
+                        self.checker.violate(now, Invariant::FailureBudget, || {
+                            format!(
+                                "new window on {} after the failure budget was spent",
+                                fleet.nodes[n as usize].name
+                            )
+                        });
+                    }
+                    let out = fleet.farms[f as usize]
+                        .nodes
+                        .iter()
+                        .filter(|&&m| {
+                            m != n
+                                && self.nodes[m as usize].admin != Admin::Ready
+                                && !self.failed.contains(&m)
+                        })
+                        .count() as u32
+                        + 1;
+                    let max = fleet.farms[f as usize].max_unavailable;
+                    if !crate::invariants::node_capacity_ok(out, max) {
+                        let name = fleet.farms[f as usize].name.clone();
+                        self.checker.violate(now, Invariant::Capacity, || {
+                            format!("farm {name}: {out} nodes out (max_unavailable {max})")
+                        });
+                    }
+                }
+            }
+            Action::SetNode {
+                node,
+                admin: Admin::Ready,
+            } => {
+                if self.nodes[*node as usize].needs_health && !self.failed.contains(node) {
+                    let name = fleet.nodes[*node as usize].name.clone();
+                    self.checker
+                        .violate(now, Invariant::DrainedBeforeDisrupted, || {
+                            format!("{name} back in without a passing health check")
+                        });
+                }
+            }
+            Action::Upgrade { node, atoms, .. } => {
+                let n = *node;
+                let s = &self.nodes[n as usize];
+                let f = fleet.nodes[n as usize].farm;
+                let farm = &self.farms[f as usize];
+                let farm_out = farm.admin == Admin::Maint;
+                let takes_traffic = !farm_out && s.admin == Admin::Ready;
+                let since = if farm_out {
+                    farm.left_ready_at
+                } else {
+                    s.left_ready_at
+                };
+                let active = if farm_out { s.active.max(0) } else { s.active };
+                if !crate::invariants::drained(
+                    takes_traffic,
+                    active,
+                    now.saturating_sub(since) >= drain_ms,
+                ) {
+                    let name = fleet.nodes[n as usize].name.clone();
+                    self.checker
+                        .violate(now, Invariant::DrainedBeforeDisrupted, || {
+                            format!(
+                                "{name} upgraded while taking traffic ({active} requests in flight)"
+                            )
+                        });
+                    // Requests in progress are cut.
+                    for _ in 0..active {
+                        self.checker
+                            .failed_request(now, || format!("request cut by a restart of {name}"));
+                    }
+                }
+                for a in atoms.clone() {
+                    if !self.prod_gate_ok(n, &format!("pkg:{}", a.key()), &a.version) {
+                        let name = fleet.nodes[n as usize].name.clone();
+                        self.checker
+                            .violate(now, Invariant::PreproductionFirst, || {
+                                format!("{name} installs {a} before preproduction soaked it")
+                            });
+                    }
+                }
+            }
+            Action::InstallOnline { node, atoms } => {
+                for a in atoms.clone() {
+                    if !self.prod_gate_ok(*node, &format!("pkg:{}", a.key()), &a.version) {
+                        let name = fleet.nodes[*node as usize].name.clone();
+                        self.checker
+                            .violate(now, Invariant::PreproductionFirst, || {
+                                format!("{name} installs {a} before preproduction soaked it")
+                            });
+                    }
+                }
+            }
+            Action::Activate {
+                node,
+                php,
+                release,
+                rollback,
+            } => {
+                let n = *node;
+                let f = fleet.nodes[n as usize].farm;
+                let farm = &self.farms[f as usize];
+                let timed_out = now.saturating_sub(farm.left_ready_at) >= drain_ms;
+                if !*rollback && (farm.admin != Admin::Maint || (farm.active > 0 && !timed_out)) {
+                    let name = fleet.farms[f as usize].name.clone();
+                    self.checker.violate(now, Invariant::MonotonicSessions, || format!("a node of farm {name} switched while the farm was serving (not farm-atomic)"));
+                }
+                let checks = [
+                    ("php", php.as_ref().map(|p| p.0.clone())),
+                    ("release", release.as_ref().map(|r| r.0.clone())),
+                ];
+                for (c, v) in checks {
+                    if let Some(v) = v
+                        && !self.prod_gate_ok(n, c, &v)
+                    {
+                        let name = fleet.nodes[n as usize].name.clone();
+                        self.checker
+                            .violate(now, Invariant::PreproductionFirst, || {
+                                format!("{name} switches {c} to {v} before preproduction soaked it")
+                            });
+                    }
+                }
+            }
+            Action::SetFarm {
+                farm,
+                admin: Admin::Maint,
+            } => {
+                let f = *farm;
+                if self.farms[f as usize].admin == Admin::Maint || self.failed_farms.contains(&f) {
+                    return;
+                }
+                if budget_spent {
+                    let name = fleet.farms[f as usize].name.clone();
+                    self.checker.violate(now, Invariant::FailureBudget, || {
+                        format!("farm {name} taken out after the failure budget was spent")
+                    });
+                }
+                let site = fleet.farms[f as usize].site;
+                let farms = &fleet.sites[site as usize].farms;
+                let out = farms
+                    .iter()
+                    .filter(|&&g| {
+                        g != f
+                            && self.farms[g as usize].admin == Admin::Maint
+                            && !self.failed_farms.contains(&g)
+                    })
+                    .count() as u32
+                    + 1;
+                let serving = farms
+                    .iter()
+                    .filter(|&&g| {
+                        g != f
+                            && self.farms[g as usize].admin != Admin::Maint
+                            && self.farm_nbsrv(g) > 0
+                    })
+                    .count() as u32;
+                if !crate::invariants::farm_capacity_ok(out, p.max_farms_down, serving) {
+                    let name = fleet.sites[site as usize].name.clone();
+                    self.checker.violate(now, Invariant::Capacity, || {
+                        format!(
+                            "site {name}: {out} farms out, {serving} serving (max_farms_down {})",
+                            p.max_farms_down
+                        )
+                    });
+                }
+                let full: u64 = farms
+                    .iter()
+                    .flat_map(|&g| fleet.farms[g as usize].nodes.iter())
+                    .map(|&n| self.nodes[n as usize].capacity as u64)
+                    .sum();
+                let left: u64 = farms
+                    .iter()
+                    .filter(|&&g| g != f && self.farms[g as usize].admin != Admin::Maint)
+                    .map(|&g| self.farm_capacity(g))
+                    .sum();
+                if (left as f64) < fleet.sites[site as usize].capacity_floor * full as f64 {
+                    let name = fleet.sites[site as usize].name.clone();
+                    self.checker.violate(now, Invariant::Capacity, || {
+                        format!("site {name}: serving capacity {left} of {full}, below the floor")
+                    });
+                }
+            }
+            Action::SetFarm {
+                farm,
+                admin: Admin::Ready,
+            } => {
+                for &n in &fleet.farms[*farm as usize].nodes {
+                    let s = &self.nodes[n as usize];
+                    if s.needs_health && !self.failed.contains(&n) && s.admin == Admin::Ready {
+                        let name = fleet.nodes[n as usize].name.clone();
+                        self.checker
+                            .violate(now, Invariant::DrainedBeforeDisrupted, || {
+                                format!("farm returns with {name} not health-checked")
+                            });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---- the naive strategy --------------------------------------------------
+
+    fn serial_step(&mut self) {
+        let fleet = self.fleet;
+        let Some(mut serial) = self.serial.take() else {
+            return;
+        };
+        let mut actions = Vec::new();
+        loop {
+            let start = serial.batch * serial.per_batch;
+            if start >= serial.order.len() {
+                break;
+            }
+            let batch: Vec<NodeId> =
+                serial.order[start..(start + serial.per_batch).min(serial.order.len())].to_vec();
+            let mut batch_done = true;
+            for &n in &batch {
+                let step = *serial.step.get(&n).unwrap_or(&0);
+                if step == u8::MAX || step >= 7 {
+                    continue;
+                }
+                batch_done = false;
+                if self
+                    .in_flight
+                    .values()
+                    .any(|f| f.action.subject() == Subject::Node(n))
+                {
+                    continue;
+                }
+                let obs = self.observe();
+                let d = node_diff(fleet, n, &obs.nodes[n as usize]);
+                let a = match step {
+                    0 => Action::SetNode {
+                        node: n,
+                        admin: Admin::Maint,
+                    },
+                    1 => Action::Upgrade {
+                        node: n,
+                        atoms: d.online.iter().chain(&d.disruptive).cloned().collect(),
+                        disruption: d.window_disruption(),
+                    },
+                    2 => Action::StagePhp {
+                        node: n,
+                        version: fleet.node_target(n).php.clone(),
+                    },
+                    3 => Action::StageRelease {
+                        node: n,
+                        release: fleet.node_target(n).release.clone(),
+                    },
+                    4 => Action::Activate {
+                        node: n,
+                        php: d.switch_php.clone(),
+                        release: d.switch_release.clone(),
+                        rollback: false,
+                    },
+                    5 => Action::HealthCheck { node: n },
+                    _ => Action::SetNode {
+                        node: n,
+                        admin: Admin::Ready,
+                    },
+                };
+                actions.push(a);
+            }
+            if batch_done {
+                serial.batch += 1;
+                continue;
+            }
+            break;
+        }
+        let all_done = serial.batch * serial.per_batch >= serial.order.len();
+        self.serial = Some(serial);
+        if all_done && self.in_flight.is_empty() {
+            self.converged_at = Some(self.now);
+            return;
+        }
+        for a in actions {
+            self.last_activity = self.now;
+            self.dispatch(a, "serial batch".into());
+        }
+    }
+
+    fn report(self, lower_bound_s: f64) -> Report {
+        let fleet = self.fleet;
+        // Invariant 5: nothing left out that did not fail.
+        let mut checker = self.checker;
+        let end = self.now;
+        if self.converged_at.is_some() || self.halted {
+            for (n, s) in self.nodes.iter().enumerate() {
+                if s.admin != Admin::Ready && !self.failed.contains(&(n as NodeId)) && !s.dead {
+                    let name = fleet.nodes[n].name.clone();
+                    checker.violate(end, Invariant::FailureBudget, || {
+                        format!("{name} left out of the LB without having failed")
+                    });
+                }
+            }
+        }
+        let converged = self.converged_at.is_some() && self.serial.as_ref().is_none_or(|_| true);
+        let makespan_s = self.converged_at.unwrap_or(end) as f64 / 1000.0;
+        Report {
+            seed: self.cfg.seed,
+            strategy: self.cfg.strategy.clone(),
+            converged,
+            halted: self.halted,
+            violations: checker.count,
+            violations_by_invariant: checker.by_invariant.clone(),
+            violation_samples: checker.samples.clone(),
+            requests: checker.requests,
+            failed_requests: checker.failed_requests,
+            makespan_s,
+            lower_bound_s,
+            ratio: if lower_bound_s > 0.0 {
+                makespan_s / lower_bound_s
+            } else {
+                1.0
+            },
+            actions: self.action_counts,
+            failed_nodes: self
+                .failed
+                .iter()
+                .map(|&n| fleet.nodes[n as usize].name.clone())
+                .collect(),
+            crashes: self.crashes,
+            blocked: self.blocked,
+            started: self.started,
+        }
+    }
+}
