@@ -117,11 +117,7 @@ pub fn node_diff(fleet: &Fleet, n: NodeId, obs: &NodeObs) -> NodeDiff {
     }
     if obs.release_active.as_ref() != Some(&target.release) {
         d.switch_release = Some(target.release.clone());
-        if obs
-            .release_active
-            .as_ref()
-            .is_some_and(|a| *a > target.release)
-        {
+        if obs.release_active.as_ref().is_some_and(|a| *a > target.release) {
             d.backwards = true;
         }
     }
@@ -162,9 +158,7 @@ pub fn drift_items(fleet: &Fleet, n: NodeId, obs: &NodeObs, d: &NodeDiff) -> Vec
         out.push(item(
             "package",
             a.to_string(),
-            obs.installed(&a.key())
-                .map(|v| format!("{}-{v}", a.key()))
-                .unwrap_or_else(|| "not installed".into()),
+            obs.installed(&a.key()).map(|v| format!("{}-{v}", a.key())).unwrap_or_else(|| "not installed".into()),
             format!("{pk_origin}; {kind}"),
         ));
     }
@@ -180,10 +174,7 @@ pub fn drift_items(fleet: &Fleet, n: NodeId, obs: &NodeObs, d: &NodeDiff) -> Vec
         out.push(item(
             "php",
             p.to_string(),
-            obs.php_active
-                .as_ref()
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "none".into()),
+            obs.php_active.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
             format!("php from {}; farm-atomic switch", farm.target_origin.php),
         ));
     }
@@ -191,18 +182,11 @@ pub fn drift_items(fleet: &Fleet, n: NodeId, obs: &NodeObs, d: &NodeDiff) -> Vec
         out.push(item(
             "release",
             r.to_string(),
-            obs.release_active
-                .as_ref()
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "none".into()),
+            obs.release_active.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
             format!(
                 "release from {}; farm-atomic switch{}",
                 farm.target_origin.release,
-                if d.backwards {
-                    " (BACKWARDS: rollback)"
-                } else {
-                    ""
-                }
+                if d.backwards { " (BACKWARDS: rollback)" } else { "" }
             ),
         ));
     }

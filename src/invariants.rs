@@ -47,17 +47,10 @@ pub const KEEP_SAMPLES: usize = 20;
 impl Checker {
     pub fn violate(&mut self, at_ms: u64, invariant: Invariant, what: impl FnOnce() -> String) {
         self.count += 1;
-        let key = serde_json::to_value(invariant)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
+        let key = serde_json::to_value(invariant).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         *self.by_invariant.entry(key).or_default() += 1;
         if self.samples.len() < KEEP_SAMPLES {
-            self.samples.push(Violation {
-                at_ms,
-                invariant,
-                what: what(),
-            });
+            self.samples.push(Violation { at_ms, invariant, what: what() });
         }
     }
 

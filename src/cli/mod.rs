@@ -27,11 +27,7 @@ pub mod exit {
 }
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "drover",
-    version,
-    about = "Declarative, stickiness-safe reconciler for PHP web clusters"
-)]
+#[command(name = "drover", version, about = "Declarative, stickiness-safe reconciler for PHP web clusters")]
 pub struct Cli {
     /// Directory of spec files (*.yaml), read recursively.
     #[arg(long, global = true, default_value = "specs", env = "DROVER_SPECS")]
@@ -66,9 +62,7 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let code = match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    exit::OK
-                }
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => exit::OK,
                 _ => exit::USAGE,
             };
             let _ = e.print();
@@ -96,11 +90,7 @@ pub(crate) fn load_fleet(cli: &Cli) -> Option<crate::model::Fleet> {
         }
         Ok(crate::spec::Loaded::Invalid { diagnostics, files }) => {
             eprint!("{}", crate::spec::diag::render(&diagnostics, &files));
-            eprintln!(
-                "{} errors in {}: nothing was planned",
-                diagnostics.len(),
-                cli.specs.display()
-            );
+            eprintln!("{} errors in {}: nothing was planned", diagnostics.len(), cli.specs.display());
             None
         }
         Ok(crate::spec::Loaded::Valid { fleet, .. }) => Some(fleet),

@@ -26,9 +26,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
         return exit::ERROR;
     };
     if !args.simulate {
-        eprintln!(
-            "error: observing the real fleet is not available in this build yet; use --simulate"
-        );
+        eprintln!("error: observing the real fleet is not available in this build yet; use --simulate");
         return exit::USAGE;
     }
     let cfg = match simulate::config(&fleet, &args.sim) {
@@ -58,12 +56,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
         }
     }
     // Projection: the same planner, no traffic, no faults.
-    let mut pcfg = SimConfig {
-        traffic: false,
-        record_actions: true,
-        faults: Default::default(),
-        ..cfg
-    };
+    let mut pcfg = SimConfig { traffic: false, record_actions: true, faults: Default::default(), ..cfg };
     pcfg.strategy = crate::sim::Strategy::Drover;
     let projection = Sim::new(&fleet, pcfg).run();
 
@@ -101,11 +94,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
         }
         Output::Text => print_text(&fleet, &drift, &pass, &projection),
     }
-    if pending {
-        exit::CHANGES_PENDING
-    } else {
-        exit::OK
-    }
+    if pending { exit::CHANGES_PENDING } else { exit::OK }
 }
 
 fn print_text(
@@ -128,12 +117,7 @@ fn print_text(
             f0.target_origin.php,
             target.release,
             f0.target_origin.release,
-            target
-                .packages
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
+            target.packages.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" "),
             farms.len(),
             summarize(farms)
         );
@@ -141,9 +125,7 @@ fn print_text(
     println!();
     let mut kinds: BTreeMap<(String, String, String), usize> = BTreeMap::new();
     for d in drift {
-        *kinds
-            .entry((d.what.clone(), d.have.clone(), d.want.clone()))
-            .or_default() += 1;
+        *kinds.entry((d.what.clone(), d.have.clone(), d.want.clone())).or_default() += 1;
     }
     println!("Drift ({} items):", drift.len());
     for ((what, have, want), n) in &kinds {
@@ -157,26 +139,19 @@ fn print_text(
     for s in &projection.started {
         match &s.action {
             Action::SetFarm { farm, admin } => {
-                let e = windows
-                    .entry(fleet.farms[*farm as usize].name.clone())
-                    .or_insert((s.at_ms, s.at_ms));
+                let e = windows.entry(fleet.farms[*farm as usize].name.clone()).or_insert((s.at_ms, s.at_ms));
                 if *admin == crate::observe::Admin::Ready {
                     e.1 = s.at_ms;
                 }
             }
-            Action::SetNode {
-                node,
-                admin: crate::observe::Admin::Drain,
-            } => {
+            Action::SetNode { node, admin: crate::observe::Admin::Drain } => {
                 let m = fleet.nodes[*node as usize].member;
                 let e = waves.entry(m).or_insert((s.at_ms, s.at_ms, 0));
                 e.0 = e.0.min(s.at_ms);
                 e.1 = e.1.max(s.at_ms);
                 e.2 += 1;
             }
-            Action::Fetch { .. } | Action::StagePhp { .. } | Action::StageRelease { .. } => {
-                staging += 1
-            }
+            Action::Fetch { .. } | Action::StagePhp { .. } | Action::StageRelease { .. } => staging += 1,
             _ => {}
         }
     }
@@ -201,19 +176,13 @@ fn print_text(
         "  projected makespan {} (lower bound {}), {}",
         simulate::clock((projection.makespan_s * 1000.0) as u64),
         simulate::clock((projection.lower_bound_s * 1000.0) as u64),
-        if projection.converged {
-            "converges"
-        } else {
-            "does NOT converge"
-        }
+        if projection.converged { "converges" } else { "does NOT converge" }
     );
     println!();
     println!("Next actions now ({}):", pass.actions.len());
     let mut shown: BTreeMap<String, usize> = BTreeMap::new();
     for p in &pass.actions {
-        *shown
-            .entry(format!("{} ({})", p.action.kind().name(), p.why))
-            .or_default() += 1;
+        *shown.entry(format!("{} ({})", p.action.kind().name(), p.why)).or_default() += 1;
     }
     for (what, n) in shown {
         println!("  {n} x {what}");

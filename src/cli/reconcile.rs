@@ -20,9 +20,7 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
         return exit::ERROR;
     };
     if !args.simulate {
-        eprintln!(
-            "error: the real-fleet reconciler is not available in this build yet; use --simulate"
-        );
+        eprintln!("error: the real-fleet reconciler is not available in this build yet; use --simulate");
         return exit::USAGE;
     }
     if !args.once {

@@ -29,9 +29,7 @@ pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
     }
     match s.strip_prefix("serial:").map(str::parse::<u32>) {
         Some(Ok(p)) if (1..=100).contains(&p) => Ok(Strategy::SerialBatches { percent: p }),
-        _ => Err(format!(
-            "unknown strategy `{s}`: use `drover` or `serial:N` with N in 1..=100"
-        )),
+        _ => Err(format!("unknown strategy `{s}`: use `drover` or `serial:N` with N in 1..=100")),
     }
 }
 
@@ -114,10 +112,7 @@ fn print_report(cli: &Cli, r: &Report) {
     match cli.output {
         Output::Json => {
             if !r.violation_samples.is_empty() {
-                eprintln!(
-                    "{}",
-                    serde_json::to_string_pretty(&r.violation_samples).unwrap_or_default()
-                );
+                eprintln!("{}", serde_json::to_string_pretty(&r.violation_samples).unwrap_or_default());
             }
             println!("{summary}");
         }
@@ -137,25 +132,13 @@ fn print_report(cli: &Cli, r: &Report) {
                 r.requests,
                 r.failed_requests,
                 r.violations,
-                if r.crashes > 0 {
-                    format!(", {} reconciler crashes survived", r.crashes)
-                } else {
-                    String::new()
-                }
+                if r.crashes > 0 { format!(", {} reconciler crashes survived", r.crashes) } else { String::new() }
             );
             for v in &r.violation_samples {
-                println!(
-                    "  violation [{}] {:?}: {}",
-                    clock(v.at_ms),
-                    v.invariant,
-                    v.what
-                );
+                println!("  violation [{}] {:?}: {}", clock(v.at_ms), v.invariant, v.what);
             }
             if !r.failed_nodes.is_empty() {
-                println!(
-                    "  failed nodes (kept out of the LB): {}",
-                    r.failed_nodes.join(", ")
-                );
+                println!("  failed nodes (kept out of the LB): {}", r.failed_nodes.join(", "));
             }
             if !r.converged {
                 for b in r.blocked.iter().take(10) {

@@ -13,11 +13,7 @@ pub fn run(cli: &Cli) -> u8 {
     };
     match loaded {
         Loaded::Valid { fleet, files } => {
-            let prod = fleet
-                .nodes
-                .iter()
-                .filter(|n| fleet.is_production(n.site))
-                .count();
+            let prod = fleet.nodes.iter().filter(|n| fleet.is_production(n.site)).count();
             match cli.output {
                 Output::Text => println!(
                     "ok: {} files, {} sites, {} farms, {} nodes ({} production), {} distinct targets",
@@ -54,10 +50,7 @@ pub fn run(cli: &Cli) -> u8 {
                         cli.specs.display()
                     );
                 }
-                Output::Json => println!(
-                    "{}",
-                    serde_json::json!({ "valid": false, "errors": diagnostics })
-                ),
+                Output::Json => println!("{}", serde_json::json!({ "valid": false, "errors": diagnostics })),
             }
             exit::ERROR
         }

@@ -55,11 +55,7 @@ pub struct Site {
 #[derive(Clone, Debug, Serialize)]
 pub enum LbApi {
     /// Runtime API socket on `host`, reached over SSH.
-    Ssh {
-        host: String,
-        port: u16,
-        socket: String,
-    },
+    Ssh { host: String, port: u16, socket: String },
     /// Runtime API on a TCP address reached directly.
     Tcp { host: String, port: u16 },
 }
@@ -179,10 +175,7 @@ impl Policy {
     /// `None` for a non-disruptive package.
     pub fn needs(&self, atom: &Atom) -> Option<&Needs> {
         let key = atom.key();
-        self.disruptive
-            .iter()
-            .find(|r| crate::spec::values::glob_match(&r.pattern, &key))
-            .map(|r| &r.needs)
+        self.disruptive.iter().find(|r| crate::spec::values::glob_match(&r.pattern, &key)).map(|r| &r.needs)
     }
 }
 
@@ -221,21 +214,12 @@ impl Fleet {
         self.sites[site as usize].environment == Environment::Production
     }
     pub fn farm_by_name(&self, name: &str) -> Option<FarmId> {
-        self.farms
-            .iter()
-            .position(|f| f.name == name)
-            .map(|i| i as FarmId)
+        self.farms.iter().position(|f| f.name == name).map(|i| i as FarmId)
     }
     pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
-        self.nodes
-            .iter()
-            .position(|n| n.name == name)
-            .map(|i| i as NodeId)
+        self.nodes.iter().position(|n| n.name == name).map(|i| i as NodeId)
     }
     pub fn site_by_name(&self, name: &str) -> Option<SiteId> {
-        self.sites
-            .iter()
-            .position(|s| s.name == name)
-            .map(|i| i as SiteId)
+        self.sites.iter().position(|s| s.name == name).map(|i| i as SiteId)
     }
 }

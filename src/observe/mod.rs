@@ -33,11 +33,7 @@ pub struct LbServer {
 }
 
 impl LbServer {
-    pub const READY: LbServer = LbServer {
-        admin: Admin::Ready,
-        weight: 100,
-        active: 0,
-    };
+    pub const READY: LbServer = LbServer { admin: Admin::Ready, weight: 100, active: 0 };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -51,6 +47,10 @@ pub enum Health {
 pub struct NodeObs {
     /// Answered the probe.
     pub reachable: bool,
+    /// A package operation or service restart is running on the node (Portage
+    /// lock held, restart in progress): after a crash drover waits for it
+    /// instead of starting a second one.
+    pub busy: bool,
     /// Installed version per `category/package` that the fleet's targets track.
     pub packages: Vec<(Str, Str)>,
     /// Binary packages already fetched (staged) for installation.
@@ -69,15 +69,10 @@ pub struct NodeObs {
 
 impl NodeObs {
     pub fn installed(&self, key: &str) -> Option<&str> {
-        self.packages
-            .iter()
-            .find(|(k, _)| &**k == key)
-            .map(|(_, v)| &**v)
+        self.packages.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
     }
     pub fn has_fetched(&self, key: &str, version: &str) -> bool {
-        self.fetched
-            .iter()
-            .any(|(k, v)| &**k == key && &**v == version)
+        self.fetched.iter().any(|(k, v)| &**k == key && &**v == version)
     }
     /// Running a kernel other than the installed one: a reboot is pending.
     pub fn reboot_pending(&self) -> bool {

@@ -23,18 +23,9 @@ pub enum Action {
     /// Set the node's server in its farm listener.
     SetNode { node: NodeId, admin: Admin },
     /// Install disruptive packages, then restart services or reboot (node out of service).
-    Upgrade {
-        node: NodeId,
-        atoms: Vec<Atom>,
-        disruption: Disruption,
-    },
+    Upgrade { node: NodeId, atoms: Vec<Atom>, disruption: Disruption },
     /// Flip the PHP and/or release symlinks and reload (farm out of service).
-    Activate {
-        node: NodeId,
-        php: Option<PhpVersion>,
-        release: Option<ReleaseId>,
-        rollback: bool,
-    },
+    Activate { node: NodeId, php: Option<PhpVersion>, release: Option<ReleaseId>, rollback: bool },
     /// HTTP health check against the node itself.
     HealthCheck { node: NodeId },
     /// Set the farm's cookie pseudo-server in the site backend (ready implies weight 100).
@@ -116,9 +107,9 @@ impl Action {
             | Action::Activate { node, .. }
             | Action::HealthCheck { node }
             | Action::MarkFailed { node, .. } => Subject::Node(*node),
-            Action::SetFarm { farm, .. }
-            | Action::SetFarmWeight { farm, .. }
-            | Action::FlushCache { farm } => Subject::Farm(*farm),
+            Action::SetFarm { farm, .. } | Action::SetFarmWeight { farm, .. } | Action::FlushCache { farm } => {
+                Subject::Farm(*farm)
+            }
         }
     }
 
@@ -143,12 +134,7 @@ impl Action {
     pub fn describe(&self, fleet: &Fleet) -> String {
         let node = |n: &NodeId| fleet.nodes[*n as usize].name.as_str();
         let farm = |f: &FarmId| fleet.farms[*f as usize].name.as_str();
-        let atoms = |a: &[Atom]| {
-            a.iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let atoms = |a: &[Atom]| a.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ");
         match self {
             Action::Fetch { node: n, atoms: a } => format!("{}: fetch {}", node(n), atoms(a)),
             Action::StagePhp { node: n, version } => format!("{}: rsync php {version}", node(n)),
@@ -159,11 +145,7 @@ impl Action {
                 format!("{}: install online {}", node(n), atoms(a))
             }
             Action::SetNode { node: n, admin } => format!("{}: lb {}", node(n), admin_name(*admin)),
-            Action::Upgrade {
-                node: n,
-                atoms: a,
-                disruption,
-            } => format!(
+            Action::Upgrade { node: n, atoms: a, disruption } => format!(
                 "{}: install {} then {}",
                 node(n),
                 atoms(a),
@@ -175,21 +157,11 @@ impl Action {
                     format!("restart {}", disruption.restart.join(", "))
                 }
             ),
-            Action::Activate {
-                node: n,
-                php,
-                release,
-                rollback,
-            } => format!(
+            Action::Activate { node: n, php, release, rollback } => format!(
                 "{}: activate{}{}{}",
                 node(n),
-                php.as_ref()
-                    .map(|p| format!(" php {p}"))
-                    .unwrap_or_default(),
-                release
-                    .as_ref()
-                    .map(|r| format!(" release {r}"))
-                    .unwrap_or_default(),
+                php.as_ref().map(|p| format!(" php {p}")).unwrap_or_default(),
+                release.as_ref().map(|r| format!(" release {r}")).unwrap_or_default(),
                 if *rollback { " (ROLLBACK)" } else { "" }
             ),
             Action::HealthCheck { node: n } => format!("{}: health check", node(n)),

@@ -56,11 +56,7 @@ fn site_time(fleet: &Fleet, obs: &Observed, site: usize, e: &Estimates) -> Optio
             needs_switch |= d.needs_switch();
             if d.needs_window() {
                 window_nodes += 1;
-                upgrade = upgrade.max(if d.window_disruption().reboot {
-                    e.reboot_s
-                } else {
-                    e.restart_s
-                });
+                upgrade = upgrade.max(if d.window_disruption().reboot { e.reboot_s } else { e.restart_s });
             }
         }
         let lb = 2.0 * e.lb_s;
@@ -110,27 +106,10 @@ pub fn lower_bound(fleet: &Fleet, obs: &Observed, e: &Estimates) -> Bound {
     }
     let gated = prod_any && !fleet.policy.waive_preproduction_gate && pre.is_some();
     let pre_s = pre.unwrap_or(0.0);
-    let soak_s = if gated {
-        fleet.policy.soak.as_secs_f64()
-    } else {
-        0.0
-    };
+    let soak_s = if gated { fleet.policy.soak.as_secs_f64() } else { 0.0 };
     // Production staging overlaps preproduction and the soak.
     let wait = if gated { pre_s + soak_s } else { 0.0 };
-    let production_s = if prod_any {
-        prod_work + (prod_stage - wait).max(0.0)
-    } else {
-        0.0
-    };
-    let total_s = if gated {
-        wait + production_s
-    } else {
-        pre_s.max(production_s)
-    };
-    Bound {
-        preproduction_s: pre_s,
-        soak_s,
-        production_s,
-        total_s,
-    }
+    let production_s = if prod_any { prod_work + (prod_stage - wait).max(0.0) } else { 0.0 };
+    let total_s = if gated { wait + production_s } else { pre_s.max(production_s) };
+    Bound { preproduction_s: pre_s, soak_s, production_s, total_s }
 }

@@ -24,8 +24,7 @@ fn running_values(fleet: &Fleet, obs: &Observed, n: NodeId) -> Vec<(String, Stri
         if let Some(v) = o.installed(&key) {
             // A kernel only counts once it runs.
             let needs_reboot =
-                matches!(fleet.policy.needs(atom), Some(crate::model::Needs::Reboot))
-                    && o.reboot_pending();
+                matches!(fleet.policy.needs(atom), Some(crate::model::Needs::Reboot)) && o.reboot_pending();
             if !needs_reboot {
                 out.push((package_component(&key), v.to_string()));
             }
@@ -58,11 +57,8 @@ pub fn record(fleet: &Fleet, obs: &Observed, memory: &mut Memory, now_ms: u64) {
             && !memory.node_ops.contains_key(&n)
             && !memory.farm_ops.contains_key(&node.farm)
             && obs.farms[node.farm as usize].lb.admin == Admin::Ready;
-        let values: BTreeSet<(String, String)> = if healthy {
-            running_values(fleet, obs, n).into_iter().collect()
-        } else {
-            BTreeSet::new()
-        };
+        let values: BTreeSet<(String, String)> =
+            if healthy { running_values(fleet, obs, n).into_iter().collect() } else { BTreeSet::new() };
         let entry = common.entry(node.profile).or_insert(None);
         *entry = Some(match entry.take() {
             None => values,
@@ -76,10 +72,7 @@ pub fn record(fleet: &Fleet, obs: &Observed, memory: &mut Memory, now_ms: u64) {
         }
     }
     for key in &present {
-        let rec = memory.gate.entry(key.clone()).or_insert(GateRecord {
-            since_ms: now_ms,
-            passed: false,
-        });
+        let rec = memory.gate.entry(key.clone()).or_insert(GateRecord { since_ms: now_ms, passed: false });
         if !rec.passed && now_ms.saturating_sub(rec.since_ms) >= soak {
             rec.passed = true;
         }
@@ -90,8 +83,5 @@ pub fn record(fleet: &Fleet, obs: &Observed, memory: &mut Memory, now_ms: u64) {
 
 /// When the gate for (profile, component, value) opens, if it is counting.
 pub fn opens_at(fleet: &Fleet, memory: &Memory, key: &GateKey) -> Option<u64> {
-    memory
-        .gate
-        .get(key)
-        .map(|r| r.since_ms + fleet.policy.soak.as_millis() as u64)
+    memory.gate.get(key).map(|r| r.since_ms + fleet.policy.soak.as_millis() as u64)
 }

@@ -86,6 +86,8 @@ pub struct Memory {
     /// Actions started and not yet completed. Cleared on restart: whatever
     /// they did is re-observed.
     pub in_flight: BTreeSet<Subject>,
+    /// Since when a node outside any window has not answered.
+    pub unreachable_since: BTreeMap<NodeId, u64>,
 }
 
 impl Memory {
@@ -101,6 +103,18 @@ impl Memory {
         self.in_flight.contains(&s)
     }
 
+    /// Notes which nodes stopped answering, and since when (from one observation).
+    pub fn observe(&mut self, obs: &crate::observe::Observed, now_ms: u64) {
+        for (n, o) in obs.nodes.iter().enumerate() {
+            let n = n as NodeId;
+            if o.reachable {
+                self.unreachable_since.remove(&n);
+            } else {
+                self.unreachable_since.entry(n).or_insert(now_ms);
+            }
+        }
+    }
+
     /// After a restart nothing of ours is running any more.
     pub fn restarted(&mut self) {
         self.in_flight.clear();
@@ -112,29 +126,20 @@ impl Memory {
     pub fn begin(&mut self, action: &Action, now_ms: u64, farm: Option<FarmId>, farm_weight: u16) {
         self.in_flight.insert(action.subject());
         let set_node = |m: &mut Memory, n: NodeId, phase: NodePhase| {
-            let op = m.node_ops.entry(n).or_insert(NodeOp {
-                phase,
-                since_ms: now_ms,
-                healthy: false,
-            });
+            let op = m.node_ops.entry(n).or_insert(NodeOp { phase, since_ms: now_ms, healthy: false });
             if op.phase != phase {
                 op.phase = phase;
                 op.since_ms = now_ms;
             }
         };
         match action {
-            Action::SetNode {
-                node,
-                admin: Admin::Drain,
-            } => set_node(self, *node, NodePhase::Draining),
-            Action::SetNode {
-                node,
-                admin: Admin::Maint,
-            } if self.node_ops.contains_key(node) => set_node(self, *node, NodePhase::Out),
-            Action::SetNode {
-                node,
-                admin: Admin::Ready,
-            } if self.node_ops.contains_key(node) => set_node(self, *node, NodePhase::Returning),
+            Action::SetNode { node, admin: Admin::Drain } => set_node(self, *node, NodePhase::Draining),
+            Action::SetNode { node, admin: Admin::Maint } if self.node_ops.contains_key(node) => {
+                set_node(self, *node, NodePhase::Out)
+            }
+            Action::SetNode { node, admin: Admin::Ready } if self.node_ops.contains_key(node) => {
+                set_node(self, *node, NodePhase::Returning)
+            }
             Action::Upgrade { node, .. } if self.node_ops.contains_key(node) => {
                 set_node(self, *node, NodePhase::Upgrading)
             }
@@ -146,10 +151,7 @@ impl Memory {
                     op.switched = true;
                 }
             }
-            Action::SetFarm {
-                farm,
-                admin: Admin::Maint,
-            } => {
+            Action::SetFarm { farm, admin: Admin::Maint } => {
                 self.farm_ops.entry(*farm).or_insert(FarmOp {
                     phase: FarmPhase::Leaving,
                     since_ms: now_ms,
@@ -158,10 +160,7 @@ impl Memory {
                     weight_before: farm_weight,
                 });
             }
-            Action::SetFarm {
-                farm,
-                admin: Admin::Ready,
-            } => {
+            Action::SetFarm { farm, admin: Admin::Ready } => {
                 if let Some(op) = self.farm_ops.get_mut(farm)
                     && op.phase != FarmPhase::Aborting
                 {
@@ -181,13 +180,7 @@ impl Memory {
 
     /// Records that `action` ended with `outcome`. `farm` is the node's farm
     /// for node actions (used to keep farm windows up to date).
-    pub fn complete(
-        &mut self,
-        action: &Action,
-        outcome: &Outcome,
-        now_ms: u64,
-        farm: Option<FarmId>,
-    ) {
+    pub fn complete(&mut self, action: &Action, outcome: &Outcome, now_ms: u64, farm: Option<FarmId>) {
         self.in_flight.remove(&action.subject());
         let farm_op = farm.and_then(|f| self.farm_ops.get_mut(&f).map(|op| (f, op)));
         match (action, outcome) {
@@ -195,18 +188,8 @@ impl Memory {
                 self.node_ops.remove(node);
                 self.failed_nodes.insert(*node, reason.clone());
             }
-            (
-                Action::SetNode {
-                    node,
-                    admin: Admin::Ready,
-                },
-                Outcome::Ok,
-            ) => {
-                if self
-                    .node_ops
-                    .get(node)
-                    .is_some_and(|op| op.phase == NodePhase::Returning)
-                {
+            (Action::SetNode { node, admin: Admin::Ready }, Outcome::Ok) => {
+                if self.node_ops.get(node).is_some_and(|op| op.phase == NodePhase::Returning) {
                     self.node_ops.remove(node);
                 }
             }
@@ -229,32 +212,22 @@ impl Memory {
                 }
             }
             (Action::FlushCache { farm }, Outcome::Failed(e)) => {
-                self.failed_farms
-                    .insert(*farm, format!("memcached flush failed: {e}"));
+                self.failed_farms.insert(*farm, format!("memcached flush failed: {e}"));
                 if let Some(op) = self.farm_ops.get_mut(farm) {
                     op.phase = FarmPhase::Aborting;
                     op.since_ms = now_ms;
                 }
             }
-            (
-                Action::SetFarm {
-                    farm,
-                    admin: Admin::Ready,
-                },
-                Outcome::Ok,
-            ) => {
+            (Action::SetFarm { farm, admin: Admin::Ready }, Outcome::Ok) => {
                 self.farm_ops.remove(farm);
             }
             // A node-level step failed: the node stays out and is reported.
             (
-                Action::Upgrade { node, .. }
-                | Action::Activate { node, .. }
-                | Action::HealthCheck { node },
+                Action::Upgrade { node, .. } | Action::Activate { node, .. } | Action::HealthCheck { node },
                 Outcome::Failed(e),
             ) => {
                 self.node_ops.remove(node);
-                self.failed_nodes
-                    .insert(*node, format!("{}: {e}", action.kind().name()));
+                self.failed_nodes.insert(*node, format!("{}: {e}", action.kind().name()));
             }
             // Staging and LB steps that fail are retried on a later pass;
             // an LB that keeps refusing shows up as a blocked rollout.

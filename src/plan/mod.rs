@@ -24,6 +24,9 @@ use crate::observe::{Admin, Observed};
 /// Steering resumes only once upgraded farms are this far below `max_farm_load`.
 pub const STEER_HYSTERESIS: f64 = 0.1;
 
+/// A node outside any window that does not answer for this long has failed.
+pub const UNREACHABLE_LIMIT_MS: u64 = 5 * 60 * 1000;
+
 /// A node that stays down this long after its upgrade started has failed.
 pub const UPGRADE_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 
@@ -137,9 +140,8 @@ impl<'a, 'w> Planner<'a, 'w> {
         let fleet = w.fleet;
         let obs = w.observed;
         let mem = w.memory;
-        let diffs: Vec<NodeDiff> = (0..fleet.nodes.len() as NodeId)
-            .map(|n| node_diff(fleet, n, &obs.nodes[n as usize]))
-            .collect();
+        let diffs: Vec<NodeDiff> =
+            (0..fleet.nodes.len() as NodeId).map(|n| node_diff(fleet, n, &obs.nodes[n as usize])).collect();
         let mut farms = vec![FarmView::default(); fleet.farms.len()];
         let mut site_serving = vec![0u64; fleet.sites.len()];
         let mut site_full = vec![0u64; fleet.sites.len()];
@@ -175,8 +177,7 @@ impl<'a, 'w> Planner<'a, 'w> {
             v.upgraded &= any_serving;
             v.in_service = fo.lb.admin != Admin::Maint && any_serving;
             v.takes_new = v.in_service && fo.lb.admin == Admin::Ready && fo.lb.weight > 0;
-            v.held_by_operator =
-                fo.lb.admin != Admin::Ready && !mem.farm_ops.contains_key(&(f as FarmId));
+            v.held_by_operator = fo.lb.admin != Admin::Ready && !mem.farm_ops.contains_key(&(f as FarmId));
             let s = farm.site as usize;
             site_full[s] += v.full_capacity;
             if v.in_service {
@@ -191,10 +192,7 @@ impl<'a, 'w> Planner<'a, 'w> {
             w,
             diffs,
             farms,
-            pass: Pass {
-                halted,
-                ..Pass::default()
-            },
+            pass: Pass { halted, ..Pass::default() },
             halted,
             farms_out,
             site_serving,
@@ -234,26 +232,15 @@ impl<'a, 'w> Planner<'a, 'w> {
 
     fn push(&mut self, action: Action, why: impl Into<String>) {
         if self.w.memory.busy(action.subject())
-            || self
-                .pass
-                .actions
-                .iter()
-                .any(|p| p.action.subject() == action.subject())
+            || self.pass.actions.iter().any(|p| p.action.subject() == action.subject())
         {
             return;
         }
-        self.pass.actions.push(Planned {
-            action,
-            why: why.into(),
-            wave: None,
-        });
+        self.pass.actions.push(Planned { action, why: why.into(), wave: None });
     }
 
     fn block(&mut self, subject: impl Into<String>, reason: impl Into<String>) {
-        self.pass.blocked.push(Blocked {
-            subject: subject.into(),
-            reason: reason.into(),
-        });
+        self.pass.blocked.push(Blocked { subject: subject.into(), reason: reason.into() });
     }
 
     fn node_failed(&self, n: NodeId) -> bool {
@@ -275,29 +262,20 @@ impl<'a, 'w> Planner<'a, 'w> {
             FarmPhase::Leaving => {
                 if fo.lb.admin != Admin::Maint {
                     self.push(
-                        Action::SetFarm {
-                            farm: f,
-                            admin: Admin::Maint,
-                        },
+                        Action::SetFarm { farm: f, admin: Admin::Maint },
                         format!("farm {name} leaves the LB for its switch"),
                     );
                 } else if self.halted && !op.switched {
                     self.push(
-                        Action::SetFarm {
-                            farm: f,
-                            admin: Admin::Ready,
-                        },
+                        Action::SetFarm { farm: f, admin: Admin::Ready },
                         "rollout halted before this farm changed: put it back unchanged",
                     );
                 } else if fo.lb.active == 0
-                    || w.now_ms.saturating_sub(op.since_ms)
-                        >= fleet.policy.drain_timeout.as_millis() as u64
+                    || w.now_ms.saturating_sub(op.since_ms) >= fleet.policy.drain_timeout.as_millis() as u64
                 {
                     self.push(
                         Action::FlushCache { farm: f },
-                        format!(
-                            "farm {name} is out and drained: flush its memcached before switching"
-                        ),
+                        format!("farm {name} is out and drained: flush its memcached before switching"),
                     );
                 }
             }
@@ -311,23 +289,15 @@ impl<'a, 'w> Planner<'a, 'w> {
             FarmPhase::Working => self.farm_work(f, op),
             FarmPhase::Returning => {
                 self.push(
-                    Action::SetFarm {
-                        farm: f,
-                        admin: Admin::Ready,
-                    },
+                    Action::SetFarm { farm: f, admin: Admin::Ready },
                     format!("farm {name} switched and healthy: back into the LB"),
                 );
             }
             FarmPhase::Aborting => {
                 if fo.lb.admin != Admin::Ready {
                     self.push(
-                        Action::SetFarm {
-                            farm: f,
-                            admin: Admin::Ready,
-                        },
-                        format!(
-                            "farm {name}: switch aborted before any node changed, back in unchanged"
-                        ),
+                        Action::SetFarm { farm: f, admin: Admin::Ready },
+                        format!("farm {name}: switch aborted before any node changed, back in unchanged"),
                     );
                 }
             }
@@ -357,14 +327,15 @@ impl<'a, 'w> Planner<'a, 'w> {
             }
             let o = &w.observed.nodes[n as usize];
             let d = &self.diffs[n as usize];
+            if o.busy {
+                all_done = false;
+                continue;
+            }
             if !o.reachable {
                 all_done = false;
                 if w.now_ms.saturating_sub(op.since_ms) > UPGRADE_TIMEOUT_MS {
                     self.push(
-                        Action::MarkFailed {
-                            node: n,
-                            reason: "did not come back within the upgrade timeout".into(),
-                        },
+                        Action::MarkFailed { node: n, reason: "did not come back within the upgrade timeout".into() },
                         "node unreachable in its farm window",
                     );
                 }
@@ -374,11 +345,7 @@ impl<'a, 'w> Planner<'a, 'w> {
                 all_done = false;
                 let atoms = d.disruptive.clone();
                 self.push(
-                    Action::Upgrade {
-                        node: n,
-                        atoms,
-                        disruption: d.window_disruption(),
-                    },
+                    Action::Upgrade { node: n, atoms, disruption: d.window_disruption() },
                     format!("coalesced into farm {}'s window (farm is out)", farm.name),
                 );
             } else if d.needs_switch() {
@@ -390,32 +357,20 @@ impl<'a, 'w> Planner<'a, 'w> {
                         release: d.switch_release.clone(),
                         rollback: d.backwards,
                     },
-                    format!(
-                        "farm-atomic switch to php {} release {}",
-                        target.php, target.release
-                    ),
+                    format!("farm-atomic switch to php {} release {}", target.php, target.release),
                 );
             } else if !op.checked.contains(&n) {
                 all_done = false;
-                self.push(
-                    Action::HealthCheck { node: n },
-                    "health check before the farm returns",
-                );
+                self.push(Action::HealthCheck { node: n }, "health check before the farm returns");
             }
         }
         if all_done && any_alive {
             self.push(
-                Action::SetFarm {
-                    farm: f,
-                    admin: Admin::Ready,
-                },
+                Action::SetFarm { farm: f, admin: Admin::Ready },
                 format!("farm {} switched and healthy: back into the LB", farm.name),
             );
         } else if !any_alive {
-            self.block(
-                format!("farm {}", farm.name),
-                "every node of the farm failed: the farm stays out",
-            );
+            self.block(format!("farm {}", farm.name), "every node of the farm failed: the farm stays out");
         }
     }
 
@@ -433,23 +388,15 @@ impl<'a, 'w> Planner<'a, 'w> {
             NodePhase::Draining => {
                 if self.halted {
                     self.push(
-                        Action::SetNode {
-                            node: n,
-                            admin: Admin::Ready,
-                        },
+                        Action::SetNode { node: n, admin: Admin::Ready },
                         "rollout halted before this node changed: back to ready",
                     );
                 } else if o.lb.admin != Admin::Drain && o.lb.admin != Admin::Maint {
                     self.push(
-                        Action::SetNode {
-                            node: n,
-                            admin: Admin::Drain,
-                        },
+                        Action::SetNode { node: n, admin: Admin::Drain },
                         format!("{name}: drain before its disruptive upgrade"),
                     );
-                } else if o.lb.active == 0
-                    || elapsed >= fleet.policy.drain_timeout.as_millis() as u64
-                {
+                } else if o.lb.active == 0 || elapsed >= fleet.policy.drain_timeout.as_millis() as u64 {
                     let why = if o.lb.active == 0 {
                         "drained (no active requests): maintenance before the upgrade".to_string()
                     } else {
@@ -459,116 +406,79 @@ impl<'a, 'w> Planner<'a, 'w> {
                             o.lb.active
                         )
                     };
-                    self.push(
-                        Action::SetNode {
-                            node: n,
-                            admin: Admin::Maint,
-                        },
-                        why,
-                    );
+                    self.push(Action::SetNode { node: n, admin: Admin::Maint }, why);
                 }
             }
             NodePhase::Out => {
                 if self.halted {
                     self.push(
-                        Action::SetNode {
-                            node: n,
-                            admin: Admin::Ready,
-                        },
+                        Action::SetNode { node: n, admin: Admin::Ready },
                         "rollout halted before this node changed: back to ready",
                     );
                 } else if o.lb.admin != Admin::Maint {
                     self.push(
-                        Action::SetNode {
-                            node: n,
-                            admin: Admin::Maint,
-                        },
+                        Action::SetNode { node: n, admin: Admin::Maint },
                         format!("{name}: maintenance before the upgrade"),
                     );
                 } else if d.needs_window() {
                     self.push(
-                        Action::Upgrade {
-                            node: n,
-                            atoms: d.disruptive.clone(),
-                            disruption: d.window_disruption(),
-                        },
+                        Action::Upgrade { node: n, atoms: d.disruptive.clone(), disruption: d.window_disruption() },
                         "node drained and in maintenance: disruptive upgrade",
                     );
                 } else {
-                    self.push(
-                        Action::HealthCheck { node: n },
-                        "health check before returning",
-                    );
+                    self.push(Action::HealthCheck { node: n }, "health check before returning");
                 }
             }
             NodePhase::Upgrading => {
-                if !o.reachable {
+                if o.busy {
+                    // An upgrade is still running (e.g. started before a restart of drover).
+                } else if !o.reachable {
                     if elapsed > UPGRADE_TIMEOUT_MS {
                         self.push(
-                            Action::MarkFailed {
-                                node: n,
-                                reason: "did not come back from its upgrade".into(),
-                            },
+                            Action::MarkFailed { node: n, reason: "did not come back from its upgrade".into() },
                             "upgrade timeout",
                         );
                     }
                 } else if d.needs_window() {
                     // Outcome unknown (restart) or incomplete: upgrading is idempotent.
                     self.push(
-                        Action::Upgrade {
-                            node: n,
-                            atoms: d.disruptive.clone(),
-                            disruption: d.window_disruption(),
-                        },
+                        Action::Upgrade { node: n, atoms: d.disruptive.clone(), disruption: d.window_disruption() },
                         "upgrade incomplete: run it again",
                     );
                 } else {
-                    self.push(
-                        Action::HealthCheck { node: n },
-                        "upgraded: health check before returning",
-                    );
+                    self.push(Action::HealthCheck { node: n }, "upgraded: health check before returning");
                 }
             }
             NodePhase::Checking => {
                 if op.healthy {
-                    self.push(
-                        Action::SetNode {
-                            node: n,
-                            admin: Admin::Ready,
-                        },
-                        "healthy: back into the farm",
-                    );
+                    self.push(Action::SetNode { node: n, admin: Admin::Ready }, "healthy: back into the farm");
                 } else {
-                    self.push(
-                        Action::HealthCheck { node: n },
-                        "health check before returning",
-                    );
+                    self.push(Action::HealthCheck { node: n }, "health check before returning");
                 }
             }
             NodePhase::Returning => {
-                self.push(
-                    Action::SetNode {
-                        node: n,
-                        admin: Admin::Ready,
-                    },
-                    "healthy: back into the farm",
-                );
+                self.push(Action::SetNode { node: n, admin: Admin::Ready }, "healthy: back into the farm");
             }
         }
     }
 
     fn keep_failed_out(&mut self) {
         let w = self.w;
+        for (&n, &since) in &w.memory.unreachable_since {
+            let in_window =
+                w.memory.node_ops.contains_key(&n) || w.memory.farm_ops.contains_key(&w.fleet.nodes[n as usize].farm);
+            if !in_window && !self.node_failed(n) && w.now_ms.saturating_sub(since) >= UNREACHABLE_LIMIT_MS {
+                self.push(
+                    Action::MarkFailed { node: n, reason: format!("unreachable for {}s", UNREACHABLE_LIMIT_MS / 1000) },
+                    "node does not answer: reported and kept out",
+                );
+            }
+        }
         for &n in w.memory.failed_nodes.keys() {
             let o = &w.observed.nodes[n as usize];
-            if o.reachable && o.lb.admin == Admin::Ready {
-                self.push(
-                    Action::SetNode {
-                        node: n,
-                        admin: Admin::Maint,
-                    },
-                    "failed node stays out of the LB",
-                );
+            // Also when unreachable: HAProxy would put it back by itself once it answers health checks.
+            if o.lb.admin == Admin::Ready {
+                self.push(Action::SetNode { node: n, admin: Admin::Maint }, "failed node stays out of the LB");
             }
         }
     }
@@ -610,19 +520,14 @@ impl<'a, 'w> Planner<'a, 'w> {
                 });
             // A halted rollout stops steering: old farms taking new sessions is
             // safe, and the upgraded ones alone would fill up.
-            let steer_now =
-                !self.halted && switching && any_upgraded && if relaxed { calm } else { !full };
+            let steer_now = !self.halted && switching && any_upgraded && if relaxed { calm } else { !full };
             for &f in &site.farms {
                 if w.memory.farm_ops.contains_key(&f) || self.farms[f as usize].held_by_operator {
                     continue;
                 }
                 let v = &self.farms[f as usize];
                 let full_weight = fleet.farms[f as usize].lb_weight;
-                let want = if steer_now && v.pending_switch {
-                    0
-                } else {
-                    full_weight
-                };
+                let want = if steer_now && v.pending_switch { 0 } else { full_weight };
                 let have = w.observed.farms[f as usize].lb.weight;
                 if have != want {
                     let why = if want == 0 {
@@ -635,13 +540,7 @@ impl<'a, 'w> Planner<'a, 'w> {
                     } else {
                         "farm takes new sessions at its capacity weight".to_string()
                     };
-                    self.push(
-                        Action::SetFarmWeight {
-                            farm: f,
-                            weight: want,
-                        },
-                        why,
-                    );
+                    self.push(Action::SetFarmWeight { farm: f, weight: want }, why);
                 }
             }
         }
@@ -691,17 +590,11 @@ impl<'a, 'w> Planner<'a, 'w> {
         {
             return true;
         }
-        self.w
-            .memory
-            .gate
-            .get(&(node.profile, component.to_string(), value.to_string()))
-            .is_some_and(|r| r.passed)
+        self.w.memory.gate.get(&(node.profile, component.to_string(), value.to_string())).is_some_and(|r| r.passed)
     }
 
     fn packages_gate_open(&self, n: NodeId, atoms: &[crate::model::Atom]) -> bool {
-        atoms
-            .iter()
-            .all(|a| self.gate_open(n, &gate::package_component(&a.key()), &a.version))
+        atoms.iter().all(|a| self.gate_open(n, &gate::package_component(&a.key()), &a.version))
     }
 
     /// Expected seconds a farm stays out for its switch.
@@ -709,17 +602,10 @@ impl<'a, 'w> Planner<'a, 'w> {
         let e = self.w.estimates;
         let mut t = e.drain_s + e.flush_s + e.activate_s + e.health_s;
         let fleet = self.w.fleet;
-        let coalesced = fleet.farms[f as usize]
-            .nodes
-            .iter()
-            .map(|&n| &self.diffs[n as usize])
-            .fold(0.0f64, |acc, d| {
+        let coalesced =
+            fleet.farms[f as usize].nodes.iter().map(|&n| &self.diffs[n as usize]).fold(0.0f64, |acc, d| {
                 if d.needs_window() {
-                    acc.max(if d.window_disruption().reboot {
-                        e.reboot_s
-                    } else {
-                        e.restart_s
-                    })
+                    acc.max(if d.window_disruption().reboot { e.reboot_s } else { e.restart_s })
                 } else {
                     acc
                 }
@@ -738,10 +624,8 @@ impl<'a, 'w> Planner<'a, 'w> {
             order.sort_by_key(|&f| std::cmp::Reverse(self.farms[f as usize].full_capacity));
             for f in order {
                 let v = &self.farms[f as usize];
-                if !v.pending_switch
-                    || w.memory.farm_ops.contains_key(&f)
-                    || w.memory.failed_farms.contains_key(&f)
-                {
+                let wanted = v.pending_switch || self.packages_need_farm_window(f);
+                if !wanted || w.memory.farm_ops.contains_key(&f) || w.memory.failed_farms.contains_key(&f) {
                     continue;
                 }
                 let name = fleet.farms[f as usize].name.clone();
@@ -754,17 +638,11 @@ impl<'a, 'w> Planner<'a, 'w> {
                     continue;
                 }
                 if !v.staged_for_switch {
-                    self.block(
-                        format!("farm {name}"),
-                        "waiting for PHP trees / releases to be staged on every node",
-                    );
+                    self.block(format!("farm {name}"), "waiting for PHP trees / releases to be staged on every node");
                     continue;
                 }
                 if v.node_windows > 0 {
-                    self.block(
-                        format!("farm {name}"),
-                        "node-level windows still open in this farm",
-                    );
+                    self.block(format!("farm {name}"), "node-level windows still open in this farm");
                     continue;
                 }
                 if let Err(why) = self.farm_capacity_ok(s as SiteId, f) {
@@ -775,6 +653,9 @@ impl<'a, 'w> Planner<'a, 'w> {
                 if self.farms[f as usize].in_service {
                     self.site_serving[s] -= self.farms[f as usize].serving_capacity;
                 }
+                // Later decisions of this pass must see it out.
+                self.farms[f as usize].in_service = false;
+                self.farms[f as usize].takes_new = false;
                 let target = fleet.farm_target(f);
                 self.push(
                     Action::SetFarm { farm: f, admin: Admin::Maint },
@@ -785,6 +666,26 @@ impl<'a, 'w> Planner<'a, 'w> {
                 );
             }
         }
+    }
+
+    /// Disruptive work that node-level windows cannot do: taking any one node
+    /// out would overload the rest of the farm (a small farm, or one that lost
+    /// nodes). Then the whole farm goes out and its sessions move to others.
+    fn packages_need_farm_window(&self, f: FarmId) -> bool {
+        let w = self.w;
+        let fleet = w.fleet;
+        let v = &self.farms[f as usize];
+        let load = w.observed.farms[f as usize].sessions as f64;
+        let mut biggest = 0u64;
+        for &n in &fleet.farms[f as usize].nodes {
+            let d = &self.diffs[n as usize];
+            if d.needs_window() && !self.node_failed(n) && self.packages_gate_open(n, &d.disruptive) {
+                biggest = biggest.max(fleet.profiles[fleet.nodes[n as usize].profile as usize].capacity as u64);
+            }
+        }
+        biggest > 0
+            && v.node_windows == 0
+            && load > fleet.policy.max_farm_load * v.serving_capacity.saturating_sub(biggest) as f64
     }
 
     fn farm_capacity_ok(&self, s: SiteId, f: FarmId) -> Result<(), String> {
@@ -799,18 +700,11 @@ impl<'a, 'w> Planner<'a, 'w> {
             ));
         }
         let v = &self.farms[f as usize];
-        let others_serving = site
-            .farms
-            .iter()
-            .any(|&g| g != f && self.farms[g as usize].in_service);
+        let others_serving = site.farms.iter().any(|&g| g != f && self.farms[g as usize].in_service);
         if !others_serving {
-            return Err(format!(
-                "the last serving farm of site {} is never taken out",
-                site.name
-            ));
+            return Err(format!("the last serving farm of site {} is never taken out", site.name));
         }
-        let remaining =
-            self.site_serving[s as usize] - if v.in_service { v.serving_capacity } else { 0 };
+        let remaining = self.site_serving[s as usize] - if v.in_service { v.serving_capacity } else { 0 };
         let floor = site.capacity_floor * self.site_full[s as usize] as f64;
         if (remaining as f64) < floor {
             return Err(format!(
@@ -823,9 +717,7 @@ impl<'a, 'w> Planner<'a, 'w> {
             .farms
             .iter()
             .copied()
-            .filter(|&g| {
-                g != f && self.farms[g as usize].takes_new && !w.memory.farm_ops.contains_key(&g)
-            })
+            .filter(|&g| g != f && self.farms[g as usize].takes_new && !w.memory.farm_ops.contains_key(&g))
             .collect();
         if receivers.is_empty() {
             return Err("no other farm takes new sessions to receive this farm's sessions".into());
@@ -834,13 +726,9 @@ impl<'a, 'w> Planner<'a, 'w> {
         // weight: check each receiver's share against its own capacity.
         let moving = w.observed.farms[f as usize].sessions as f64;
         let arriving = w.observed.sites[s as usize].arrivals_per_s * self.farm_window_s(f);
-        let total_weight: f64 = receivers
-            .iter()
-            .map(|&g| w.observed.farms[g as usize].lb.weight as f64)
-            .sum();
+        let total_weight: f64 = receivers.iter().map(|&g| w.observed.farms[g as usize].lb.weight as f64).sum();
         for &g in &receivers {
-            let share = (moving + arriving) * w.observed.farms[g as usize].lb.weight as f64
-                / total_weight.max(1.0);
+            let share = (moving + arriving) * w.observed.farms[g as usize].lb.weight as f64 / total_weight.max(1.0);
             let load = w.observed.farms[g as usize].sessions as f64;
             let limit = p.max_farm_load * self.farms[g as usize].serving_capacity as f64;
             if load + share > limit {
@@ -866,9 +754,8 @@ impl<'a, 'w> Planner<'a, 'w> {
             }
             let v = self.farms[f as usize].clone();
             // Coalesce: a farm about to switch takes its disruptive work in that window.
-            let coalesce = v.pending_switch
-                && self.switch_gate_open(f).is_ok()
-                && !w.memory.failed_farms.contains_key(&f);
+            let coalesce =
+                v.pending_switch && self.switch_gate_open(f).is_ok() && !w.memory.failed_farms.contains_key(&f);
             let mut open = v.node_windows;
             let mut pending_before = 0u32;
             let mut serving_cap = v.serving_capacity;
@@ -901,10 +788,7 @@ impl<'a, 'w> Planner<'a, 'w> {
                     continue;
                 }
                 if !self.packages_gate_open(n, &d.disruptive) {
-                    self.block(
-                        format!("node {}", node.name),
-                        "preproduction has not run these packages long enough",
-                    );
+                    self.block(format!("node {}", node.name), "preproduction has not run these packages long enough");
                     continue;
                 }
                 let cap = fleet.profiles[node.profile as usize].capacity as u64;
@@ -922,10 +806,7 @@ impl<'a, 'w> Planner<'a, 'w> {
                 }
                 let site_after = self.site_serving[s].saturating_sub(cap);
                 if (site_after as f64) < fleet.sites[s].capacity_floor * self.site_full[s] as f64 {
-                    self.block(
-                        format!("node {}", node.name),
-                        "site capacity would fall below its floor",
-                    );
+                    self.block(format!("node {}", node.name), "site capacity would fall below its floor");
                     continue;
                 }
                 open += 1;
@@ -936,11 +817,7 @@ impl<'a, 'w> Planner<'a, 'w> {
                 let why = format!(
                     "wave {}: {} needs {}{}",
                     node.member,
-                    if atoms.is_empty() {
-                        "the installed kernel".to_string()
-                    } else {
-                        atoms.join(" ")
-                    },
+                    if atoms.is_empty() { "the installed kernel".to_string() } else { atoms.join(" ") },
                     if disruption.reboot {
                         "a reboot".to_string()
                     } else {
@@ -949,10 +826,7 @@ impl<'a, 'w> Planner<'a, 'w> {
                     ": drain first"
                 );
                 self.pass.actions.push(Planned {
-                    action: Action::SetNode {
-                        node: n,
-                        admin: Admin::Drain,
-                    },
+                    action: Action::SetNode { node: n, admin: Admin::Drain },
                     why,
                     wave: Some(node.member),
                 });
@@ -964,10 +838,8 @@ impl<'a, 'w> Planner<'a, 'w> {
         let w = self.w;
         let fleet = w.fleet;
         for n in 0..fleet.nodes.len() as NodeId {
-            let in_window = w.memory.node_ops.contains_key(&n)
-                || w.memory
-                    .farm_ops
-                    .contains_key(&fleet.nodes[n as usize].farm);
+            let in_window =
+                w.memory.node_ops.contains_key(&n) || w.memory.farm_ops.contains_key(&fleet.nodes[n as usize].farm);
             if self.node_failed(n) || w.memory.busy(Subject::Node(n)) || in_window {
                 continue;
             }
@@ -978,34 +850,22 @@ impl<'a, 'w> Planner<'a, 'w> {
             let d = &self.diffs[n as usize];
             if !d.unfetched.is_empty() {
                 self.push(
-                    Action::Fetch {
-                        node: n,
-                        atoms: d.unfetched.clone(),
-                    },
+                    Action::Fetch { node: n, atoms: d.unfetched.clone() },
                     "stage binary packages ahead of the window",
                 );
             } else if let Some(v) = &d.stage_php {
                 self.push(
-                    Action::StagePhp {
-                        node: n,
-                        version: v.clone(),
-                    },
+                    Action::StagePhp { node: n, version: v.clone() },
                     "stage the PHP tree ahead of the farm switch",
                 );
             } else if let Some(r) = &d.stage_release {
                 self.push(
-                    Action::StageRelease {
-                        node: n,
-                        release: r.clone(),
-                    },
+                    Action::StageRelease { node: n, release: r.clone() },
                     "stage the release ahead of the farm switch",
                 );
             } else if !d.online.is_empty() && self.packages_gate_open(n, &d.online) {
                 self.push(
-                    Action::InstallOnline {
-                        node: n,
-                        atoms: d.online.clone(),
-                    },
+                    Action::InstallOnline { node: n, atoms: d.online.clone() },
                     "non-disruptive packages install online",
                 );
             }
@@ -1021,8 +881,7 @@ impl<'a, 'w> Planner<'a, 'w> {
         {
             return false;
         }
-        let nodes_ok = (0..w.fleet.nodes.len())
-            .all(|n| self.node_failed(n as NodeId) || self.diffs[n].is_clean());
+        let nodes_ok = (0..w.fleet.nodes.len()).all(|n| self.node_failed(n as NodeId) || self.diffs[n].is_clean());
         let farms_ok = w.observed.farms.iter().enumerate().all(|(f, fo)| {
             w.memory.failed_farms.contains_key(&(f as FarmId))
                 || self.farms[f].held_by_operator

@@ -32,20 +32,15 @@ impl Faults {
             return Ok(f);
         }
         for part in s.split(',') {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("fault `{part}` is not key=value"))?;
+            let (k, v) = part.split_once('=').ok_or_else(|| format!("fault `{part}` is not key=value"))?;
             let prob = |v: &str| -> Result<f64, String> {
                 match v.parse::<f64>() {
                     Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-                    _ => Err(format!(
-                        "fault {k}={v}: expected a probability between 0 and 1"
-                    )),
+                    _ => Err(format!("fault {k}={v}: expected a probability between 0 and 1")),
                 }
             };
             let count = |v: &str| -> Result<u32, String> {
-                v.parse::<u32>()
-                    .map_err(|_| format!("fault {k}={v}: expected a count"))
+                v.parse::<u32>().map_err(|_| format!("fault {k}={v}: expected a count"))
             };
             match k.trim() {
                 "action-fail" => f.action_fail = prob(v)?,

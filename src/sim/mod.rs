@@ -9,6 +9,7 @@
 //! `invariants::Checker` watches every request and every action start.
 
 pub mod faults;
+pub mod fleetgen;
 pub mod rng;
 
 use std::cmp::Reverse;
@@ -21,14 +22,15 @@ use rng::Rng;
 
 use crate::diff::node_diff;
 use crate::invariants::{Checker, Invariant};
-use crate::model::{
-    Environment, FarmId, Fleet, Needs, NodeId, PhpVersion, ReleaseId, SiteId, Target,
-};
+use crate::model::{Environment, FarmId, Fleet, Needs, NodeId, PhpVersion, ReleaseId, SiteId, Target};
 use crate::observe::{Admin, FarmObs, Health, LbServer, NodeObs, Observed, SiteObs, Str};
 use crate::plan::{self, Action, Estimates, Memory, Outcome, Subject, World};
 
 /// A run with nothing in flight and nothing started for this long is stuck.
 pub const IDLE_LIMIT_MS: u64 = 30 * 60 * 1000;
+
+/// Events allowed at one virtual instant before the run is declared livelocked.
+pub const MAX_EVENTS_PER_INSTANT: u32 = 200_000;
 
 /// How the simulated fleet is driven.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -71,11 +73,7 @@ impl SimConfig {
             seed,
             estimates: Estimates::default(),
             jitter: 0.05,
-            sessions_per_site: fleet
-                .simulation
-                .as_ref()
-                .and_then(|s| s.sessions_per_site)
-                .unwrap_or(2000),
+            sessions_per_site: fleet.simulation.as_ref().and_then(|s| s.sessions_per_site).unwrap_or(2000),
             session_life_s: 600.0,
             think_s: 30.0,
             request_ms: (20, 300),
@@ -115,6 +113,10 @@ pub struct Report {
     pub ratio: f64,
     pub actions: BTreeMap<String, u64>,
     pub failed_nodes: Vec<String>,
+    /// Farms whose switch failed (memcached flush).
+    pub failed_farms: Vec<String>,
+    /// A preproduction node failed: production of its profile stays gated.
+    pub preproduction_failed: bool,
     pub crashes: u32,
     pub blocked: Vec<plan::Blocked>,
     #[serde(skip)]
@@ -251,18 +253,14 @@ fn kernel_of(fleet: &Fleet, pkgs: &[(Str, Str)]) -> Option<Str> {
 }
 
 fn packages_of(t: &Target) -> Vec<(Str, Str)> {
-    t.packages
-        .iter()
-        .map(|a| (Str::from(a.key()), Str::from(a.version.as_str())))
-        .collect()
+    t.packages.iter().map(|a| (Str::from(a.key()), Str::from(a.version.as_str()))).collect()
 }
 
 impl<'f> Sim<'f> {
     /// A fleet where every node runs `initial` (the spec's `simulation.initial`,
     /// or its targets when the spec has none).
     pub fn new(fleet: &'f Fleet, cfg: SimConfig) -> Self {
-        let mut releases: BTreeSet<ReleaseId> =
-            fleet.targets.iter().map(|t| t.release.clone()).collect();
+        let mut releases: BTreeSet<ReleaseId> = fleet.targets.iter().map(|t| t.release.clone()).collect();
         if let Some(s) = &fleet.simulation {
             releases.insert(s.initial.release.clone());
         }
@@ -275,11 +273,7 @@ impl<'f> Sim<'f> {
             .iter()
             .enumerate()
             .map(|(n, node)| {
-                let t = fleet
-                    .simulation
-                    .as_ref()
-                    .map(|s| &s.initial)
-                    .unwrap_or_else(|| fleet.node_target(n as NodeId));
+                let t = fleet.simulation.as_ref().map(|s| &s.initial).unwrap_or_else(|| fleet.node_target(n as NodeId));
                 let packages = packages_of(t);
                 let kernel = kernel_of(fleet, &packages);
                 SimNode {
@@ -324,8 +318,7 @@ impl<'f> Sim<'f> {
             Strategy::SerialBatches { percent } => Some(Serial {
                 order: (0..fleet.nodes.len() as NodeId).collect(),
                 batch: 0,
-                per_batch: ((fleet.nodes.len() as f64 * percent as f64 / 100.0).ceil() as usize)
-                    .max(1),
+                per_batch: ((fleet.nodes.len() as f64 * percent as f64 / 100.0).ceil() as usize).max(1),
                 step: BTreeMap::new(),
             }),
             Strategy::Drover => None,
@@ -405,6 +398,7 @@ impl<'f> Sim<'f> {
             .iter()
             .map(|n| NodeObs {
                 reachable: !n.dead && n.down_until <= now,
+                busy: !n.dead && (n.down_until > now || n.disrupted_until > now),
                 packages: n.packages.clone(),
                 fetched: n.fetched.clone(),
                 kernel_running: n.kernel_running.clone(),
@@ -414,11 +408,7 @@ impl<'f> Sim<'f> {
                 php_active: n.php_active.clone(),
                 releases_installed: n.releases.clone(),
                 release_active: n.release_active.clone(),
-                lb: LbServer {
-                    admin: n.admin,
-                    weight: 100,
-                    active: n.active,
-                },
+                lb: LbServer { admin: n.admin, weight: 100, active: n.active },
                 health: n.last_health,
             })
             .collect();
@@ -426,11 +416,7 @@ impl<'f> Sim<'f> {
             .farms
             .iter()
             .map(|f| FarmObs {
-                lb: LbServer {
-                    admin: f.admin,
-                    weight: f.weight,
-                    active: f.active,
-                },
+                lb: LbServer { admin: f.admin, weight: f.weight, active: f.active },
                 sessions: f.sessions,
                 memcached_reachable: !f.flush_broken,
             })
@@ -439,16 +425,9 @@ impl<'f> Sim<'f> {
             .fleet
             .sites
             .iter()
-            .map(|s| SiteObs {
-                arrivals_per_s: self.arrival_rate(s.environment),
-                lb_reachable: true,
-            })
+            .map(|s| SiteObs { arrivals_per_s: self.arrival_rate(s.environment), lb_reachable: true })
             .collect();
-        Observed {
-            nodes,
-            farms,
-            sites,
-        }
+        Observed { nodes, farms, sites }
     }
 
     fn site_sessions(&self, env: Environment) -> u32 {
@@ -505,8 +484,19 @@ impl<'f> Sim<'f> {
         self.at(resync, Ev::Resync);
         let max = (self.cfg.max_virtual_s * 1000.0) as u64;
 
+        let mut same_instant = 0u32;
         while let Some(Reverse((t, _, ev))) = self.queue.pop() {
             if t > max {
+                break;
+            }
+            // Every loop has a bound: a planner that acts again and again
+            // without time passing is a livelock, reported as a violation.
+            same_instant = if t == self.now { same_instant + 1 } else { 0 };
+            if same_instant > MAX_EVENTS_PER_INSTANT && matches!(ev, Ev::Plan | Ev::ActionDone(_)) {
+                let at = self.now;
+                self.checker.violate(at, Invariant::Service, || {
+                    "livelock: the reconciler kept acting without time passing".into()
+                });
                 break;
             }
             self.now = t;
@@ -534,8 +524,7 @@ impl<'f> Sim<'f> {
                     node.active = node.active.saturating_sub(1);
                     let farm = &mut self.farms[f as usize];
                     farm.active = farm.active.saturating_sub(1);
-                    if node.active == 0 && node.admin != Admin::Ready
-                        || farm.active == 0 && farm.admin == Admin::Maint
+                    if node.active == 0 && node.admin != Admin::Ready || farm.active == 0 && farm.admin == Admin::Maint
                     {
                         self.request_plan();
                     }
@@ -545,9 +534,7 @@ impl<'f> Sim<'f> {
                     if self.alive {
                         self.alive = false;
                         self.crashes += 1;
-                        self.say(
-                            "reconciler crashed (SIGKILL): in-memory state lost, journal kept",
-                        );
+                        self.say("reconciler crashed (SIGKILL): in-memory state lost, journal kept");
                         let back = self.fault_rng.range(1000, 10_000);
                         self.at(t + back, Ev::Restart);
                     }
@@ -593,12 +580,7 @@ impl<'f> Sim<'f> {
 
     fn new_session(&mut self, site: SiteId) -> u32 {
         let sid = self.sessions.len() as u32;
-        self.sessions.push(Session {
-            site,
-            farm: None,
-            seen: 0,
-            ended: false,
-        });
+        self.sessions.push(Session { site, farm: None, seen: 0, ended: false });
         let life = (self.traffic_rng.exp(self.cfg.session_life_s) * 1000.0) as u64 + 1;
         let end = self.now + life;
         self.at(end, Ev::SessionEnd(sid));
@@ -615,18 +597,11 @@ impl<'f> Sim<'f> {
 
     fn node_serving(&self, n: NodeId) -> bool {
         let node = &self.nodes[n as usize];
-        !node.dead
-            && node.down_until <= self.now
-            && node.disrupted_until <= self.now
-            && node.admin == Admin::Ready
+        !node.dead && node.down_until <= self.now && node.disrupted_until <= self.now && node.admin == Admin::Ready
     }
 
     fn farm_nbsrv(&self, f: FarmId) -> u32 {
-        self.fleet.farms[f as usize]
-            .nodes
-            .iter()
-            .filter(|&&n| self.node_serving(n))
-            .count() as u32
+        self.fleet.farms[f as usize].nodes.iter().filter(|&&n| self.node_serving(n)).count() as u32
     }
 
     fn farm_capacity(&self, f: FarmId) -> u64 {
@@ -678,8 +653,7 @@ impl<'f> Sim<'f> {
         match self.pick_farm(s.site, s.farm) {
             None => {
                 let site = self.fleet.sites[s.site as usize].name.clone();
-                self.checker
-                    .failed_request(now, || format!("site {site}: no farm takes sessions (503)"));
+                self.checker.failed_request(now, || format!("site {site}: no farm takes sessions (503)"));
             }
             Some(f) => {
                 if s.farm != Some(f) {
@@ -703,8 +677,7 @@ impl<'f> Sim<'f> {
                     }
                 }
                 let Some(n) = chosen else {
-                    self.checker
-                        .failed_request(now, || "farm has no serving node".into());
+                    self.checker.failed_request(now, || "farm has no serving node".into());
                     return;
                 };
                 let served = self.nodes[n as usize].rank;
@@ -757,14 +730,10 @@ impl<'f> Sim<'f> {
         let fleet = self.fleet;
         let obs = self.observe();
         plan::gate::record(fleet, &obs, &mut self.journal, self.now);
+        self.journal.observe(&obs, self.now);
         let est = self.cfg.estimates.clone();
-        let pass = plan::plan(&World {
-            fleet,
-            observed: &obs,
-            memory: &self.journal,
-            now_ms: self.now,
-            estimates: &est,
-        });
+        let pass =
+            plan::plan(&World { fleet, observed: &obs, memory: &self.journal, now_ms: self.now, estimates: &est });
         self.halted = pass.halted;
         self.blocked = pass.blocked.clone();
         if pass.halted && pass.actions.is_empty() && self.in_flight.is_empty() {
@@ -801,6 +770,17 @@ impl<'f> Sim<'f> {
         if let Some(t) = next_gate {
             self.at(t, Ev::Plan);
         }
+        // Unreachable nodes reach their limit.
+        if let Some(t) = self
+            .journal
+            .unreachable_since
+            .values()
+            .map(|s| s + plan::UNREACHABLE_LIMIT_MS)
+            .filter(|&t| t > self.now)
+            .min()
+        {
+            self.at(t, Ev::Plan);
+        }
         // Drain timeouts likewise.
         let drain = fleet.policy.drain_timeout.as_millis() as u64;
         let next_drain = self
@@ -822,11 +802,7 @@ impl<'f> Sim<'f> {
         let kind = action.kind().name().to_string();
         *self.action_counts.entry(kind).or_default() += 1;
         if self.cfg.record_actions {
-            self.started.push(Started {
-                at_ms: now,
-                action: action.clone(),
-                why,
-            });
+            self.started.push(Started { at_ms: now, action: action.clone(), why });
         }
         self.check_start(&action);
         let e = self.cfg.estimates.clone();
@@ -855,24 +831,15 @@ impl<'f> Sim<'f> {
             Action::SetNode { .. } | Action::SetFarm { .. } | Action::SetFarmWeight { .. } => {
                 (self.dur(e.lb_s), Outcome::Ok)
             }
-            Action::Upgrade {
-                node, disruption, ..
-            } => {
+            Action::Upgrade { node, disruption, .. } => {
                 let n = *node as usize;
-                let restart = if disruption.reboot {
-                    e.reboot_s
-                } else {
-                    e.restart_s
-                };
+                let restart = if disruption.reboot { e.reboot_s } else { e.restart_s };
                 let d = self.dur(e.install_s.min(5.0) + restart);
                 if ssh_timeout(self) {
                     (d, Outcome::Failed("ssh command timed out".into()))
                 } else if self.fault_rng.chance(self.cfg.faults.action_fail) {
                     // emerge fails before anything restarts.
-                    (
-                        self.dur(e.install_s.min(5.0)),
-                        Outcome::Failed("emerge exited 1".into()),
-                    )
+                    (self.dur(e.install_s.min(5.0)), Outcome::Failed("emerge exited 1".into()))
                 } else {
                     let node = &mut self.nodes[n];
                     node.needs_health = true;
@@ -894,15 +861,12 @@ impl<'f> Sim<'f> {
                 if self.fault_rng.chance(self.cfg.faults.health_fail) {
                     self.nodes[*node as usize].unhealthy = true;
                 }
-                if ssh_timeout(self) {
-                    (d, Outcome::Failed("ssh command timed out".into()))
-                } else {
-                    (d, Outcome::Ok)
-                }
+                if ssh_timeout(self) { (d, Outcome::Failed("ssh command timed out".into())) } else { (d, Outcome::Ok) }
             }
             Action::HealthCheck { node } => {
                 let n = &self.nodes[*node as usize];
-                let ok = !n.dead && n.down_until <= now && !n.unhealthy;
+                // Services still restarting answer nothing.
+                let ok = !n.dead && n.down_until <= now && n.disrupted_until <= now && !n.unhealthy;
                 let d = self.dur(e.health_s);
                 if ok {
                     (d, Outcome::Ok)
@@ -942,15 +906,7 @@ impl<'f> Sim<'f> {
         };
         let id = self.next_action;
         self.next_action += 1;
-        self.in_flight.insert(
-            id,
-            InFlight {
-                action,
-                incarnation: self.incarnation,
-                outcome,
-                farm,
-            },
-        );
+        self.in_flight.insert(id, InFlight { action, incarnation: self.incarnation, outcome, farm });
         self.at(now + dur, Ev::ActionDone(id));
     }
 
@@ -960,13 +916,15 @@ impl<'f> Sim<'f> {
         };
         let fleet = self.fleet;
         let now = self.now;
+        // An outcome that reaches no live reconciler is lost (the node is
+        // re-observed and the step retried): it only counts as a failure
+        // when drover learns it.
+        let delivered = f.incarnation == self.incarnation && self.alive;
         if f.outcome == Outcome::Ok {
             self.apply(&f.action);
-        } else {
+        } else if delivered {
             match &f.action {
-                Action::Upgrade { node, .. }
-                | Action::Activate { node, .. }
-                | Action::HealthCheck { node } => {
+                Action::Upgrade { node, .. } | Action::Activate { node, .. } | Action::HealthCheck { node } => {
                     self.failed.insert(*node);
                     self.nodes[*node as usize].last_health = Health::Failing;
                     let name = fleet.nodes[*node as usize].name.clone();
@@ -976,9 +934,7 @@ impl<'f> Sim<'f> {
                 Action::FlushCache { farm } => {
                     self.failed_farms.insert(*farm);
                     let name = fleet.farms[*farm as usize].name.clone();
-                    self.say(&format!(
-                        "farm {name}: memcached flush failed: the switch stops there"
-                    ));
+                    self.say(&format!("farm {name}: memcached flush failed: the switch stops there"));
                 }
                 _ => {}
             }
@@ -1011,8 +967,7 @@ impl<'f> Sim<'f> {
                 let n = &mut self.nodes[*node as usize];
                 for a in atoms {
                     n.fetched.retain(|(k, _)| **k != *a.key());
-                    n.fetched
-                        .push((Str::from(a.key()), Str::from(a.version.as_str())));
+                    n.fetched.push((Str::from(a.key()), Str::from(a.version.as_str())));
                 }
             }
             Action::StagePhp { node, version } => {
@@ -1030,11 +985,7 @@ impl<'f> Sim<'f> {
                 // Prune the oldest, never the active one.
                 while n.releases.len() > keep {
                     let active = n.release_active.clone();
-                    if let Some(i) = n
-                        .releases
-                        .iter()
-                        .position(|r| Some(r) != active.as_ref() && r != release)
-                    {
+                    if let Some(i) = n.releases.iter().position(|r| Some(r) != active.as_ref() && r != release) {
                         n.releases.remove(i);
                     } else {
                         break;
@@ -1045,8 +996,7 @@ impl<'f> Sim<'f> {
                 let n = &mut self.nodes[*node as usize];
                 for a in atoms {
                     n.packages.retain(|(k, _)| **k != *a.key());
-                    n.packages
-                        .push((Str::from(a.key()), Str::from(a.version.as_str())));
+                    n.packages.push((Str::from(a.key()), Str::from(a.version.as_str())));
                 }
                 n.packages.sort();
                 if let Action::Upgrade { disruption, .. } = action
@@ -1056,9 +1006,7 @@ impl<'f> Sim<'f> {
                     n.boot += 1;
                 }
             }
-            Action::Activate {
-                node, php, release, ..
-            } => {
+            Action::Activate { node, php, release, .. } => {
                 let n = &mut self.nodes[*node as usize];
                 if let Some(p) = php {
                     n.php_active = Some(p.clone());
@@ -1159,10 +1107,7 @@ impl<'f> Sim<'f> {
         let node = &fleet.nodes[n as usize];
         fleet.sites[node.site as usize].environment == Environment::Preproduction
             || fleet.policy.waive_preproduction_gate
-            || self
-                .gate_since
-                .get(&(node.profile, component.to_string(), value.to_string()))
-                .is_some_and(|v| v.1)
+            || self.gate_since.get(&(node.profile, component.to_string(), value.to_string())).is_some_and(|v| v.1)
     }
 
     fn check_start(&mut self, action: &Action) {
@@ -1181,19 +1126,14 @@ impl<'f> Sim<'f> {
                 if self.nodes[n as usize].admin == Admin::Ready {
                     if budget_spent {
                         self.checker.violate(now, Invariant::FailureBudget, || {
-                            format!(
-                                "new window on {} after the failure budget was spent",
-                                fleet.nodes[n as usize].name
-                            )
+                            format!("new window on {} after the failure budget was spent", fleet.nodes[n as usize].name)
                         });
                     }
                     let out = fleet.farms[f as usize]
                         .nodes
                         .iter()
                         .filter(|&&m| {
-                            m != n
-                                && self.nodes[m as usize].admin != Admin::Ready
-                                && !self.failed.contains(&m)
+                            m != n && self.nodes[m as usize].admin != Admin::Ready && !self.failed.contains(&m)
                         })
                         .count() as u32
                         + 1;
@@ -1206,16 +1146,12 @@ impl<'f> Sim<'f> {
                     }
                 }
             }
-            Action::SetNode {
-                node,
-                admin: Admin::Ready,
-            } => {
+            Action::SetNode { node, admin: Admin::Ready } => {
                 if self.nodes[*node as usize].needs_health && !self.failed.contains(node) {
                     let name = fleet.nodes[*node as usize].name.clone();
-                    self.checker
-                        .violate(now, Invariant::DrainedBeforeDisrupted, || {
-                            format!("{name} back in without a passing health check")
-                        });
+                    self.checker.violate(now, Invariant::DrainedBeforeDisrupted, || {
+                        format!("{name} back in without a passing health check")
+                    });
                 }
             }
             Action::Upgrade { node, atoms, .. } => {
@@ -1225,37 +1161,24 @@ impl<'f> Sim<'f> {
                 let farm = &self.farms[f as usize];
                 let farm_out = farm.admin == Admin::Maint;
                 let takes_traffic = !farm_out && s.admin == Admin::Ready;
-                let since = if farm_out {
-                    farm.left_ready_at
-                } else {
-                    s.left_ready_at
-                };
+                let since = if farm_out { farm.left_ready_at } else { s.left_ready_at };
                 let active = if farm_out { s.active.max(0) } else { s.active };
-                if !crate::invariants::drained(
-                    takes_traffic,
-                    active,
-                    now.saturating_sub(since) >= drain_ms,
-                ) {
+                if !crate::invariants::drained(takes_traffic, active, now.saturating_sub(since) >= drain_ms) {
                     let name = fleet.nodes[n as usize].name.clone();
-                    self.checker
-                        .violate(now, Invariant::DrainedBeforeDisrupted, || {
-                            format!(
-                                "{name} upgraded while taking traffic ({active} requests in flight)"
-                            )
-                        });
+                    self.checker.violate(now, Invariant::DrainedBeforeDisrupted, || {
+                        format!("{name} upgraded while taking traffic ({active} requests in flight)")
+                    });
                     // Requests in progress are cut.
                     for _ in 0..active {
-                        self.checker
-                            .failed_request(now, || format!("request cut by a restart of {name}"));
+                        self.checker.failed_request(now, || format!("request cut by a restart of {name}"));
                     }
                 }
                 for a in atoms.clone() {
                     if !self.prod_gate_ok(n, &format!("pkg:{}", a.key()), &a.version) {
                         let name = fleet.nodes[n as usize].name.clone();
-                        self.checker
-                            .violate(now, Invariant::PreproductionFirst, || {
-                                format!("{name} installs {a} before preproduction soaked it")
-                            });
+                        self.checker.violate(now, Invariant::PreproductionFirst, || {
+                            format!("{name} installs {a} before preproduction soaked it")
+                        });
                     }
                 }
             }
@@ -1263,47 +1186,37 @@ impl<'f> Sim<'f> {
                 for a in atoms.clone() {
                     if !self.prod_gate_ok(*node, &format!("pkg:{}", a.key()), &a.version) {
                         let name = fleet.nodes[*node as usize].name.clone();
-                        self.checker
-                            .violate(now, Invariant::PreproductionFirst, || {
-                                format!("{name} installs {a} before preproduction soaked it")
-                            });
+                        self.checker.violate(now, Invariant::PreproductionFirst, || {
+                            format!("{name} installs {a} before preproduction soaked it")
+                        });
                     }
                 }
             }
-            Action::Activate {
-                node,
-                php,
-                release,
-                rollback,
-            } => {
+            Action::Activate { node, php, release, rollback } => {
                 let n = *node;
                 let f = fleet.nodes[n as usize].farm;
                 let farm = &self.farms[f as usize];
                 let timed_out = now.saturating_sub(farm.left_ready_at) >= drain_ms;
                 if !*rollback && (farm.admin != Admin::Maint || (farm.active > 0 && !timed_out)) {
                     let name = fleet.farms[f as usize].name.clone();
-                    self.checker.violate(now, Invariant::MonotonicSessions, || format!("a node of farm {name} switched while the farm was serving (not farm-atomic)"));
+                    self.checker.violate(now, Invariant::MonotonicSessions, || {
+                        format!("a node of farm {name} switched while the farm was serving (not farm-atomic)")
+                    });
                 }
-                let checks = [
-                    ("php", php.as_ref().map(|p| p.0.clone())),
-                    ("release", release.as_ref().map(|r| r.0.clone())),
-                ];
+                let checks =
+                    [("php", php.as_ref().map(|p| p.0.clone())), ("release", release.as_ref().map(|r| r.0.clone()))];
                 for (c, v) in checks {
                     if let Some(v) = v
                         && !self.prod_gate_ok(n, c, &v)
                     {
                         let name = fleet.nodes[n as usize].name.clone();
-                        self.checker
-                            .violate(now, Invariant::PreproductionFirst, || {
-                                format!("{name} switches {c} to {v} before preproduction soaked it")
-                            });
+                        self.checker.violate(now, Invariant::PreproductionFirst, || {
+                            format!("{name} switches {c} to {v} before preproduction soaked it")
+                        });
                     }
                 }
             }
-            Action::SetFarm {
-                farm,
-                admin: Admin::Maint,
-            } => {
+            Action::SetFarm { farm, admin: Admin::Maint } => {
                 let f = *farm;
                 if self.farms[f as usize].admin == Admin::Maint || self.failed_farms.contains(&f) {
                     return;
@@ -1319,27 +1232,18 @@ impl<'f> Sim<'f> {
                 let out = farms
                     .iter()
                     .filter(|&&g| {
-                        g != f
-                            && self.farms[g as usize].admin == Admin::Maint
-                            && !self.failed_farms.contains(&g)
+                        g != f && self.farms[g as usize].admin == Admin::Maint && !self.failed_farms.contains(&g)
                     })
                     .count() as u32
                     + 1;
                 let serving = farms
                     .iter()
-                    .filter(|&&g| {
-                        g != f
-                            && self.farms[g as usize].admin != Admin::Maint
-                            && self.farm_nbsrv(g) > 0
-                    })
+                    .filter(|&&g| g != f && self.farms[g as usize].admin != Admin::Maint && self.farm_nbsrv(g) > 0)
                     .count() as u32;
                 if !crate::invariants::farm_capacity_ok(out, p.max_farms_down, serving) {
                     let name = fleet.sites[site as usize].name.clone();
                     self.checker.violate(now, Invariant::Capacity, || {
-                        format!(
-                            "site {name}: {out} farms out, {serving} serving (max_farms_down {})",
-                            p.max_farms_down
-                        )
+                        format!("site {name}: {out} farms out, {serving} serving (max_farms_down {})", p.max_farms_down)
                     });
                 }
                 let full: u64 = farms
@@ -1359,18 +1263,14 @@ impl<'f> Sim<'f> {
                     });
                 }
             }
-            Action::SetFarm {
-                farm,
-                admin: Admin::Ready,
-            } => {
+            Action::SetFarm { farm, admin: Admin::Ready } => {
                 for &n in &fleet.farms[*farm as usize].nodes {
                     let s = &self.nodes[n as usize];
                     if s.needs_health && !self.failed.contains(&n) && s.admin == Admin::Ready {
                         let name = fleet.nodes[n as usize].name.clone();
-                        self.checker
-                            .violate(now, Invariant::DrainedBeforeDisrupted, || {
-                                format!("farm returns with {name} not health-checked")
-                            });
+                        self.checker.violate(now, Invariant::DrainedBeforeDisrupted, || {
+                            format!("farm returns with {name} not health-checked")
+                        });
                     }
                 }
             }
@@ -1391,8 +1291,7 @@ impl<'f> Sim<'f> {
             if start >= serial.order.len() {
                 break;
             }
-            let batch: Vec<NodeId> =
-                serial.order[start..(start + serial.per_batch).min(serial.order.len())].to_vec();
+            let batch: Vec<NodeId> = serial.order[start..(start + serial.per_batch).min(serial.order.len())].to_vec();
             let mut batch_done = true;
             for &n in &batch {
                 let step = *serial.step.get(&n).unwrap_or(&0);
@@ -1400,33 +1299,20 @@ impl<'f> Sim<'f> {
                     continue;
                 }
                 batch_done = false;
-                if self
-                    .in_flight
-                    .values()
-                    .any(|f| f.action.subject() == Subject::Node(n))
-                {
+                if self.in_flight.values().any(|f| f.action.subject() == Subject::Node(n)) {
                     continue;
                 }
                 let obs = self.observe();
                 let d = node_diff(fleet, n, &obs.nodes[n as usize]);
                 let a = match step {
-                    0 => Action::SetNode {
-                        node: n,
-                        admin: Admin::Maint,
-                    },
+                    0 => Action::SetNode { node: n, admin: Admin::Maint },
                     1 => Action::Upgrade {
                         node: n,
                         atoms: d.online.iter().chain(&d.disruptive).cloned().collect(),
                         disruption: d.window_disruption(),
                     },
-                    2 => Action::StagePhp {
-                        node: n,
-                        version: fleet.node_target(n).php.clone(),
-                    },
-                    3 => Action::StageRelease {
-                        node: n,
-                        release: fleet.node_target(n).release.clone(),
-                    },
+                    2 => Action::StagePhp { node: n, version: fleet.node_target(n).php.clone() },
+                    3 => Action::StageRelease { node: n, release: fleet.node_target(n).release.clone() },
                     4 => Action::Activate {
                         node: n,
                         php: d.switch_php.clone(),
@@ -1434,10 +1320,7 @@ impl<'f> Sim<'f> {
                         rollback: false,
                     },
                     5 => Action::HealthCheck { node: n },
-                    _ => Action::SetNode {
-                        node: n,
-                        admin: Admin::Ready,
-                    },
+                    _ => Action::SetNode { node: n, admin: Admin::Ready },
                 };
                 actions.push(a);
             }
@@ -1488,17 +1371,14 @@ impl<'f> Sim<'f> {
             failed_requests: checker.failed_requests,
             makespan_s,
             lower_bound_s,
-            ratio: if lower_bound_s > 0.0 {
-                makespan_s / lower_bound_s
-            } else {
-                1.0
-            },
+            ratio: if lower_bound_s > 0.0 { makespan_s / lower_bound_s } else { 1.0 },
             actions: self.action_counts,
-            failed_nodes: self
+            failed_nodes: self.failed.iter().map(|&n| fleet.nodes[n as usize].name.clone()).collect(),
+            failed_farms: self.failed_farms.iter().map(|&f| fleet.farms[f as usize].name.clone()).collect(),
+            preproduction_failed: self
                 .failed
                 .iter()
-                .map(|&n| fleet.nodes[n as usize].name.clone())
-                .collect(),
+                .any(|&n| fleet.sites[fleet.nodes[n as usize].site as usize].environment == Environment::Preproduction),
             crashes: self.crashes,
             blocked: self.blocked,
             started: self.started,

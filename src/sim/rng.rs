@@ -25,11 +25,7 @@ impl Rng {
     }
     /// Uniform in [lo, hi].
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo {
-            lo
-        } else {
-            lo + self.next_u64() % (hi - lo + 1)
-        }
+        if hi <= lo { lo } else { lo + self.next_u64() % (hi - lo + 1) }
     }
     /// Exponentially distributed with the given mean.
     pub fn exp(&mut self, mean: f64) -> f64 {

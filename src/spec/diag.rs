@@ -44,10 +44,7 @@ impl Diagnostic {
 
     /// `file:line:column: message`, the first line of every report.
     pub fn headline(&self) -> String {
-        format!(
-            "{}:{}:{}: error: {}",
-            self.file, self.line, self.column, self.message
-        )
+        format!("{}:{}:{}: error: {}", self.file, self.line, self.column, self.message)
     }
 }
 
@@ -56,11 +53,7 @@ fn offset_of(text: &str, line: u32, col: u32) -> usize {
     let mut off = 0;
     for (i, l) in text.split_inclusive('\n').enumerate() {
         if i + 1 == line as usize {
-            let col_bytes: usize = l
-                .chars()
-                .take(col.saturating_sub(1) as usize)
-                .map(char::len_utf8)
-                .sum();
+            let col_bytes: usize = l.chars().take(col.saturating_sub(1) as usize).map(char::len_utf8).sum();
             return (off + col_bytes).min(text.len());
         }
         off += l.len();
@@ -72,9 +65,8 @@ fn offset_of(text: &str, line: u32, col: u32) -> usize {
 /// with a caret under the value and the hint. Deterministic (no colour, fixed
 /// width) so that snapshot tests can compare it.
 pub fn render(diags: &[Diagnostic], files: &[SourceFile]) -> String {
-    let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
-        .with_width(100)
-        .with_context_lines(1);
+    let handler =
+        GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100).with_context_lines(1);
     let mut out = String::new();
     for d in diags {
         let _ = writeln!(out, "{}", d.headline());
@@ -84,22 +76,14 @@ pub fn render(diags: &[Diagnostic], files: &[SourceFile]) -> String {
             }
             continue;
         };
-        let start = if d.len > 0 || d.offset > 0 {
-            d.offset as usize
-        } else {
-            offset_of(&src.text, d.line, d.column)
-        }
-        .min(src.text.len());
-        let len = (d.len as usize)
-            .max(1)
-            .min(src.text.len().saturating_sub(start));
-        let mut md = MietteDiagnostic::new(String::new())
-            .with_labels([LabeledSpan::at(start..start + len, "here")]);
+        let start = if d.len > 0 || d.offset > 0 { d.offset as usize } else { offset_of(&src.text, d.line, d.column) }
+            .min(src.text.len());
+        let len = (d.len as usize).max(1).min(src.text.len().saturating_sub(start));
+        let mut md = MietteDiagnostic::new(String::new()).with_labels([LabeledSpan::at(start..start + len, "here")]);
         if let Some(h) = &d.hint {
             md = md.with_help(h.clone());
         }
-        let report =
-            miette::Report::new(md).with_source_code(NamedSource::new(&d.file, src.text.clone()));
+        let report = miette::Report::new(md).with_source_code(NamedSource::new(&d.file, src.text.clone()));
         let mut snippet = String::new();
         if handler.render_report(&mut snippet, report.as_ref()).is_ok() {
             // The headline already carries the message; drop miette's empty title line.

@@ -55,10 +55,7 @@ impl<T> std::ops::Deref for Sp<T> {
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
-        Ok(Sp {
-            value: s.value,
-            pos: Pos::from_saphyr(s.referenced),
-        })
+        Ok(Sp { value: s.value, pos: Pos::from_saphyr(s.referenced) })
     }
 }
 

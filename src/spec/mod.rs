@@ -22,15 +22,9 @@ pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read spec directory {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Dir { path: PathBuf, source: std::io::Error },
     #[error("cannot read spec file {path}: {source}")]
-    File {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    File { path: PathBuf, source: std::io::Error },
     #[error("spec file {path} is larger than {MAX_FILE_BYTES} bytes")]
     TooLarge { path: PathBuf },
     #[error("spec file {path} is not UTF-8")]
@@ -46,59 +40,35 @@ pub fn load_dir(dir: &Path) -> Result<Vec<SourceFile>, LoadError> {
     collect(dir, &mut paths)?;
     paths.sort();
     if paths.is_empty() {
-        return Err(LoadError::Empty {
-            path: dir.to_path_buf(),
-        });
+        return Err(LoadError::Empty { path: dir.to_path_buf() });
     }
     paths
         .into_iter()
         .map(|path| {
-            let meta = std::fs::metadata(&path).map_err(|source| LoadError::File {
-                path: path.clone(),
-                source,
-            })?;
+            let meta = std::fs::metadata(&path).map_err(|source| LoadError::File { path: path.clone(), source })?;
             if meta.len() > MAX_FILE_BYTES {
                 return Err(LoadError::TooLarge { path });
             }
-            let bytes = std::fs::read(&path).map_err(|source| LoadError::File {
-                path: path.clone(),
-                source,
-            })?;
-            let text =
-                String::from_utf8(bytes).map_err(|_| LoadError::NotUtf8 { path: path.clone() })?;
-            Ok(SourceFile {
-                path: path.display().to_string(),
-                text,
-            })
+            let bytes = std::fs::read(&path).map_err(|source| LoadError::File { path: path.clone(), source })?;
+            let text = String::from_utf8(bytes).map_err(|_| LoadError::NotUtf8 { path: path.clone() })?;
+            Ok(SourceFile { path: path.display().to_string(), text })
         })
         .collect()
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Dir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Dir { path: dir.to_path_buf(), source })?;
     for e in entries {
-        let e = e.map_err(|source| LoadError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let e = e.map_err(|source| LoadError::Dir { path: dir.to_path_buf(), source })?;
         let path = e.path();
         let name = e.file_name();
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
-        let ft = e.file_type().map_err(|source| LoadError::File {
-            path: path.clone(),
-            source,
-        })?;
+        let ft = e.file_type().map_err(|source| LoadError::File { path: path.clone(), source })?;
         if ft.is_dir() {
             collect(&path, out)?;
-        } else if matches!(
-            path.extension().and_then(|x| x.to_str()),
-            Some("yaml" | "yml")
-        ) {
+        } else if matches!(path.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
             out.push(path);
         }
     }
@@ -107,14 +77,8 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
 
 /// The outcome of loading a spec directory: the fleet, or everything wrong with it.
 pub enum Loaded {
-    Valid {
-        fleet: Fleet,
-        files: Vec<SourceFile>,
-    },
-    Invalid {
-        diagnostics: Vec<Diagnostic>,
-        files: Vec<SourceFile>,
-    },
+    Valid { fleet: Fleet, files: Vec<SourceFile> },
+    Invalid { diagnostics: Vec<Diagnostic>, files: Vec<SourceFile> },
 }
 
 pub fn load(dir: &Path) -> Result<Loaded, LoadError> {

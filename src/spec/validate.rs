@@ -28,8 +28,7 @@ pub fn check(files: &[SourceFile]) -> Result<Fleet, Vec<Diagnostic>> {
     if cx.diags.is_empty() {
         Ok(fleet.expect("a fleet is resolved when no error was reported"))
     } else {
-        cx.diags
-            .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        cx.diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         cx.diags.dedup();
         Err(cx.diags)
     }
@@ -49,18 +48,9 @@ pub fn parse_file(f: &SourceFile) -> Result<SpecFile, Diagnostic> {
     match serde_saphyr::from_str_with_options::<Option<SpecFile>>(&f.text, yaml_options()) {
         Ok(spec) => Ok(spec.unwrap_or_default()),
         Err(e) => {
-            let pos = e.location().map(Pos::from_saphyr).unwrap_or(Pos {
-                line: 1,
-                col: 1,
-                ..Pos::default()
-            });
+            let pos = e.location().map(Pos::from_saphyr).unwrap_or(Pos { line: 1, col: 1, ..Pos::default() });
             let message = first_line(&e.to_string());
-            Err(Diagnostic::new(
-                &f.path,
-                pos,
-                message,
-                Some(structure_hint(&e.to_string())),
-            ))
+            Err(Diagnostic::new(&f.path, pos, message, Some(structure_hint(&e.to_string()))))
         }
     }
 }
@@ -116,9 +106,7 @@ impl Cx {
     fn duration(&mut self, s: &Option<Sp<String>>, default: u64) -> std::time::Duration {
         match s {
             None => std::time::Duration::from_secs(default),
-            Some(s) => self
-                .value(s.pos, values::parse_duration(s))
-                .unwrap_or_default(),
+            Some(s) => self.value(s.pos, values::parse_duration(s)).unwrap_or_default(),
         }
     }
 
@@ -132,15 +120,8 @@ impl Cx {
                 if let Some((first, _)) = fleet_spec {
                     self.at(&files[*i].path);
                     self.err(
-                        Pos {
-                            line: 1,
-                            col: 1,
-                            ..Pos::default()
-                        },
-                        format!(
-                            "a second `fleet:` section (the first is in {})",
-                            files[first].path
-                        ),
+                        Pos { line: 1, col: 1, ..Pos::default() },
+                        format!("a second `fleet:` section (the first is in {})", files[first].path),
                         "keep fleet-wide settings in one file, e.g. specs/fleet.yaml",
                     );
                 } else {
@@ -149,10 +130,9 @@ impl Cx {
             }
         }
         let default_fleet = FleetSpec::default();
-        let (fleet_file, fs) = fleet_spec.map(|(i, f)| (path(i), f)).unwrap_or((
-            files.first().map(|f| f.path.clone()).unwrap_or_default(),
-            &default_fleet,
-        ));
+        let (fleet_file, fs) = fleet_spec
+            .map(|(i, f)| (path(i), f))
+            .unwrap_or((files.first().map(|f| f.path.clone()).unwrap_or_default(), &default_fleet));
         self.at(&fleet_file);
         let policy = self.policy(&fs.policy);
         let ssh = self.ssh(&fs.ssh);
@@ -177,14 +157,7 @@ impl Cx {
                     continue;
                 }
                 let binhost = self
-                    .value(
-                        p.binhost.pos,
-                        values::parse_url(
-                            "binhost",
-                            &p.binhost,
-                            &["https", "http", "ftp", "rsync"],
-                        ),
-                    )
+                    .value(p.binhost.pos, values::parse_url("binhost", &p.binhost, &["https", "http", "ftp", "rsync"]))
                     .unwrap_or_default();
                 let capacity = p.capacity.as_ref().map(|c| c.value).unwrap_or(500);
                 if let Some(c) = &p.capacity
@@ -197,12 +170,7 @@ impl Cx {
                     );
                 }
                 profile_ids.insert(name.clone(), profiles.len() as u32);
-                profiles.push(model::Profile {
-                    name,
-                    binhost,
-                    init: p.init.value,
-                    capacity,
-                });
+                profiles.push(model::Profile { name, binhost, init: p.init.value, capacity });
             }
         }
 
@@ -250,6 +218,7 @@ impl Cx {
         let mut sites: Vec<model::Site> = Vec::new();
         let mut site_ids: HashMap<String, u32> = HashMap::new();
         let mut site_defaults: Vec<(String, &TargetSpec)> = Vec::new();
+        let mut site_pos: Vec<(String, Pos)> = Vec::new();
         for (i, f) in parsed {
             self.at(&files[*i].path);
             for s in &f.sites {
@@ -265,13 +234,10 @@ impl Cx {
                     continue;
                 }
                 let lb = self.lb(&s.lb, &s.name, ssh.port);
-                let capacity_floor = self.fraction(
-                    &s.capacity_floor,
-                    policy.site_capacity_floor,
-                    true,
-                    "capacity_floor",
-                );
+                let capacity_floor =
+                    self.fraction(&s.capacity_floor, policy.site_capacity_floor, true, "capacity_floor");
                 site_ids.insert(name.clone(), sites.len() as u32);
+                site_pos.push((files[*i].path.clone(), s.name.pos));
                 site_defaults.push((files[*i].path.clone(), &s.defaults));
                 sites.push(model::Site {
                     name,
@@ -323,20 +289,13 @@ impl Cx {
                         None
                     }
                 };
-                let memcached: Vec<(String, u16)> = fm
-                    .memcached
-                    .iter()
-                    .filter_map(|m| self.value(m.pos, values::parse_endpoint(m)))
-                    .collect();
+                let memcached: Vec<(String, u16)> =
+                    fm.memcached.iter().filter_map(|m| self.value(m.pos, values::parse_endpoint(m))).collect();
                 let lb_server = match &fm.lb.server {
                     Some(s) => self.name("LB server", s).unwrap_or_default(),
                     None => name.clone(),
                 };
-                let lb_listen = fm
-                    .lb
-                    .listen
-                    .as_ref()
-                    .and_then(|l| self.value(l.pos, values::parse_endpoint(l)));
+                let lb_listen = fm.lb.listen.as_ref().and_then(|l| self.value(l.pos, values::parse_endpoint(l)));
 
                 // Nodes: explicit, then generated.
                 let farm_id = farms.len() as u32;
@@ -366,10 +325,7 @@ impl Cx {
                     if let Some((ffile, fpos)) = node_names.get(&n.name) {
                         cx.err(
                             n.name_pos,
-                            format!(
-                                "duplicate node name `{}` (first at {}:{}:{})",
-                                n.name, ffile, fpos.line, fpos.col
-                            ),
+                            format!("duplicate node name `{}` (first at {}:{}:{})", n.name, ffile, fpos.line, fpos.col),
                             "node names must be unique in the fleet",
                         );
                         return;
@@ -391,28 +347,20 @@ impl Cx {
                         known.sort();
                         cx.err(
                             n.profile_pos,
-                            format!(
-                                "node `{}` refers to unknown profile `{}`",
-                                n.name, n.profile
-                            ),
+                            format!("node `{}` refers to unknown profile `{}`", n.name, n.profile),
                             format!("known profiles: {}", or_none(&known)),
                         );
                         return;
                     };
                     if let Some(site) = site {
                         if sites[site as usize].environment == Environment::Production {
-                            prod_profiles
-                                .entry(profile)
-                                .or_insert((cx.file.clone(), n.profile_pos));
+                            prod_profiles.entry(profile).or_insert((cx.file.clone(), n.profile_pos));
                         } else {
                             preprod_profiles.insert(profile);
                         }
                     }
                     node_names.insert(n.name.clone(), (cx.file.clone(), n.name_pos));
-                    addresses.insert(
-                        (n.address.clone(), ssh_port),
-                        (cx.file.clone(), n.address_pos),
-                    );
+                    addresses.insert((n.address.clone(), ssh_port), (cx.file.clone(), n.address_pos));
                     farm_nodes.push(nodes.len() as u32);
                     nodes.push(model::Node {
                         name: n.name,
@@ -426,10 +374,9 @@ impl Cx {
                     });
                 };
                 for n in &fm.nodes {
-                    let (Some(nname), Some(address)) = (
-                        self.name("node", &n.name),
-                        self.value(n.address.pos, values::parse_host(&n.address)),
-                    ) else {
+                    let (Some(nname), Some(address)) =
+                        (self.name("node", &n.name), self.value(n.address.pos, values::parse_host(&n.address)))
+                    else {
                         continue;
                     };
                     add_node(
@@ -462,21 +409,15 @@ impl Cx {
                             "the fleet would exceed the node limit",
                             format!("drover manages at most {MAX_NODES} nodes"),
                         );
-                    } else if let (Some(_), Some(_)) =
-                        (self.pattern_ok(&p.name), self.pattern_ok(&p.address))
-                    {
+                    } else if let (Some(_), Some(_)) = (self.pattern_ok(&p.name), self.pattern_ok(&p.address)) {
                         for m in first..first.saturating_add(p.count.value) {
-                            let (Ok(nname), Ok(addr)) = (expand(&p.name, m), expand(&p.address, m))
-                            else {
+                            let (Ok(nname), Ok(addr)) = (expand(&p.name, m), expand(&p.address, m)) else {
                                 break;
                             };
-                            let Some(nname) =
-                                self.value(p.name.pos, values::parse_name("node", &nname))
-                            else {
+                            let Some(nname) = self.value(p.name.pos, values::parse_name("node", &nname)) else {
                                 break;
                             };
-                            let Some(addr) = self.value(p.address.pos, values::parse_host(&addr))
-                            else {
+                            let Some(addr) = self.value(p.address.pos, values::parse_host(&addr)) else {
                                 break;
                             };
                             add_node(
@@ -498,57 +439,33 @@ impl Cx {
                     }
                 }
                 if fm.nodes.is_empty() && fm.node_pattern.is_none() {
-                    self.err(
-                        fm.name.pos,
-                        format!("farm `{name}` has no nodes"),
-                        "add `nodes:` or a `node_pattern:`",
-                    );
+                    self.err(fm.name.pos, format!("farm `{name}` has no nodes"), "add `nodes:` or a `node_pattern:`");
                 }
                 farm_nodes.sort_by_key(|&n| nodes[n as usize].member);
 
-                let max_unavailable = fm
-                    .max_unavailable
-                    .as_ref()
-                    .map(|m| m.value)
-                    .unwrap_or(policy.max_unavailable);
+                let max_unavailable = fm.max_unavailable.as_ref().map(|m| m.value).unwrap_or(policy.max_unavailable);
                 if !farm_nodes.is_empty() && max_unavailable as usize >= farm_nodes.len() {
-                    let pos = fm
-                        .max_unavailable
-                        .as_ref()
-                        .map(|m| m.pos)
-                        .unwrap_or(fm.name.pos);
-                    self.err(pos, format!("max_unavailable {max_unavailable} would take all {} nodes of farm `{name}` out at once", farm_nodes.len()), "max_unavailable must be below the farm's size");
-                }
-                if max_unavailable == 0 {
-                    let pos = fm
-                        .max_unavailable
-                        .as_ref()
-                        .map(|m| m.pos)
-                        .unwrap_or(fm.name.pos);
+                    let pos = fm.max_unavailable.as_ref().map(|m| m.pos).unwrap_or(fm.name.pos);
                     self.err(
                         pos,
-                        "max_unavailable 0 would block every node-level change",
-                        "use at least 1",
+                        format!(
+                            "max_unavailable {max_unavailable} would take all {} nodes of farm `{name}` out at once",
+                            farm_nodes.len()
+                        ),
+                        "max_unavailable must be below the farm's size",
                     );
+                }
+                if max_unavailable == 0 {
+                    let pos = fm.max_unavailable.as_ref().map(|m| m.pos).unwrap_or(fm.name.pos);
+                    self.err(pos, "max_unavailable 0 would block every node-level change", "use at least 1");
                 }
 
                 // Target: farm > site > fleet.
                 let site_level = site.map(|s| {
-                    (
-                        site_defaults[s as usize].0.clone(),
-                        site_defaults[s as usize].1,
-                        sites[s as usize].name.clone(),
-                    )
+                    (site_defaults[s as usize].0.clone(), site_defaults[s as usize].1, sites[s as usize].name.clone())
                 });
-                let (target, origin) = self.target(
-                    &name,
-                    &fm.name,
-                    &file,
-                    &fm.target,
-                    site_level.as_ref(),
-                    &fleet_defaults,
-                    &sets,
-                );
+                let (target, origin) =
+                    self.target(&name, &fm.name, &file, &fm.target, site_level.as_ref(), &fleet_defaults, &sets);
                 let target_id = target.map(|t| {
                     let next = targets.len() as u32;
                     *target_ids.entry(t.clone()).or_insert_with(|| {
@@ -578,24 +495,34 @@ impl Cx {
         let farm_cap = |f: &model::Farm| -> u64 {
             f.nodes
                 .iter()
-                .map(|&n| {
-                    profiles
-                        .get(nodes[n as usize].profile as usize)
-                        .map_or(0, |p| p.capacity as u64)
-                })
+                .map(|&n| profiles.get(nodes[n as usize].profile as usize).map_or(0, |p| p.capacity as u64))
                 .sum()
         };
         for site in &sites {
-            let max = site
-                .farms
-                .iter()
-                .map(|&f| farm_cap(&farms[f as usize]))
-                .max()
-                .unwrap_or(1)
-                .max(1);
+            let max = site.farms.iter().map(|&f| farm_cap(&farms[f as usize])).max().unwrap_or(1).max(1);
             for &f in &site.farms {
                 let cap = farm_cap(&farms[f as usize]);
                 farms[f as usize].lb_weight = ((cap * 100).div_ceil(max)).clamp(1, 256) as u16;
+            }
+        }
+
+        // A site must be able to take its largest farm out for a switch.
+        for (si, site) in sites.iter().enumerate() {
+            let full: u64 = site.farms.iter().map(|&f| farm_cap(&farms[f as usize])).sum();
+            let largest = site.farms.iter().map(|&f| farm_cap(&farms[f as usize])).max().unwrap_or(0);
+            let (file, pos) = site_pos[si].clone();
+            self.at(&file);
+            if site.farms.len() == 1 {
+                self.err(
+                    pos,
+                    format!(
+                        "site `{}` has a single farm: it could never switch PHP or release without dropping service",
+                        site.name
+                    ),
+                    "give every site at least two farms (the last serving farm of a site is never taken out)",
+                );
+            } else if !site.farms.is_empty() && ((full - largest) as f64) < site.capacity_floor * full as f64 {
+                self.err(pos, format!("site `{}`: taking its largest farm out leaves {:.0}% of its capacity, below its floor of {:.0}%: no farm switch could ever start", site.name, 100.0 * (full - largest) as f64 / full as f64, 100.0 * site.capacity_floor), "lower the site's capacity_floor (or policy.site_capacity_floor), or add farms");
             }
         }
 
@@ -637,11 +564,7 @@ impl Cx {
         if sites.is_empty() && self.diags.is_empty() {
             self.at(&fleet_file);
             self.err(
-                Pos {
-                    line: 1,
-                    col: 1,
-                    ..Pos::default()
-                },
+                Pos { line: 1, col: 1, ..Pos::default() },
                 "the spec has no sites",
                 "add a `sites:` list (see examples/)",
             );
@@ -653,17 +576,7 @@ impl Cx {
                 self.at(&file);
             }
         }
-        Some(Fleet {
-            profiles,
-            sites,
-            farms,
-            nodes,
-            targets,
-            policy,
-            ssh,
-            sources,
-            simulation,
-        })
+        Some(Fleet { profiles, sites, farms, nodes, targets, policy, ssh, sources, simulation })
     }
 
     fn pattern_ok(&mut self, p: &Sp<String>) -> Option<()> {
@@ -755,13 +668,10 @@ impl Cx {
             .and_then(|(_, _, t)| t.allow_rollback.as_ref().map(|b| b.value))
             .unwrap_or(false);
         self.at(farm_file);
-        let missing: Vec<&str> = [
-            (origin.php.is_empty(), "php"),
-            (origin.release.is_empty(), "release"),
-        ]
-        .into_iter()
-        .filter_map(|(m, n)| m.then_some(n))
-        .collect();
+        let missing: Vec<&str> = [(origin.php.is_empty(), "php"), (origin.release.is_empty(), "release")]
+            .into_iter()
+            .filter_map(|(m, n)| m.then_some(n))
+            .collect();
         if !missing.is_empty() {
             self.err(
                 farm_pos.pos,
@@ -774,15 +684,9 @@ impl Cx {
             return (None, origin);
         }
         match (ok, php, release) {
-            (true, Some(php), Some(release)) => (
-                Some(model::Target {
-                    packages,
-                    php,
-                    release,
-                    allow_rollback,
-                }),
-                origin,
-            ),
+            (true, Some(php), Some(release)) => {
+                (Some(model::Target { packages, php, release, allow_rollback }), origin)
+            }
             _ => (None, origin),
         }
     }
@@ -792,9 +696,7 @@ impl Cx {
         for r in &p.disruptive {
             let pat_ok = !r.pattern.is_empty()
                 && r.pattern.contains('/')
-                && r.pattern
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "*/._+-".contains(c));
+                && r.pattern.chars().all(|c| c.is_ascii_alphanumeric() || "*/._+-".contains(c));
             if !pat_ok {
                 self.err(
                     r.pattern.pos,
@@ -807,61 +709,40 @@ impl Cx {
             let needs = if reboot {
                 model::Needs::Reboot
             } else if !r.restart.is_empty() {
-                let services = r
-                    .restart
-                    .iter()
-                    .filter_map(|s| self.value(s.pos, values::parse_service(s)))
-                    .collect();
+                let services = r.restart.iter().filter_map(|s| self.value(s.pos, values::parse_service(s))).collect();
                 model::Needs::Restart(services)
             } else {
                 self.err(
                     r.pattern.pos,
-                    format!(
-                        "disruptive rule `{}` needs neither a restart nor a reboot",
-                        r.pattern.value
-                    ),
+                    format!("disruptive rule `{}` needs neither a restart nor a reboot", r.pattern.value),
                     "add `restart: [service, …]` or `reboot: true`",
                 );
                 continue;
             };
-            disruptive.push(model::DisruptiveRule {
-                pattern: r.pattern.value.clone(),
-                needs,
-            });
+            disruptive.push(model::DisruptiveRule { pattern: r.pattern.value.clone(), needs });
         }
-        let frac =
-            |cx: &mut Cx, v: &Option<Sp<f64>>, default: f64, zero_ok: bool, what: &str| -> f64 {
-                match v {
-                    None => default,
-                    Some(f) => {
-                        let ok = f.value.is_finite()
-                            && f.value <= 1.0
-                            && (f.value > 0.0 || (zero_ok && f.value == 0.0));
-                        if !ok {
-                            cx.err(
-                                f.pos,
-                                format!("{what} {} is out of range", f.value),
-                                "write a fraction between 0 and 1, e.g. 0.75",
-                            );
-                        }
-                        f.value
+        let frac = |cx: &mut Cx, v: &Option<Sp<f64>>, default: f64, zero_ok: bool, what: &str| -> f64 {
+            match v {
+                None => default,
+                Some(f) => {
+                    let ok = f.value.is_finite() && f.value <= 1.0 && (f.value > 0.0 || (zero_ok && f.value == 0.0));
+                    if !ok {
+                        cx.err(
+                            f.pos,
+                            format!("{what} {} is out of range", f.value),
+                            "write a fraction between 0 and 1, e.g. 0.75",
+                        );
                     }
+                    f.value
                 }
-            };
-        let site_capacity_floor = frac(
-            self,
-            &p.site_capacity_floor,
-            0.5,
-            true,
-            "site_capacity_floor",
-        );
+            }
+        };
+        let site_capacity_floor = frac(self, &p.site_capacity_floor, 0.5, true, "site_capacity_floor");
         let max_farm_load = frac(self, &p.max_farm_load, 0.9, false, "max_farm_load");
         let h = &p.health;
         let path = match &h.path {
             None => "/healthz".to_string(),
-            Some(s) => self
-                .value(s.pos, values::parse_abs_path("health path", s))
-                .unwrap_or_default(),
+            Some(s) => self.value(s.pos, values::parse_abs_path("health path", s)).unwrap_or_default(),
         };
         let expect_status = h.expect_status.as_ref().map(|s| s.value).unwrap_or(200);
         if !(100..=599).contains(&expect_status) {
@@ -875,11 +756,7 @@ impl Cx {
         let health = model::HealthCheck {
             path,
             expect_status,
-            expect_release_marker: h
-                .expect_release_marker
-                .as_ref()
-                .map(|b| b.value)
-                .unwrap_or(true),
+            expect_release_marker: h.expect_release_marker.as_ref().map(|b| b.value).unwrap_or(true),
             timeout: self.duration(&h.timeout, 5),
             retries: h.retries.as_ref().map(|r| r.value).unwrap_or(3).max(1),
         };
@@ -888,11 +765,7 @@ impl Cx {
         if let Some(m) = &p.max_farms_down
             && m.value == 0
         {
-            self.err(
-                m.pos,
-                "max_farms_down 0 would block every farm switch",
-                "use at least 1",
-            );
+            self.err(m.pos, "max_farms_down 0 would block every farm switch", "use at least 1");
         }
         let releases_kept = p.releases_kept.as_ref().map(|m| m.value).unwrap_or(5);
         if let Some(k) = &p.releases_kept
@@ -913,12 +786,7 @@ impl Cx {
             drain_timeout: self.duration(&p.drain_timeout, 300),
             health,
             soak: self.duration(&p.preproduction.soak, 1800),
-            waive_preproduction_gate: p
-                .preproduction
-                .waive_gate
-                .as_ref()
-                .map(|b| b.value)
-                .unwrap_or(false),
+            waive_preproduction_gate: p.preproduction.waive_gate.as_ref().map(|b| b.value).unwrap_or(false),
             failure_budget: p.failure_budget.as_ref().map(|b| b.value).unwrap_or(2),
             releases_kept,
         }
@@ -928,9 +796,7 @@ impl Cx {
         match v {
             None => default,
             Some(f) => {
-                let ok = f.value.is_finite()
-                    && f.value <= 1.0
-                    && (f.value > 0.0 || (zero_ok && f.value == 0.0));
+                let ok = f.value.is_finite() && f.value <= 1.0 && (f.value > 0.0 || (zero_ok && f.value == 0.0));
                 if !ok {
                     self.err(
                         f.pos,
@@ -950,9 +816,7 @@ impl Cx {
         };
         let file = |cx: &mut Cx, v: &Option<Sp<String>>, what: &str| {
             v.as_ref().and_then(|p| {
-                let ok = !p.is_empty()
-                    && p.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "._-/~".contains(c));
+                let ok = !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-/~".contains(c));
                 if !ok {
                     cx.err(
                         p.pos,
@@ -973,47 +837,29 @@ impl Cx {
 
     fn sources(&mut self, s: &SourcesSpec) -> model::Sources {
         let url = |cx: &mut Cx, v: &Option<Sp<String>>, what: &str| {
-            v.as_ref()
-                .and_then(|u| cx.value(u.pos, values::parse_url(what, u, &["rsync", "file"])))
+            v.as_ref().and_then(|u| cx.value(u.pos, values::parse_url(what, u, &["rsync", "file"])))
         };
-        model::Sources {
-            php: url(self, &s.php, "PHP source"),
-            releases: url(self, &s.releases, "release source"),
-        }
+        model::Sources { php: url(self, &s.php, "PHP source"), releases: url(self, &s.releases, "release source") }
     }
 
     fn lb(&mut self, lb: &LbSpec, site: &Sp<String>, ssh_port: u16) -> model::LbSettings {
         let api = match (&lb.host, &lb.socket, &lb.admin_tcp) {
             (Some(h), Some(sock), None) => {
                 let host = self.value(h.pos, values::parse_host(h)).unwrap_or_default();
-                let socket = self
-                    .value(sock.pos, values::parse_abs_path("socket", sock))
-                    .unwrap_or_default();
-                model::LbApi::Ssh {
-                    host,
-                    port: lb.ssh_port.as_ref().map(|p| p.value).unwrap_or(ssh_port),
-                    socket,
-                }
+                let socket = self.value(sock.pos, values::parse_abs_path("socket", sock)).unwrap_or_default();
+                model::LbApi::Ssh { host, port: lb.ssh_port.as_ref().map(|p| p.value).unwrap_or(ssh_port), socket }
             }
             (None, None, Some(t)) => {
-                let (host, port) = self
-                    .value(t.pos, values::parse_endpoint(t))
-                    .unwrap_or_default();
+                let (host, port) = self.value(t.pos, values::parse_endpoint(t)).unwrap_or_default();
                 model::LbApi::Tcp { host, port }
             }
             _ => {
                 self.err(
                     site.pos,
-                    format!(
-                        "site `{}`: the LB needs either `host` and `socket`, or `admin_tcp`",
-                        site.value
-                    ),
+                    format!("site `{}`: the LB needs either `host` and `socket`, or `admin_tcp`", site.value),
                     "e.g. lb: { host: lb1.par1.example.net, socket: /run/haproxy/admin.sock }",
                 );
-                model::LbApi::Tcp {
-                    host: String::new(),
-                    port: 0,
-                }
+                model::LbApi::Tcp { host: String::new(), port: 0 }
             }
         };
         let backend = match &lb.backend {
@@ -1028,17 +874,10 @@ impl Cx {
             None => "0.0.0.0:80".into(),
         };
         let state_file = match &lb.state_file {
-            Some(s) => self
-                .value(s.pos, values::parse_abs_path("state file", s))
-                .unwrap_or_default(),
+            Some(s) => self.value(s.pos, values::parse_abs_path("state file", s)).unwrap_or_default(),
             None => "/var/lib/haproxy/server-state".into(),
         };
-        model::LbSettings {
-            api,
-            backend,
-            bind,
-            state_file,
-        }
+        model::LbSettings { api, backend, bind, state_file }
     }
 }
 
@@ -1056,11 +895,7 @@ struct NodeDraft {
 }
 
 fn or_none(list: &[&str]) -> String {
-    if list.is_empty() {
-        "(none)".into()
-    } else {
-        list.join(", ")
-    }
+    if list.is_empty() { "(none)".into() } else { list.join(", ") }
 }
 
 /// Expands `{member}`, `{member:02}` and `{member+10}` (also `{member+10:03}`).
@@ -1072,14 +907,10 @@ pub fn expand(pattern: &str, member: u32) -> Result<String, String> {
         out.push_str(&rest[..open]);
         let close = rest[open..].find('}').ok_or("unclosed `{`")? + open;
         let inner = &rest[open + 1..close];
-        let body = inner
-            .strip_prefix("member")
-            .ok_or_else(|| format!("unknown placeholder `{{{inner}}}`"))?;
+        let body = inner.strip_prefix("member").ok_or_else(|| format!("unknown placeholder `{{{inner}}}`"))?;
         let (body, width) = match body.split_once(':') {
             Some((b, w)) => {
-                let w: usize = w
-                    .parse()
-                    .map_err(|_| format!("bad width in `{{{inner}}}`"))?;
+                let w: usize = w.parse().map_err(|_| format!("bad width in `{{{inner}}}`"))?;
                 if w > 9 {
                     return Err(format!("width too large in `{{{inner}}}`"));
                 }
@@ -1088,9 +919,7 @@ pub fn expand(pattern: &str, member: u32) -> Result<String, String> {
             None => (body, 0),
         };
         let offset: u32 = match body.strip_prefix('+') {
-            Some(n) => n
-                .parse()
-                .map_err(|_| format!("bad offset in `{{{inner}}}`"))?,
+            Some(n) => n.parse().map_err(|_| format!("bad offset in `{{{inner}}}`"))?,
             None if body.is_empty() => 0,
             None => return Err(format!("unknown placeholder `{{{inner}}}`")),
         };
@@ -1104,10 +933,7 @@ pub fn expand(pattern: &str, member: u32) -> Result<String, String> {
     }
     out.push_str(rest);
     if !found {
-        return Err(
-            "the pattern has no `{member}` placeholder, so every node would get the same value"
-                .into(),
-        );
+        return Err("the pattern has no `{member}` placeholder, so every node would get the same value".into());
     }
     Ok(out)
 }

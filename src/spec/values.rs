@@ -17,10 +17,7 @@ pub struct ValueError {
 }
 
 fn err(message: impl Into<String>, hint: impl Into<String>) -> ValueError {
-    ValueError {
-        message: message.into(),
-        hint: hint.into(),
-    }
+    ValueError { message: message.into(), hint: hint.into() }
 }
 
 /// Names what is wrong with a character that may not appear in a value that
@@ -62,8 +59,7 @@ pub fn parse_name(kind: &str, s: &str) -> Result<String, ValueError> {
 
 /// A service name as given to `rc-service` or `systemctl` (`php-fpm`, `apache2`, `getty@tty1`).
 pub fn parse_service(s: &str) -> Result<String, ValueError> {
-    let hint =
-        "a service name is letters, digits, `.`, `_`, `-` and `@`, e.g. `php-fpm` or `apache2`";
+    let hint = "a service name is letters, digits, `.`, `_`, `-` and `@`, e.g. `php-fpm` or `apache2`";
     if s.is_empty() || s.len() > 63 {
         return Err(err(format!("invalid service name {s:?}"), hint));
     }
@@ -116,26 +112,18 @@ pub fn is_gentoo_version(v: &str) -> bool {
         _ => (numeric, false),
     };
     let _ = letter;
-    if nums.is_empty()
-        || !nums
-            .split('.')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-    {
+    if nums.is_empty() || !nums.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
         return false;
     }
     parts.all(|suffix| {
-        ["alpha", "beta", "pre", "rc", "p"].iter().any(|k| {
-            suffix
-                .strip_prefix(k)
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
+        ["alpha", "beta", "pre", "rc", "p"]
+            .iter()
+            .any(|k| suffix.strip_prefix(k).is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
     })
 }
 
 pub fn parse_atom(s: &str) -> Result<Atom, ValueError> {
-    if let Some(bad) = describe_bad_char(s, |c| {
-        c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+')
-    }) {
+    if let Some(bad) = describe_bad_char(s, |c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+')) {
         return Err(err(format!("package atom {s:?} contains {bad}"), ATOM_HINT));
     }
     let Some((category, rest)) = s.split_once('/') else {
@@ -148,34 +136,18 @@ pub fn parse_atom(s: &str) -> Result<Atom, ValueError> {
         && category.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
         && !rest.contains('/');
     if !cat_ok {
-        return Err(err(
-            format!("malformed category in package atom {s:?}"),
-            ATOM_HINT,
-        ));
+        return Err(err(format!("malformed category in package atom {s:?}"), ATOM_HINT));
     }
     // The version starts after the first `-` whose remainder is a valid version.
-    let split = rest
-        .match_indices('-')
-        .map(|(i, _)| i)
-        .find(|&i| is_gentoo_version(&rest[i + 1..]));
+    let split = rest.match_indices('-').map(|(i, _)| i).find(|&i| is_gentoo_version(&rest[i + 1..]));
     let Some(i) = split else {
-        return Err(err(
-            format!("package atom {s:?} has no valid version"),
-            ATOM_HINT,
-        ));
+        return Err(err(format!("package atom {s:?} has no valid version"), ATOM_HINT));
     };
     let (name, version) = (&rest[..i], &rest[i + 1..]);
     if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(err(
-            format!("malformed package name in atom {s:?}"),
-            ATOM_HINT,
-        ));
+        return Err(err(format!("malformed package name in atom {s:?}"), ATOM_HINT));
     }
-    Ok(Atom {
-        category: category.to_string(),
-        name: name.to_string(),
-        version: version.to_string(),
-    })
+    Ok(Atom { category: category.to_string(), name: name.to_string(), version: version.to_string() })
 }
 
 /// A PHP version as installed under `/opt/php/<version>`: `major.minor.patch`.
@@ -208,14 +180,9 @@ pub fn parse_php_version(s: &str) -> Result<PhpVersion, ValueError> {
     let hint = "write the full PHP version in quotes, e.g. php: \"8.3.14\"";
     let parts: Vec<&str> = s.split('.').collect();
     let ok = parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()));
+        && parts.iter().all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()));
     if !ok {
-        return Err(err(
-            format!("malformed PHP version {s:?} (expected major.minor.patch)"),
-            hint,
-        ));
+        return Err(err(format!("malformed PHP version {s:?} (expected major.minor.patch)"), hint));
     }
     Ok(PhpVersion(s.to_string()))
 }
@@ -239,10 +206,7 @@ impl ReleaseId {
             }
             let piece = &s[start..end];
             out.push(if digit {
-                Chunk::Num(
-                    piece.trim_start_matches('0').len(),
-                    piece.trim_start_matches('0'),
-                )
+                Chunk::Num(piece.trim_start_matches('0').len(), piece.trim_start_matches('0'))
             } else {
                 Chunk::Text(piece)
             });
@@ -261,9 +225,7 @@ enum Chunk<'a> {
 
 impl Ord for ReleaseId {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.chunks()
-            .cmp(&other.chunks())
-            .then_with(|| self.0.cmp(&other.0))
+        self.chunks().cmp(&other.chunks()).then_with(|| self.0.cmp(&other.0))
     }
 }
 impl PartialOrd for ReleaseId {
@@ -278,15 +240,12 @@ impl fmt::Display for ReleaseId {
 }
 
 pub fn parse_release_id(s: &str) -> Result<ReleaseId, ValueError> {
-    let hint = "a release id is 1 to 64 letters, digits, `.`, `_` and `-`, starting with a letter or digit, e.g. `2026.11.2`";
+    let hint =
+        "a release id is 1 to 64 letters, digits, `.`, `_` and `-`, starting with a letter or digit, e.g. `2026.11.2`";
     if let Some(bad) = describe_bad_char(s, name_char) {
         return Err(err(format!("release id {s:?} contains {bad}"), hint));
     }
-    if s.is_empty()
-        || s.len() > 64
-        || !s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        || s.contains("..")
-    {
+    if s.is_empty() || s.len() > 64 || !s.starts_with(|c: char| c.is_ascii_alphanumeric()) || s.contains("..") {
         return Err(err(format!("invalid release id {s:?}"), hint));
     }
     Ok(ReleaseId(s.to_string()))
@@ -299,10 +258,7 @@ fn url_char(c: char) -> bool {
 /// A binhost or rsync source URL. Only `scheme://host[:port]/path` with a
 /// plain alphabet: no query strings, no spaces, nothing a shell interprets.
 pub fn parse_url(kind: &str, s: &str, schemes: &[&str]) -> Result<String, ValueError> {
-    let hint = format!(
-        "write `{}://host/path` using letters, digits and `._-/:~%+@`",
-        schemes.join("|")
-    );
+    let hint = format!("write `{}://host/path` using letters, digits and `._-/:~%+@`", schemes.join("|"));
     if let Some(bad) = describe_bad_char(s, url_char) {
         return Err(err(format!("{kind} {s:?} contains {bad}"), hint));
     }
@@ -310,20 +266,11 @@ pub fn parse_url(kind: &str, s: &str, schemes: &[&str]) -> Result<String, ValueE
         return Err(err(format!("{kind} {s:?} is not a URL"), hint));
     };
     if !schemes.contains(&scheme) {
-        return Err(err(
-            format!(
-                "{kind} {s:?} uses scheme `{scheme}`, expected one of {}",
-                schemes.join(", ")
-            ),
-            hint,
-        ));
+        return Err(err(format!("{kind} {s:?} uses scheme `{scheme}`, expected one of {}", schemes.join(", ")), hint));
     }
     let host = rest.split('/').next().unwrap_or("");
     if host.is_empty() || rest.contains("..") {
-        return Err(err(
-            format!("{kind} {s:?} has no host or contains `..`"),
-            hint,
-        ));
+        return Err(err(format!("{kind} {s:?} has no host or contains `..`"), hint));
     }
     Ok(s.to_string())
 }
@@ -339,13 +286,9 @@ pub fn parse_host(s: &str) -> Result<String, ValueError> {
     }
     let labels_ok = !s.is_empty()
         && s.len() <= 253
-        && s.split('.')
-            .all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'));
+        && s.split('.').all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'));
     // "10.1.1.300" is neither an IP address nor a DNS name (TLDs are not numeric).
-    let numeric_tld = s
-        .rsplit('.')
-        .next()
-        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    let numeric_tld = s.rsplit('.').next().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
     if !labels_ok || numeric_tld {
         return Err(err(format!("malformed address {s:?}"), hint));
     }
@@ -381,10 +324,7 @@ pub fn parse_abs_path(kind: &str, s: &str) -> Result<String, ValueError> {
         return Err(err(format!("{kind} {s:?} contains {bad}"), hint));
     }
     if !s.starts_with('/') || s.split('/').any(|p| p == "..") {
-        return Err(err(
-            format!("{kind} {s:?} must be an absolute path without `..`"),
-            hint,
-        ));
+        return Err(err(format!("{kind} {s:?} must be an absolute path without `..`"), hint));
     }
     Ok(s.to_string())
 }
@@ -392,10 +332,7 @@ pub fn parse_abs_path(kind: &str, s: &str) -> Result<String, ValueError> {
 /// A duration as people write it: `90s`, `5m`, `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, ValueError> {
     humantime::parse_duration(s).map_err(|e| {
-        err(
-            format!("malformed duration {s:?}: {e}"),
-            "write a duration with a unit, e.g. `30s`, `5m` or `1h 30m`",
-        )
+        err(format!("malformed duration {s:?}: {e}"), "write a duration with a unit, e.g. `30s`, `5m` or `1h 30m`")
     })
 }
 
@@ -429,16 +366,10 @@ mod tests {
     #[test]
     fn atoms() {
         let a = parse_atom("dev-libs/openssl-3.0.15-r1").unwrap();
-        assert_eq!(
-            (a.key().as_str(), a.version.as_str()),
-            ("dev-libs/openssl", "3.0.15-r1")
-        );
+        assert_eq!((a.key().as_str(), a.version.as_str()), ("dev-libs/openssl", "3.0.15-r1"));
         let a = parse_atom("sys-kernel/gentoo-kernel-bin-6.6.58").unwrap();
         assert_eq!(a.name, "gentoo-kernel-bin");
-        assert_eq!(
-            parse_atom("dev-lang/php-8.3.14_p1").unwrap().version,
-            "8.3.14_p1"
-        );
+        assert_eq!(parse_atom("dev-lang/php-8.3.14_p1").unwrap().version, "8.3.14_p1");
         assert_eq!(parse_atom("app-misc/foo-1b").unwrap().version, "1b");
         for bad in [
             "openssl-3.0",
@@ -454,11 +385,7 @@ mod tests {
             assert!(parse_atom(bad).is_err(), "{bad} accepted");
         }
         let e = parse_atom("www-servers/apache-2.4.62; rm -rf /").unwrap_err();
-        assert!(
-            e.message.contains("the shell operator `;`"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("the shell operator `;`"), "{}", e.message);
     }
 
     #[test]
@@ -482,14 +409,7 @@ mod tests {
 
     #[test]
     fn urls_and_hosts() {
-        assert!(
-            parse_url(
-                "binhost",
-                "https://binhost.example.net/r640",
-                &["https", "http"]
-            )
-            .is_ok()
-        );
+        assert!(parse_url("binhost", "https://binhost.example.net/r640", &["https", "http"]).is_ok());
         assert!(parse_url("binhost", "https://x/?a=1&b", &["https"]).is_err());
         assert!(parse_url("binhost", "ftp://x/a", &["https"]).is_err());
         assert!(parse_host("10.1.2.3").is_ok());

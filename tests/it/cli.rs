@@ -12,27 +12,15 @@ fn root() -> &'static str {
 
 #[test]
 fn reference_spec_is_valid() {
-    let out = drover()
-        .args(["validate", "--specs"])
-        .arg(format!("{}/specs", root()))
-        .output()
-        .unwrap();
+    let out = drover().args(["validate", "--specs"]).arg(format!("{}/specs", root())).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("518 nodes (512 production)"), "{stdout}");
 }
 
 #[test]
 fn usage_error_has_its_own_exit_code() {
-    let out = drover()
-        .args(["validate", "--no-such-flag"])
-        .output()
-        .unwrap();
+    let out = drover().args(["validate", "--no-such-flag"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let out = drover().arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(64));
@@ -40,10 +28,7 @@ fn usage_error_has_its_own_exit_code() {
 
 #[test]
 fn missing_spec_dir_is_an_error_not_a_panic() {
-    let out = drover()
-        .args(["validate", "--specs", "/nonexistent/drover-specs"])
-        .output()
-        .unwrap();
+    let out = drover().args(["validate", "--specs", "/nonexistent/drover-specs"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read spec directory"));
 }

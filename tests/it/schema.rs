@@ -2,10 +2,7 @@
 
 #[test]
 fn committed_schema_is_current() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/schemas/drover-spec.schema.json"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/drover-spec.schema.json");
     let committed = std::fs::read_to_string(path).expect("schemas/drover-spec.schema.json exists");
     let current = serde_json::to_string_pretty(&drover::spec::json_schema()).unwrap() + "\n";
     assert!(
@@ -18,18 +15,8 @@ fn committed_schema_is_current() {
 fn schema_is_draft07_and_describes_every_section() {
     let s = drover::spec::json_schema();
     assert_eq!(s["$schema"], "http://json-schema.org/draft-07/schema#");
-    for section in [
-        "fleet",
-        "profiles",
-        "package_sets",
-        "sites",
-        "farms",
-        "simulation",
-    ] {
-        assert!(
-            s["properties"].get(section).is_some(),
-            "schema lacks `{section}`"
-        );
+    for section in ["fleet", "profiles", "package_sets", "sites", "farms", "simulation"] {
+        assert!(s["properties"].get(section).is_some(), "schema lacks `{section}`");
     }
 }
 

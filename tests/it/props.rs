@@ -1,0 +1,83 @@
+//! Property tests: random topologies, targets, policies and fault schedules
+//! through the simulation; the independent checker must see zero
+//! violations, and the rollout must converge whenever the faults leave the
+//! failure budget intact. A failure prints the case (shape, faults, seed),
+//! which replays exactly.
+//!
+//! `PROPTEST_CASES` sets the number of cases (default 1500 here).
+
+use drover::sim::fleetgen::{Change, Shape, fleet};
+use drover::sim::{Faults, Sim, SimConfig};
+use proptest::prelude::*;
+
+fn shapes() -> impl Strategy<Value = Shape> {
+    (1u32..=3, 2u32..=4, 2u32..=6, 1u32..=3, 1u32..=2, 1u32..=2, 0u32..=6, 0u32..=4, any::<[bool; 5]>()).prop_map(
+        |(sites, farms, nodes, profiles, mu, mfd, floor, budget, c)| Shape {
+            prod_sites: sites,
+            farms_per_site: farms,
+            nodes_per_farm: nodes,
+            profiles,
+            max_unavailable: mu.min(nodes - 1),
+            max_farms_down: mfd,
+            // Feasible floors only (validation refuses the others): the largest farm can go out.
+            capacity_floor: (floor as f64 / 10.0).min((farms - 1) as f64 / farms as f64 * 0.6),
+            soak: "2m".into(),
+            failure_budget: budget,
+            change: Change {
+                online: c[0],
+                disruptive_restart: c[1],
+                disruptive_reboot: c[2],
+                php: c[3],
+                release: c[4],
+            },
+            sessions_per_site: 120,
+        },
+    )
+}
+
+fn faults() -> impl Strategy<Value = Faults> {
+    prop_oneof![
+        2 => Just(Faults::none()),
+        5 => (0u32..=10, 0u32..=5, 0u32..=5, 0u32..=2, 0u32..=2, 0u32..=3, 0u32..=20).prop_map(|(af, st, hf, nd, sd, cr, ff)| Faults {
+            action_fail: af as f64 / 100.0,
+            ssh_timeout: st as f64 / 100.0,
+            health_fail: hf as f64 / 100.0,
+            node_death: nd,
+            slow_drain: sd as f64 / 100.0,
+            crash: cr,
+            flush_fail: ff as f64 / 100.0,
+        }),
+    ]
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1500)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_violation_and_convergence_within_the_budget(shape in shapes(), faults in faults(), seed in any::<u64>()) {
+        let fleet = fleet(&shape).map_err(|e| TestCaseError::fail(e))?;
+        let mut cfg = SimConfig::new(&fleet, seed);
+        cfg.faults = faults.clone();
+        cfg.max_virtual_s = 3.0 * 3600.0;
+        let r = Sim::new(&fleet, cfg).run();
+        prop_assert_eq!(r.violations, 0, "violations {:#?}\nshape {:?}\nfaults {:?} seed {}", r.violation_samples, shape, faults, seed);
+        let failures = r.failed_nodes.len() + r.failed_farms.len();
+        if failures == 0 {
+            // Crashes, SSH timeouts on staging and slow drains cost time, never convergence.
+            prop_assert!(r.converged, "not converged: {:?}\nshape {:?}\nfaults {:?} seed {}", r.blocked, shape, faults, seed);
+        } else if failures <= shape.failure_budget as usize && !r.preproduction_failed && r.failed_farms.is_empty() && !r.converged {
+            // Within the budget, only the capacity that failed nodes took away may stop the rollout, and it says so.
+            prop_assert!(
+                !r.blocked.is_empty() && r.blocked.iter().all(|b| b.reason.contains("capacity") || b.reason.contains("floor") || b.reason.contains("last serving farm")),
+                "stuck without a capacity reason: {:?}\nfailed {:?}\nshape {:?}\nfaults {:?} seed {}", r.blocked, r.failed_nodes, shape, faults, seed
+            );
+        }
+        if failures > shape.failure_budget as usize {
+            prop_assert!(r.halted && !r.converged, "over budget but not halted\nshape {:?}\nfaults {:?} seed {}", shape, faults, seed);
+        }
+    }
+}
