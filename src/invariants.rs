@@ -40,6 +40,8 @@ pub struct Checker {
     pub samples: Vec<Violation>,
     pub requests: u64,
     pub failed_requests: u64,
+    /// Failed requests explained by injected node deaths.
+    pub lost_to_faults: u64,
 }
 
 pub const KEEP_SAMPLES: usize = 20;
@@ -69,6 +71,13 @@ impl Checker {
         self.requests += 1;
         self.failed_requests += 1;
         self.violate(at_ms, Invariant::Service, why);
+    }
+
+    /// A request lost to an injected fault (a node died): counted, not a violation of drover's.
+    pub fn request_lost_to_fault(&mut self) {
+        self.requests += 1;
+        self.failed_requests += 1;
+        self.lost_to_faults += 1;
     }
 
     pub fn ok(&self) -> bool {

@@ -183,7 +183,10 @@ impl<'a, 'w> Planner<'a, 'w> {
             if v.in_service {
                 site_serving[s] += v.serving_capacity;
             }
-            if mem.farm_ops.contains_key(&(f as FarmId)) {
+            // A window whose every node failed is a failure, not work in progress:
+            // it stays out but does not hold the site's max_farms_down.
+            let all_failed = farm.nodes.iter().all(|n| mem.failed_nodes.contains_key(n));
+            if mem.farm_ops.contains_key(&(f as FarmId)) && !all_failed {
                 farms_out[s] += 1;
             }
         }
@@ -683,9 +686,8 @@ impl<'a, 'w> Planner<'a, 'w> {
                 biggest = biggest.max(fleet.profiles[fleet.nodes[n as usize].profile as usize].capacity as u64);
             }
         }
-        biggest > 0
-            && v.node_windows == 0
-            && load > fleet.policy.max_farm_load * v.serving_capacity.saturating_sub(biggest) as f64
+        let remaining = v.serving_capacity.saturating_sub(biggest);
+        biggest > 0 && v.node_windows == 0 && (remaining == 0 || load > fleet.policy.max_farm_load * remaining as f64)
     }
 
     fn farm_capacity_ok(&self, s: SiteId, f: FarmId) -> Result<(), String> {
@@ -793,6 +795,13 @@ impl<'a, 'w> Planner<'a, 'w> {
                 }
                 let cap = fleet.profiles[node.profile as usize].capacity as u64;
                 let after = serving_cap.saturating_sub(cap);
+                if after == 0 {
+                    self.block(
+                        format!("node {}", node.name),
+                        format!("last serving node of farm {}: the farm goes out as a whole instead", farm.name),
+                    );
+                    continue;
+                }
                 if load > p.max_farm_load * after as f64 {
                     self.block(
                         format!("node {}", node.name),

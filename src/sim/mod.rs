@@ -652,8 +652,19 @@ impl<'f> Sim<'f> {
         let now = self.now;
         match self.pick_farm(s.site, s.farm) {
             None => {
-                let site = self.fleet.sites[s.site as usize].name.clone();
-                self.checker.failed_request(now, || format!("site {site}: no farm takes sessions (503)"));
+                let fleet = self.fleet;
+                let site = &fleet.sites[s.site as usize];
+                let deaths = site
+                    .farms
+                    .iter()
+                    .flat_map(|&f| &fleet.farms[f as usize].nodes)
+                    .any(|&n| self.nodes[n as usize].dead);
+                if deaths {
+                    self.checker.request_lost_to_fault();
+                } else {
+                    let name = site.name.clone();
+                    self.checker.failed_request(now, || format!("site {name}: no farm takes sessions (503)"));
+                }
             }
             Some(f) => {
                 if s.farm != Some(f) {
@@ -710,7 +721,16 @@ impl<'f> Sim<'f> {
         let cap = self.farm_capacity(f);
         let load = self.farms[f as usize].sessions as u64;
         let over = load > cap;
-        if over && !self.farms[f as usize].over_capacity {
+        // Capacity that injected node deaths took away is the fault's doing,
+        // not drover's: count it as if those nodes still served.
+        let lost_to_faults: u64 = self.fleet.farms[f as usize]
+            .nodes
+            .iter()
+            .map(|&n| &self.nodes[n as usize])
+            .filter(|n| n.dead && n.admin == Admin::Ready)
+            .map(|n| n.capacity as u64)
+            .sum();
+        if over && load > cap + lost_to_faults && !self.farms[f as usize].over_capacity {
             let name = self.fleet.farms[f as usize].name.clone();
             self.checker.violate(self.now, Invariant::Capacity, || {
                 format!("farm {name} carries {load} sessions, capacity {cap}")
@@ -1232,7 +1252,11 @@ impl<'f> Sim<'f> {
                 let out = farms
                     .iter()
                     .filter(|&&g| {
-                        g != f && self.farms[g as usize].admin == Admin::Maint && !self.failed_farms.contains(&g)
+                        g != f
+                            && self.farms[g as usize].admin == Admin::Maint
+                            && !self.failed_farms.contains(&g)
+                            // A farm whose every node failed is out by failure, not by work.
+                            && !fleet.farms[g as usize].nodes.iter().all(|n| self.failed.contains(n))
                     })
                     .count() as u32
                     + 1;
