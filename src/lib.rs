@@ -3,4 +3,5 @@
 
 pub mod cli;
 pub mod model;
+pub mod render;
 pub mod spec;

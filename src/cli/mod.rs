@@ -1,6 +1,7 @@
 //! Command-line shell: parse arguments, call the library, print, choose the
 //! exit code. Deciding happens in the library; printing happens here.
 
+mod render;
 mod schema;
 mod validate;
 
@@ -52,6 +53,11 @@ pub enum Command {
     Validate,
     /// Print the JSON Schema of spec files.
     Schema,
+    /// Generate configuration from the spec (a site LB's HAProxy configuration).
+    Render {
+        #[command(subcommand)]
+        what: render::What,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -75,5 +81,6 @@ pub fn run(cli: &Cli) -> u8 {
     match &cli.command {
         Command::Validate => validate::run(cli),
         Command::Schema => schema::run(),
+        Command::Render { what } => render::run(cli, what),
     }
 }

@@ -1,4 +1,5 @@
 //! One integration-test binary (links once): CLI, spec corpus, schema.
 
 mod cli;
+mod render;
 mod schema;
