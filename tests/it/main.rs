@@ -1,5 +1,7 @@
-//! One integration-test binary (links once): CLI, spec corpus, schema.
+//! One integration-test binary (links once): CLI, spec corpus, schema, and
+//! the real test fleet (`fleet`: sshd, HAProxy, memcached, rsync on loopback).
 
 mod cli;
+mod fleet;
 mod render;
 mod schema;
