@@ -133,9 +133,10 @@ impl TestFleet {
                 format!("rsync://{}/releases", plan.rsync().ip()),
             )
         } else {
+            // `file:///path` is refused by the spec (no host), `localhost` is not.
             (
-                format!("file://{}/php", sources.display()),
-                format!("file://{}/releases", sources.display()),
+                format!("file://localhost{}/php", sources.display()),
+                format!("file://localhost{}/releases", sources.display()),
             )
         };
 

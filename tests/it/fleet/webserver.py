@@ -12,10 +12,12 @@ until the web server reloads (`rc-service apache2 reload`) or restarts.
 
   GET /healthz   200 "ok node=N release=R php=P" (the release marker), or 500/503
   GET /slow?s=N  like / after sleeping N seconds (for in-flight request tests)
+  GET /static    a cacheable page (Cache-Control: public), no session
   GET /...       200 "node=N release=R php=P session=S hits=H"
 
 Every response carries X-Node, X-Release, X-Php and X-Generation (reload
-count). Sessions: the PHPSESSID cookie keys a record in the farm's memcached
+count); session responses also X-Cookie-Names (the cookies the node got).
+Sessions: the PHPSESSID cookie keys a record in the farm's memcached
 (or in this process when no memcached is given): who wrote it (release), the
 newest release the session has seen, and a hit count. A record written by an
 older release than the one serving (memcached not flushed at the farm switch)
@@ -186,6 +188,8 @@ def make_handler(node, active, store, root):
             ident = "node=%s release=%s php=%s" % (node, active.release, active.php)
             if url.path == "/healthz":
                 return self.reply(200, "ok " + ident)
+            if url.path == "/static":
+                return self.reply(200, "static " + ident, [("Cache-Control", "public, max-age=60")])
             if url.path == "/slow":
                 q = urllib.parse.parse_qs(url.query)
                 time.sleep(float(q.get("s", ["1"])[0]))
@@ -195,11 +199,15 @@ def make_handler(node, active, store, root):
 
         def session(self, ident):
             release = active.release
-            sid, headers = None, []
+            sid, names = None, []
             for part in self.headers.get("Cookie", "").split(";"):
                 k, _, v = part.strip().partition("=")
+                if k:
+                    names.append(k)
                 if k == "PHPSESSID" and re.fullmatch(r"[0-9a-f]{1,64}", v):
                     sid = v
+            # Which cookies reached the node (the LB's farm cookie must not).
+            headers = [("X-Cookie-Names", ",".join(names) or "-")]
             if sid is None:
                 sid = secrets.token_hex(12)
                 headers.append(("Set-Cookie", "PHPSESSID=%s; path=/" % sid))
