@@ -291,9 +291,9 @@ impl TestFleet {
             }
         });
 
-        // Site LBs, on exactly what `drover render haproxy` prints.
-        let mut sites = Vec::new();
-        for (i, s) in topo.sites.iter().enumerate() {
+        // Site LBs, on exactly what `drover render haproxy` prints; in
+        // parallel, since each waits for its first health checks (up to 1 s).
+        let start_site = |i: usize, s: &topology::SiteTopo| {
             let sdir = dir.join("sites").join(&s.name);
             let lb_sshd = lb_ssh[i].map(|addr| {
                 node::start_sshd(
@@ -327,14 +327,28 @@ impl TestFleet {
                 haproxy.clone(),
             )
             .unwrap_or_else(|e| panic!("{e}"));
-            sites.push(Site {
+            Site {
                 name: s.name.clone(),
                 index: i,
                 lb,
                 lb_ssh: lb_ssh[i],
                 lb_sshd,
-            });
-        }
+            }
+        };
+        let started: Vec<thread::Result<Site>> = thread::scope(|sc| {
+            let handles: Vec<_> = topo
+                .sites
+                .iter()
+                .enumerate()
+                .map(|(i, s)| sc.spawn(move || start_site(i, s)))
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect()
+        });
+        // On a failure, the sites that did start are dropped (stopped) here.
+        let sites: Vec<Site> = started
+            .into_iter()
+            .collect::<thread::Result<_>>()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
 
         let supervisor = Some(Supervisor::start(nodes.clone()));
         let startup = t0.elapsed();
