@@ -477,6 +477,11 @@ impl Drop for TestFleet {
     fn drop(&mut self) {
         // The supervisor first: it could restart services while we stop them.
         self.supervisor = None;
+        for s in &self.sites {
+            if let Some(d) = &s.lb_sshd {
+                procs::kill_descendants(d.pid()); // open SSH sessions outlive the listener
+            }
+        }
         self.sites.clear();
         for n in &self.nodes {
             n.shut_down();

@@ -386,8 +386,9 @@ impl Node {
             .collect()
     }
 
-    /// One pending request of the node's stand-ins, if any.
-    fn poll(self: &Arc<Self>, reboots: &Mutex<Vec<JoinHandle<()>>>) {
+    /// Takes the node's pending requests; each is served on its own thread
+    /// (nodes restart and reboot concurrently, like real machines).
+    fn poll(self: &Arc<Self>, workers: &Mutex<Vec<JoinHandle<()>>>) {
         let ctl = self.root.join("run/ctl");
         for name in read_names(&ctl) {
             let Some(token) = name.strip_suffix(".req") else {
@@ -396,24 +397,27 @@ impl Node {
             let path = ctl.join(&name);
             let request = fs::read_to_string(&path).unwrap_or_default();
             let _ = fs::remove_file(&path);
-            let words: Vec<&str> = request.split_whitespace().collect();
-            let (status, message) = match words.as_slice() {
-                ["reboot"] => {
-                    let node = Arc::clone(self);
-                    reboots
-                        .lock()
-                        .unwrap()
-                        .push(thread::spawn(move || node.reboot()));
-                    continue;
-                }
-                ["service", svc, action] => self.service(svc, action),
-                _ => (1, format!("node init: unknown request {request:?}")),
-            };
-            let done = ctl.join(format!("{token}.done"));
-            let tmp = ctl.join(format!("{token}.done.tmp"));
-            if fs::write(&tmp, format!("{status}\n{message}\n")).is_ok() {
-                let _ = fs::rename(&tmp, &done);
-            }
+            let node = Arc::clone(self);
+            let token = token.to_string();
+            let worker = thread::spawn(move || node.serve(&token, &request));
+            let mut w = workers.lock().unwrap();
+            w.retain(|t| !t.is_finished());
+            w.push(worker);
+        }
+    }
+
+    fn serve(&self, token: &str, request: &str) {
+        let words: Vec<&str> = request.split_whitespace().collect();
+        let (status, message) = match words.as_slice() {
+            // `reboot` does not wait for an answer.
+            ["reboot"] => return self.reboot(),
+            ["service", svc, action] => self.service(svc, action),
+            _ => (1, format!("node init: unknown request {request:?}")),
+        };
+        let ctl = self.root.join("run/ctl");
+        let tmp = ctl.join(format!("{token}.done.tmp"));
+        if fs::write(&tmp, format!("{status}\n{message}\n")).is_ok() {
+            let _ = fs::rename(&tmp, ctl.join(format!("{token}.done")));
         }
     }
 
@@ -519,24 +523,24 @@ fn generation(addr: SocketAddr) -> Option<u64> {
 }
 
 /// The node's init: a thread polling every node's request directory, plus
-/// the reboot threads it starts. Stops and joins them when dropped.
+/// the threads serving the requests. Stops and joins them when dropped.
 pub struct Supervisor {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    reboots: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Supervisor {
     pub fn start(nodes: Vec<Arc<Node>>) -> Supervisor {
         let stop = Arc::new(AtomicBool::new(false));
-        let reboots = Arc::new(Mutex::new(Vec::new()));
+        let workers = Arc::new(Mutex::new(Vec::new()));
         let thread = {
             let stop = Arc::clone(&stop);
-            let reboots = Arc::clone(&reboots);
+            let workers = Arc::clone(&workers);
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     for n in &nodes {
-                        n.poll(&reboots);
+                        n.poll(&workers);
                     }
                     sleep(Duration::from_millis(50));
                 }
@@ -545,7 +549,7 @@ impl Supervisor {
         Supervisor {
             stop,
             thread: Some(thread),
-            reboots,
+            workers,
         }
     }
 }
@@ -556,7 +560,7 @@ impl Drop for Supervisor {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        for t in self.reboots.lock().unwrap().drain(..) {
+        for t in self.workers.lock().unwrap().drain(..) {
             let _ = t.join();
         }
     }

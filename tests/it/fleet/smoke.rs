@@ -296,3 +296,72 @@ fn stand_ins_behave_like_the_tools_they_replace() {
         fleet.startup
     );
 }
+
+#[test]
+fn a_panicking_test_leaves_no_process_behind() {
+    let pids = std::sync::Mutex::new(Vec::new());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let fleet = TestFleet::start(
+            "panic",
+            FleetOptions::lb_only(Topology::single_site("p", 1, 2, Admin::Tcp)),
+        );
+        let mut p = pids.lock().unwrap();
+        p.extend(fleet.nodes.iter().filter_map(|n| n.web_pid()));
+        p.push(fleet.site("p").lb.pid());
+        drop(p);
+        panic!("deliberate panic: the fleet must stop its processes while unwinding");
+    }));
+    assert!(result.is_err());
+    let pids = pids.into_inner().unwrap();
+    assert_eq!(pids.len(), 3);
+    for pid in pids {
+        assert!(
+            !super::procs::alive(pid),
+            "process {pid} survived the panic"
+        );
+    }
+}
+
+#[test]
+fn a_killed_runs_processes_are_stopped_by_their_pid_files() {
+    use std::process::Command;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stale-pids");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = format!("{}/", dir.display());
+    // A leftover of "our" run (its command line names the directory), with a
+    // child of its own, and a process that merely reuses a recorded PID.
+    let mut ours = Command::new("sh")
+        .args(["-c", "sleep 60; :"])
+        .arg(&marker)
+        .spawn()
+        .unwrap();
+    let mut stranger = Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(dir.join("ours.pid"), format!("{}\n", ours.id())).unwrap();
+    std::fs::write(dir.join("stranger.pid"), format!("{}\n", stranger.id())).unwrap();
+    let grandchild = wait_for(Duration::from_secs(5), || {
+        super::procs::descendants(ours.id()).first().copied()
+    })
+    .expect("sh started sleep");
+
+    super::procs::kill_stale(&dir, &[marker]);
+    assert!(
+        wait_for(Duration::from_secs(5), || ours.try_wait().unwrap()).is_some(),
+        "the leftover was killed"
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || (!super::procs::alive(
+            grandchild
+        ))
+        .then_some(()))
+        .is_some(),
+        "and its child"
+    );
+    assert!(
+        stranger.try_wait().unwrap().is_none(),
+        "a reused PID is left alone"
+    );
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
+    assert!(!dir.join("ours.pid").exists());
+}
