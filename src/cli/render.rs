@@ -57,11 +57,11 @@ pub fn run(cli: &Cli, what: &What) -> u8 {
             return exit::ERROR;
         }
     };
-    if let Some(path) = out {
-        if let Err(e) = write_atomically(path, config.as_bytes()) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return exit::ERROR;
-        }
+    if let Some(path) = out
+        && let Err(e) = write_atomically(path, config.as_bytes())
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return exit::ERROR;
     }
     match (cli.output, out) {
         (Output::Text, None) => print!("{config}"),
