@@ -72,6 +72,21 @@ fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
+/// A 2-second request of a session of `farm`, returned once it is in flight
+/// (counted in `site/<farm>` scur).
+fn slow_request(lb: &SiteLb, farm: &str) -> thread::JoinHandle<std::io::Result<Response>> {
+    let mut c = session_on(lb, farm);
+    let slow = thread::spawn(move || c.get("/slow?s=2"));
+    let in_flight = super::procs::wait_for(Duration::from_secs(5), || {
+        (lb.stat_of("site", farm).scur == 1).then_some(())
+    });
+    assert!(
+        in_flight.is_some(),
+        "the slow request on {farm} is in flight"
+    );
+    slow
+}
+
 /// The farms `n` new sessions (no cookie) are assigned to, with their count.
 fn new_sessions(lb: &SiteLb, n: usize) -> BTreeMap<String, usize> {
     let mut farms = BTreeMap::new();
@@ -235,18 +250,7 @@ fn farm_maint_hands_its_sessions_to_the_farms_taking_new_ones() {
         assert_eq!(farm_of(&hit(c).node), "f3");
     }
     // A request in flight on f3 when it goes to maint.
-    let frontend = lb.frontend;
-    let slow = thread::spawn(move || {
-        let mut c = Client::new(frontend);
-        c.jar.insert("FARMID".into(), "f3".into());
-        c.get("/slow?s=2")
-    });
-    thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        lb.stat_of("site", "f3").scur,
-        1,
-        "the slow request is in flight"
-    );
+    let slow = slow_request(lb, "f3");
     lb.set("set server site/f3 state maint");
 
     for c in &mut old3 {
@@ -330,13 +334,7 @@ fn runtime_api_reports_admin_and_operational_state() {
 
     // scur counts requests in flight, per node and per farm; drain waits
     // for it to reach 0 while the request completes normally.
-    let frontend = lb.frontend;
-    let slow = thread::spawn(move || {
-        let mut c = Client::new(frontend);
-        c.jar.insert("FARMID".into(), "f1".into());
-        c.get("/slow?s=2")
-    });
-    thread::sleep(Duration::from_millis(400));
+    let slow = slow_request(lb, "f1");
     let busy: Vec<_> = lb
         .stat()
         .into_iter()
@@ -404,13 +402,7 @@ fn server_state_file_keeps_runtime_state_across_reload() {
 
     // 4. A request in flight across maint and a reload completes (TCP hop);
     //    the old process lingers until it is done.
-    let frontend = lb.frontend;
-    let slow = thread::spawn(move || {
-        let mut c = Client::new(frontend);
-        c.jar.insert("FARMID".into(), "f1".into());
-        c.get("/slow?s=2")
-    });
-    thread::sleep(Duration::from_millis(400));
+    let slow = slow_request(lb, "f1");
     lb.set("set server f1/f1-n1 state maint");
     lb.set("set server f1/f1-n2 state maint");
     lb.reload(true);
