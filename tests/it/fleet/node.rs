@@ -648,7 +648,9 @@ pub fn start_sshd(
     pid_file: &Path,
 ) -> io::Result<Daemon> {
     ensure_free(listen, name)?;
-    fs::create_dir_all("/run/sshd")?; // privilege separation directory
+    // The privilege separation directory: root's, not group/world writable.
+    fs::create_dir_all("/run/sshd")?;
+    fs::set_permissions("/run/sshd", fs::Permissions::from_mode(0o755))?;
     let own_pid = dir.join("sshd.pid");
     let _ = fs::remove_file(&own_pid);
     let log = dir.join("sshd.log");
