@@ -8,4 +8,5 @@ pub mod model;
 pub mod observe;
 pub mod plan;
 pub mod sim;
+pub mod render;
 pub mod spec;

@@ -3,6 +3,7 @@
 
 mod plan;
 mod reconcile;
+mod render;
 mod schema;
 mod simulate;
 mod validate;
@@ -55,6 +56,11 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Converge the fleet: `--once` for CI, else the daemon.
     Reconcile(reconcile::ReconcileArgs),
+    /// Generate configuration from the spec (a site LB's HAProxy configuration).
+    Render {
+        #[command(subcommand)]
+        what: render::What,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -78,6 +84,7 @@ pub fn run(cli: &Cli) -> u8 {
         Command::Schema => schema::run(),
         Command::Plan(a) => plan::run(cli, a),
         Command::Reconcile(a) => reconcile::run(cli, a),
+        Command::Render { what } => render::run(cli, what),
     }
 }
 

@@ -1,6 +1,9 @@
-//! One integration-test binary (links once): CLI, spec corpus, schema.
+//! One integration-test binary (links once): CLI, spec corpus, schema, and
+//! the real test fleet (`fleet`: sshd, HAProxy, memcached, rsync on loopback).
 
 mod cli;
+mod fleet;
 mod props;
+mod render;
 mod scenarios;
 mod schema;
