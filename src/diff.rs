@@ -87,11 +87,10 @@ pub fn node_diff(fleet: &Fleet, n: NodeId, obs: &NodeObs) -> NodeDiff {
     let target = fleet.node_target(n);
     let mut d = NodeDiff::default();
     for atom in &target.packages {
-        let key = atom.key();
-        if obs.installed(&key) == Some(atom.version.as_str()) {
+        if obs.installed_of(atom) == Some(&*atom.version) {
             continue;
         }
-        if !obs.has_fetched(&key, &atom.version) {
+        if !obs.fetched_exactly(atom) {
             d.unfetched.push(atom.clone());
         }
         match fleet.policy.needs(atom) {

@@ -7,6 +7,6 @@ pub mod invariants;
 pub mod model;
 pub mod observe;
 pub mod plan;
-pub mod sim;
 pub mod render;
+pub mod sim;
 pub mod spec;

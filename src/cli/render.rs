@@ -43,11 +43,7 @@ pub fn run(cli: &Cli, what: &What) -> u8 {
     };
     let Some(site_id) = fleet.site_by_name(site) else {
         let known: Vec<&str> = fleet.sites.iter().map(|s| s.name.as_str()).collect();
-        eprintln!(
-            "error: no site `{site}` in {}; known sites: {}",
-            cli.specs.display(),
-            known.join(", ")
-        );
+        eprintln!("error: no site `{site}` in {}; known sites: {}", cli.specs.display(), known.join(", "));
         return exit::ERROR;
     };
     let config = match crate::render::haproxy_config(&fleet, site_id) {
@@ -80,14 +76,8 @@ pub fn run(cli: &Cli, what: &What) -> u8 {
 
 /// Writes beside the target, then renames over it.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file name"))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let tmp = path.with_file_name(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -68,6 +68,13 @@ pub struct NodeObs {
 }
 
 impl NodeObs {
+    /// Installed version of `atom`'s package, if any.
+    pub fn installed_of(&self, atom: &crate::model::Atom) -> Option<&str> {
+        self.packages.iter().find(|(k, _)| atom.key_is(k)).map(|(_, v)| &**v)
+    }
+    pub fn fetched_exactly(&self, atom: &crate::model::Atom) -> bool {
+        self.fetched.iter().any(|(k, v)| atom.key_is(k) && **v == *atom.version)
+    }
     pub fn installed(&self, key: &str) -> Option<&str> {
         self.packages.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
     }

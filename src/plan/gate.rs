@@ -31,10 +31,10 @@ fn running_values(fleet: &Fleet, obs: &Observed, n: NodeId) -> Vec<(String, Stri
         }
     }
     if let Some(p) = &o.php_active {
-        out.push(("php".into(), p.0.clone()));
+        out.push(("php".into(), p.0.to_string()));
     }
     if let Some(r) = &o.release_active {
-        out.push(("release".into(), r.0.clone()));
+        out.push(("release".into(), r.0.to_string()));
     }
     out
 }

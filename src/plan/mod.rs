@@ -133,6 +133,8 @@ struct Planner<'a, 'w> {
     /// Serving capacity per site (updated likewise).
     site_serving: Vec<u64>,
     site_full: Vec<u64>,
+    /// Subjects that already have an action in this pass.
+    planned: std::collections::HashSet<Subject>,
 }
 
 impl<'a, 'w> Planner<'a, 'w> {
@@ -200,6 +202,7 @@ impl<'a, 'w> Planner<'a, 'w> {
             farms_out,
             site_serving,
             site_full,
+            planned: std::collections::HashSet::new(),
         }
     }
 
@@ -234,12 +237,16 @@ impl<'a, 'w> Planner<'a, 'w> {
     }
 
     fn push(&mut self, action: Action, why: impl Into<String>) {
-        if self.w.memory.busy(action.subject())
-            || self.pass.actions.iter().any(|p| p.action.subject() == action.subject())
-        {
+        self.push_wave(action, why.into(), None);
+    }
+
+    /// At most one action per subject in a pass, none for a busy subject.
+    fn push_wave(&mut self, action: Action, why: String, wave: Option<u32>) {
+        let subject = action.subject();
+        if self.w.memory.busy(subject) || !self.planned.insert(subject) {
             return;
         }
-        self.pass.actions.push(Planned { action, why: why.into(), wave: None });
+        self.pass.actions.push(Planned { action, why, wave });
     }
 
     fn block(&mut self, subject: impl Into<String>, reason: impl Into<String>) {
@@ -834,11 +841,7 @@ impl<'a, 'w> Planner<'a, 'w> {
                     },
                     ": drain first"
                 );
-                self.pass.actions.push(Planned {
-                    action: Action::SetNode { node: n, admin: Admin::Drain },
-                    why,
-                    wave: Some(node.member),
-                });
+                self.push_wave(Action::SetNode { node: n, admin: Admin::Drain }, why, Some(node.member));
             }
         }
     }

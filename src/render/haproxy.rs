@@ -62,31 +62,16 @@ pub enum RenderError {
     #[error("site `{site}`: `lb.bind: {bind}` is not host:port")]
     BadBind { site: String, bind: String },
     #[error("site `{site}`: {first} and {second} both bind {addr}")]
-    AddressClash {
-        site: String,
-        first: String,
-        second: String,
-        addr: String,
-    },
+    AddressClash { site: String, first: String, second: String, addr: String },
     #[error("site `{site}`: the name `{name}` is used by both {first} and {second}")]
-    NameClash {
-        site: String,
-        name: String,
-        first: String,
-        second: String,
-    },
+    NameClash { site: String, name: String, first: String, second: String },
 }
 
 /// The complete HAProxy configuration of `site`'s LB.
 pub fn haproxy_config(fleet: &Fleet, site: SiteId) -> Result<String, RenderError> {
-    let s = fleet
-        .sites
-        .get(site as usize)
-        .ok_or(RenderError::NoSuchSite(site))?;
+    let s = fleet.sites.get(site as usize).ok_or(RenderError::NoSuchSite(site))?;
     if s.farms.is_empty() {
-        return Err(RenderError::NoFarms {
-            site: s.name.clone(),
-        });
+        return Err(RenderError::NoFarms { site: s.name.clone() });
     }
     let farms: Vec<_> = s.farms.iter().map(|&f| &fleet.farms[f as usize]).collect();
 
@@ -94,28 +79,18 @@ pub fn haproxy_config(fleet: &Fleet, site: SiteId) -> Result<String, RenderError
     let mut listens = Vec::with_capacity(farms.len());
     for farm in &farms {
         if farm.nodes.is_empty() {
-            return Err(RenderError::FarmWithoutNodes {
-                farm: farm.name.clone(),
-            });
+            return Err(RenderError::FarmWithoutNodes { farm: farm.name.clone() });
         }
         let Some((host, port)) = &farm.lb_listen else {
-            return Err(RenderError::FarmWithoutListen {
-                farm: farm.name.clone(),
-                server: farm.lb_server.clone(),
-            });
+            return Err(RenderError::FarmWithoutListen { farm: farm.name.clone(), server: farm.lb_server.clone() });
         };
         if is_wildcard(host) {
-            return Err(RenderError::WildcardListen {
-                farm: farm.name.clone(),
-                listen: endpoint(host, *port),
-            });
+            return Err(RenderError::WildcardListen { farm: farm.name.clone(), listen: endpoint(host, *port) });
         }
         listens.push((host.as_str(), *port));
     }
-    let (bind_host, bind_port) = parse_endpoint(&s.lb.bind).map_err(|_| RenderError::BadBind {
-        site: s.name.clone(),
-        bind: s.lb.bind.clone(),
-    })?;
+    let (bind_host, bind_port) = parse_endpoint(&s.lb.bind)
+        .map_err(|_| RenderError::BadBind { site: s.name.clone(), bind: s.lb.bind.clone() })?;
 
     let mut binds: Vec<(String, &str, u16)> = vec![("the frontend".into(), &bind_host, bind_port)];
     if let LbApi::Tcp { host, port } = &s.lb.api {
@@ -125,9 +100,8 @@ pub fn haproxy_config(fleet: &Fleet, site: SiteId) -> Result<String, RenderError
         binds.push((format!("the listener of farm `{}`", farm.name), host, *port));
     }
     for (i, (what, host, port)) in binds.iter().enumerate() {
-        if let Some((first, h, _)) = binds[..i]
-            .iter()
-            .find(|(_, h, p)| p == port && (h == host || is_wildcard(h) || is_wildcard(host)))
+        if let Some((first, h, _)) =
+            binds[..i].iter().find(|(_, h, p)| p == port && (h == host || is_wildcard(h) || is_wildcard(host)))
         {
             return Err(RenderError::AddressClash {
                 site: s.name.clone(),
@@ -140,34 +114,16 @@ pub fn haproxy_config(fleet: &Fleet, site: SiteId) -> Result<String, RenderError
 
     // Section names share one namespace; server names must be unique in the
     // site backend (node names are unique fleet-wide already).
-    let mut sections: Vec<(&str, String)> = vec![
-        (FRONTEND, "the frontend".into()),
-        (&s.lb.backend, "the site backend".into()),
-    ];
-    sections.extend(farms.iter().map(|f| {
-        (
-            f.name.as_str(),
-            format!("the listener of farm `{}`", f.name),
-        )
-    }));
+    let mut sections: Vec<(&str, String)> =
+        vec![(FRONTEND, "the frontend".into()), (&s.lb.backend, "the site backend".into())];
+    sections.extend(farms.iter().map(|f| (f.name.as_str(), format!("the listener of farm `{}`", f.name))));
     check_unique(&s.name, &sections)?;
-    let servers: Vec<(&str, String)> = farms
-        .iter()
-        .map(|f| {
-            (
-                f.lb_server.as_str(),
-                format!("the pseudo-server of farm `{}`", f.name),
-            )
-        })
-        .collect();
+    let servers: Vec<(&str, String)> =
+        farms.iter().map(|f| (f.lb_server.as_str(), format!("the pseudo-server of farm `{}`", f.name))).collect();
     check_unique(&s.name, &servers)?;
 
-    let node_capacity =
-        |n: NodeId| u64::from(fleet.profiles[fleet.nodes[n as usize].profile as usize].capacity);
-    let farm_caps: Vec<u64> = farms
-        .iter()
-        .map(|f| f.nodes.iter().map(|&n| node_capacity(n)).sum())
-        .collect();
+    let node_capacity = |n: NodeId| u64::from(fleet.profiles[fleet.nodes[n as usize].profile as usize].capacity);
+    let farm_caps: Vec<u64> = farms.iter().map(|f| f.nodes.iter().map(|&n| node_capacity(n)).sum()).collect();
     let health = &fleet.policy.health;
 
     let mut out = String::new();
@@ -188,11 +144,7 @@ pub fn haproxy_config(fleet: &Fleet, site: SiteId) -> Result<String, RenderError
     match &s.lb.api {
         // Owned by the SSH user drover logs into the LB host as, so it needs no sudo.
         LbApi::Ssh { socket, .. } => {
-            let _ = writeln!(
-                w,
-                "    stats socket {socket} user {} mode 600 level admin",
-                fleet.ssh.user
-            );
+            let _ = writeln!(w, "    stats socket {socket} user {} mode 600 level admin", fleet.ssh.user);
         }
         // No authentication on a TCP admin socket: bind it to a management address only.
         LbApi::Tcp { host, port } => {
@@ -312,11 +264,7 @@ fn is_wildcard(host: &str) -> bool {
 
 /// `host:port` as HAProxy reads it on a `server` line (IPv6 in brackets).
 fn endpoint(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 /// An address to listen on; IPv4 and IPv6 literals carry their family so
@@ -377,10 +325,7 @@ farms:
 "#;
 
     fn fleet(text: &str) -> Fleet {
-        let files = [SourceFile {
-            path: "fleet.yaml".into(),
-            text: text.into(),
-        }];
+        let files = [SourceFile { path: "fleet.yaml".into(), text: text.into() }];
         match validate::check(&files) {
             Ok(f) => f,
             Err(d) => panic!("test spec is invalid: {d:#?}"),
@@ -405,17 +350,8 @@ farms:
     fn farm_without_listen_is_named() {
         let f = fleet(&SPEC.replace(r#"lb: { listen: "127.0.0.1:8102", server: f02 }"#, ""));
         let err = haproxy_config(&f, f.site_by_name("par1").unwrap()).unwrap_err();
-        assert_eq!(
-            err,
-            RenderError::FarmWithoutListen {
-                farm: "par1-f02".into(),
-                server: "par1-f02".into()
-            }
-        );
-        assert!(
-            err.to_string()
-                .contains("farm `par1-f02` has no `lb.listen`")
-        );
+        assert_eq!(err, RenderError::FarmWithoutListen { farm: "par1-f02".into(), server: "par1-f02".into() });
+        assert!(err.to_string().contains("farm `par1-f02` has no `lb.listen`"));
     }
 
     #[test]
@@ -430,16 +366,10 @@ farms:
         // A wildcard frontend bind overlaps every address on its port.
         let f = fleet(&SPEC.replace("10.1.0.1:80", "0.0.0.0:8101"));
         let err = haproxy_config(&f, f.site_by_name("par1").unwrap()).unwrap_err();
-        assert!(
-            matches!(&err, RenderError::AddressClash { first, .. } if first == "the frontend"),
-            "{err}"
-        );
+        assert!(matches!(&err, RenderError::AddressClash { first, .. } if first == "the frontend"), "{err}");
         let f = fleet(&SPEC.replace("10.2.0.1:9999", "127.0.0.1:8101"));
         let err = haproxy_config(&f, f.site_by_name("fra1").unwrap()).unwrap_err();
-        assert!(
-            matches!(&err, RenderError::AddressClash { first, .. } if first.contains("admin")),
-            "{err}"
-        );
+        assert!(matches!(&err, RenderError::AddressClash { first, .. } if first.contains("admin")), "{err}");
     }
 
     #[test]
@@ -454,17 +384,11 @@ farms:
         // A farm named like the site backend.
         let f = fleet(&SPEC.replace("backend: fra1-site", "backend: fra1-f01"));
         let err = haproxy_config(&f, f.site_by_name("fra1").unwrap()).unwrap_err();
-        assert!(
-            matches!(&err, RenderError::NameClash { name, .. } if name == "fra1-f01"),
-            "{err}"
-        );
+        assert!(matches!(&err, RenderError::NameClash { name, .. } if name == "fra1-f01"), "{err}");
         // Two farms whose pseudo-servers (and cookies) would be the same.
         let f = fleet(&SPEC.replace("server: f02", "server: par1-f01"));
         let err = haproxy_config(&f, f.site_by_name("par1").unwrap()).unwrap_err();
-        assert!(
-            matches!(&err, RenderError::NameClash { name, .. } if name == "par1-f01"),
-            "{err}"
-        );
+        assert!(matches!(&err, RenderError::NameClash { name, .. } if name == "par1-f01"), "{err}");
     }
 
     #[test]

@@ -253,7 +253,7 @@ fn kernel_of(fleet: &Fleet, pkgs: &[(Str, Str)]) -> Option<Str> {
 }
 
 fn packages_of(t: &Target) -> Vec<(Str, Str)> {
-    t.packages.iter().map(|a| (Str::from(a.key()), Str::from(a.version.as_str()))).collect()
+    t.packages.iter().map(|a| (Str::from(a.key()), a.version.clone())).collect()
 }
 
 impl<'f> Sim<'f> {
@@ -987,7 +987,7 @@ impl<'f> Sim<'f> {
                 let n = &mut self.nodes[*node as usize];
                 for a in atoms {
                     n.fetched.retain(|(k, _)| **k != *a.key());
-                    n.fetched.push((Str::from(a.key()), Str::from(a.version.as_str())));
+                    n.fetched.push((Str::from(a.key()), a.version.clone()));
                 }
             }
             Action::StagePhp { node, version } => {
@@ -1016,7 +1016,7 @@ impl<'f> Sim<'f> {
                 let n = &mut self.nodes[*node as usize];
                 for a in atoms {
                     n.packages.retain(|(k, _)| **k != *a.key());
-                    n.packages.push((Str::from(a.key()), Str::from(a.version.as_str())));
+                    n.packages.push((Str::from(a.key()), a.version.clone()));
                 }
                 n.packages.sort();
                 if let Action::Upgrade { disruption, .. } = action
@@ -1091,10 +1091,10 @@ impl<'f> Sim<'f> {
                     vals.insert((format!("pkg:{k}"), v.to_string()));
                 }
                 if let Some(p) = &s.php_active {
-                    vals.insert(("php".into(), p.0.clone()));
+                    vals.insert(("php".into(), p.0.to_string()));
                 }
                 if let Some(r) = &s.release_active {
-                    vals.insert(("release".into(), r.0.clone()));
+                    vals.insert(("release".into(), r.0.to_string()));
                 }
                 if let Some(k) = &s.kernel_running {
                     vals.insert(("kernel".into(), k.to_string()));
@@ -1223,8 +1223,10 @@ impl<'f> Sim<'f> {
                         format!("a node of farm {name} switched while the farm was serving (not farm-atomic)")
                     });
                 }
-                let checks =
-                    [("php", php.as_ref().map(|p| p.0.clone())), ("release", release.as_ref().map(|r| r.0.clone()))];
+                let checks = [
+                    ("php", php.as_ref().map(|p| p.0.to_string())),
+                    ("release", release.as_ref().map(|r| r.0.to_string())),
+                ];
                 for (c, v) in checks {
                     if let Some(v) = v
                         && !self.prod_gate_ok(n, c, &v)

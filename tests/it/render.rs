@@ -47,12 +47,7 @@ fn render(dir: &PathBuf, args: &[&str]) -> std::process::Output {
 fn prints_what_the_library_renders_and_writes_it_with_out() {
     let dir = spec_dir("ok", SPEC);
     let out = render(&dir, &["--site", "par1"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let files = drover::spec::load_dir(&dir).unwrap();
     let fleet = drover::spec::validate::check(&files).unwrap();
     let expected = drover::render::haproxy_config(&fleet, 0).unwrap();
@@ -71,18 +66,12 @@ fn unknown_site_names_the_known_ones() {
     let out = render(&dir, &["--site", "lon1"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("no site `lon1`") && err.contains("known sites: par1"),
-        "{err}"
-    );
+    assert!(err.contains("no site `lon1`") && err.contains("known sites: par1"), "{err}");
 }
 
 #[test]
 fn farm_without_listener_address_is_an_error_naming_it() {
-    let dir = spec_dir(
-        "no-listen",
-        &SPEC.replace(r#"lb: { listen: "127.0.0.1:8101" }"#, ""),
-    );
+    let dir = spec_dir("no-listen", &SPEC.replace(r#"lb: { listen: "127.0.0.1:8101" }"#, ""));
     let out = render(&dir, &["--site", "par1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());

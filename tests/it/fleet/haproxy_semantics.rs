@@ -22,10 +22,7 @@ const SITE: &str = "hs";
 const SETTLE: Duration = Duration::from_secs(8);
 
 fn fleet(test: &str, admin: Admin) -> TestFleet {
-    TestFleet::start(
-        test,
-        FleetOptions::lb_only(Topology::single_site(SITE, 3, 2, admin)),
-    )
+    TestFleet::start(test, FleetOptions::lb_only(Topology::single_site(SITE, 3, 2, admin)))
 }
 
 fn farm_of(node: &str) -> &str {
@@ -51,11 +48,7 @@ fn hit(c: &mut Client) -> Hit {
     assert_eq!(r.status, 200, "{}", r.body);
     Hit {
         node: r.node().to_string(),
-        set: r
-            .set_cookies()
-            .into_iter()
-            .find(|(k, _)| k == "FARMID")
-            .map(|(_, v)| v),
+        set: r.set_cookies().into_iter().find(|(k, _)| k == "FARMID").map(|(_, v)| v),
         response: r,
     }
 }
@@ -77,13 +70,9 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 fn slow_request(lb: &SiteLb, farm: &str) -> thread::JoinHandle<std::io::Result<Response>> {
     let mut c = session_on(lb, farm);
     let slow = thread::spawn(move || c.get("/slow?s=2"));
-    let in_flight = super::procs::wait_for(Duration::from_secs(5), || {
-        (lb.stat_of("site", farm).scur == 1).then_some(())
-    });
-    assert!(
-        in_flight.is_some(),
-        "the slow request on {farm} is in flight"
-    );
+    let in_flight =
+        super::procs::wait_for(Duration::from_secs(5), || (lb.stat_of("site", farm).scur == 1).then_some(()));
+    assert!(in_flight.is_some(), "the slow request on {farm} is in flight");
     slow
 }
 
@@ -107,10 +96,7 @@ fn cookie_pins_a_session_to_its_farm_and_balances_inside_it() {
 
     // New sessions are shared round-robin between the farms.
     let farms = new_sessions(lb, 6);
-    assert_eq!(
-        farms,
-        BTreeMap::from([("f1".into(), 2), ("f2".into(), 2), ("f3".into(), 2)])
-    );
+    assert_eq!(farms, BTreeMap::from([("f1".into(), 2), ("f2".into(), 2), ("f3".into(), 2)]));
 
     // A session stays on its farm and alternates over the farm's nodes; the
     // cookie is set once, and never reaches the nodes (`indirect`).
@@ -121,31 +107,18 @@ fn cookie_pins_a_session_to_its_farm_and_balances_inside_it() {
     c.disconnect(); // stickiness is the cookie's, not the connection's
     later.extend(hits(&mut c, 4));
     assert!(later.iter().all(|h| farm_of(&h.node) == farm));
-    assert_eq!(
-        nodes(&later),
-        set(&[&format!("{farm}-n1"), &format!("{farm}-n2")])
-    );
-    assert!(
-        later.iter().all(|h| h.set.is_none()),
-        "cookie set only once"
-    );
+    assert_eq!(nodes(&later), set(&[&format!("{farm}-n1"), &format!("{farm}-n2")]));
+    assert!(later.iter().all(|h| h.set.is_none()), "cookie set only once");
     for h in std::iter::once(&first).chain(&later) {
         let names = h.response.header("x-cookie-names").unwrap_or("");
-        assert!(
-            !names.contains("FARMID"),
-            "FARMID reached the node: {names}"
-        );
+        assert!(!names.contains("FARMID"), "FARMID reached the node: {names}");
     }
     // `nocache`: a cacheable response that inserts the farm cookie is marked
     // private, so a shared cache never hands one farm cookie to everyone.
     let r = Client::new(lb.frontend).get("/static").unwrap();
     assert!(r.set_cookies().iter().any(|(k, _)| k == "FARMID"));
-    let cache: Vec<&str> = r
-        .headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("cache-control"))
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let cache: Vec<&str> =
+        r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("cache-control")).map(|(_, v)| v.as_str()).collect();
     assert!(cache.contains(&"private"), "{:?}", r.headers);
 }
 
@@ -154,24 +127,15 @@ fn node_drain_maint_or_weight_0_moves_only_that_nodes_traffic_inside_the_farm() 
     let fleet = fleet("hs-node", Admin::UnixOverSsh);
     let lb = &fleet.site(SITE).lb;
     for (action, undo) in [
-        (
-            "set server f1/f1-n1 state drain",
-            "set server f1/f1-n1 state ready",
-        ),
-        (
-            "set server f1/f1-n1 state maint",
-            "set server f1/f1-n1 state ready",
-        ),
+        ("set server f1/f1-n1 state drain", "set server f1/f1-n1 state ready"),
+        ("set server f1/f1-n1 state maint", "set server f1/f1-n1 state ready"),
         ("set weight f1/f1-n1 0", "set weight f1/f1-n1 100%"),
     ] {
         lb.set(action);
         let mut s1 = session_on(lb, "f1");
         let h1 = hits(&mut s1, 8);
         assert_eq!(nodes(&h1), set(&["f1-n2"]), "after `{action}`");
-        assert!(
-            h1.iter().all(|h| h.set.is_none()),
-            "cookie kept after `{action}`"
-        );
+        assert!(h1.iter().all(|h| h.set.is_none()), "cookie kept after `{action}`");
         let mut s2 = session_on(lb, "f2");
         assert_eq!(nodes(&hits(&mut s2, 6)), set(&["f2-n1", "f2-n2"]));
         // The farm still takes new sessions: it has a usable node.
@@ -192,11 +156,7 @@ fn node_drain_maint_or_weight_0_moves_only_that_nodes_traffic_inside_the_farm() 
     let moved_to = h.set.clone().expect("a new farm cookie");
     assert_ne!(moved_to, "f1");
     assert_eq!(farm_of(&h.node), moved_to);
-    assert!(
-        hits(&mut s1, 4)
-            .iter()
-            .all(|h| farm_of(&h.node) == moved_to && h.set.is_none())
-    );
+    assert!(hits(&mut s1, 4).iter().all(|h| farm_of(&h.node) == moved_to && h.set.is_none()));
     lb.set("set server f1/f1-n1 state ready");
     lb.set("set server f1/f1-n2 state ready");
     lb.wait_status("site", "f1", "UP", SETTLE);
@@ -255,26 +215,15 @@ fn farm_maint_hands_its_sessions_to_the_farms_taking_new_ones() {
 
     for c in &mut old3 {
         let h = hit(c);
-        assert_eq!(
-            h.set.as_deref(),
-            Some("f1"),
-            "re-stuck to the farm taking new sessions"
-        );
+        assert_eq!(h.set.as_deref(), Some("f1"), "re-stuck to the farm taking new sessions");
         assert_eq!(farm_of(&h.node), "f1");
         let next = hits(c, 3);
-        assert!(
-            next.iter()
-                .all(|h| farm_of(&h.node) == "f1" && h.set.is_none())
-        );
+        assert!(next.iter().all(|h| farm_of(&h.node) == "f1" && h.set.is_none()));
     }
     assert!(hits(&mut old2, 4).iter().all(|h| farm_of(&h.node) == "f2"));
 
     let r = slow.join().unwrap().expect("in-flight request");
-    assert_eq!(
-        (r.status, farm_of(r.node())),
-        (200, "f3"),
-        "maint lets it finish"
-    );
+    assert_eq!((r.status, farm_of(r.node())), (200, "f3"), "maint lets it finish");
 
     let st = lb.server_state("site", "f3");
     assert_eq!((st.op_state, st.admin_state), (OP_STOPPED, ADMIN_FMAINT));
@@ -308,9 +257,11 @@ fn runtime_api_reports_admin_and_operational_state() {
     let text = lb.cmd("show servers state");
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("1"));
-    assert!(lines.next().unwrap().starts_with(
-        "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight"
-    ));
+    assert!(
+        lines.next().unwrap().starts_with(
+            "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight"
+        )
+    );
 
     lb.set("set server f1/f1-n1 state drain");
     lb.set("set weight f2/f2-n1 0");
@@ -335,11 +286,8 @@ fn runtime_api_reports_admin_and_operational_state() {
     // scur counts requests in flight, per node and per farm; drain waits
     // for it to reach 0 while the request completes normally.
     let slow = slow_request(lb, "f1");
-    let busy: Vec<_> = lb
-        .stat()
-        .into_iter()
-        .filter(|r| r.pxname == "f1" && r.scur == 1 && r.svname.starts_with("f1-"))
-        .collect();
+    let busy: Vec<_> =
+        lb.stat().into_iter().filter(|r| r.pxname == "f1" && r.scur == 1 && r.svname.starts_with("f1-")).collect();
     assert_eq!(busy.len(), 1, "one f1 node serves the slow request");
     let node = busy[0].svname.clone();
     assert_eq!(lb.stat_of("site", "f1").scur, 1);
@@ -356,10 +304,7 @@ fn runtime_api_reports_admin_and_operational_state() {
     assert!(drained.is_some(), "scur of drained {node} reached 0");
     let r = slow.join().unwrap().unwrap();
     assert_eq!((r.status, r.node()), (200, node.as_str()));
-    eprintln!(
-        "drain wait: scur of f1/{node} reached 0 after {:.2?}",
-        t.elapsed()
-    );
+    eprintln!("drain wait: scur of f1/{node} reached 0 after {:.2?}", t.elapsed());
 }
 
 #[test]
@@ -383,12 +328,7 @@ fn server_state_file_keeps_runtime_state_across_reload() {
     assert!(drained(lb));
     assert_eq!(f2_weight(lb), 0);
     assert_eq!(lb.stat_of("f1", "f1-n1").status, "DRAIN");
-    assert!(
-        lb.log_text()
-            .contains("Server f1/f1-n1 remains in forced drain mode."),
-        "{}",
-        lb.log_text()
-    );
+    assert!(lb.log_text().contains("Server f1/f1-n1 remains in forced drain mode."), "{}", lb.log_text());
 
     // 3. A stale file is re-applied: state reset since the dump comes back.
     lb.set("set server f1/f1-n1 state ready");
@@ -406,21 +346,12 @@ fn server_state_file_keeps_runtime_state_across_reload() {
     lb.set("set server f1/f1-n1 state maint");
     lb.set("set server f1/f1-n2 state maint");
     lb.reload(true);
-    assert_eq!(
-        lb.old_processes_running(),
-        1,
-        "the old process finishes its request"
-    );
-    let r = slow
-        .join()
-        .unwrap()
-        .expect("in-flight request across the reload");
+    assert_eq!(lb.old_processes_running(), 1, "the old process finishes its request");
+    let r = slow.join().unwrap().expect("in-flight request across the reload");
     assert_eq!(r.status, 200);
     assert!(
-        super::procs::wait_for(Duration::from_secs(5), || {
-            (lb.old_processes_running() == 0).then_some(())
-        })
-        .is_some(),
+        super::procs::wait_for(Duration::from_secs(5), || { (lb.old_processes_running() == 0).then_some(()) })
+            .is_some(),
         "the old process exits once its request is done"
     );
     lb.set("set server f1/f1-n1 state ready");

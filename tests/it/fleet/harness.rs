@@ -18,8 +18,7 @@ use super::node::{self, Node, NodeEnv, Supervisor, ensure_free, wait_listening};
 use super::procs::{self, Daemon, require_binary};
 use super::slot::Slot;
 use super::topology::{
-    self, Admin, NODE_HTTP_PORT, NODE_USER, PHP_VERSIONS, Plan, RELEASES, SSH_PORT, SpecPaths,
-    Target, Topology,
+    self, Admin, NODE_HTTP_PORT, NODE_USER, PHP_VERSIONS, Plan, RELEASES, SSH_PORT, SpecPaths, Target, Topology,
 };
 
 pub struct FleetOptions {
@@ -50,12 +49,7 @@ impl FleetOptions {
     }
     /// Only what load balancing needs: web servers and the site HAProxies.
     pub fn lb_only(topology: Topology) -> FleetOptions {
-        FleetOptions {
-            ssh: false,
-            memcached: false,
-            rsync: false,
-            ..FleetOptions::full(topology)
-        }
+        FleetOptions { ssh: false, memcached: false, rsync: false, ..FleetOptions::full(topology) }
     }
 }
 
@@ -101,10 +95,7 @@ impl TestFleet {
         );
         let haproxy = require_binary("haproxy", "haproxy");
         let python = PathBuf::from("/usr/bin/python3");
-        assert!(
-            python.is_file(),
-            "the test nodes' web servers need /usr/bin/python3 (Debian package python3-minimal)"
-        );
+        assert!(python.is_file(), "the test nodes' web servers need /usr/bin/python3 (Debian package python3-minimal)");
         let sshd = if opts.ssh {
             require_binary("ssh", "openssh-client");
             require_binary("ssh-keygen", "openssh-client");
@@ -128,10 +119,7 @@ impl TestFleet {
         let mut rsyncd = None;
         let (php_src, rel_src) = if opts.rsync {
             rsyncd = Some(start_rsyncd(&dir, &sources, plan.rsync()));
-            (
-                format!("rsync://{}/php", plan.rsync().ip()),
-                format!("rsync://{}/releases", plan.rsync().ip()),
-            )
+            (format!("rsync://{}/php", plan.rsync().ip()), format!("rsync://{}/releases", plan.rsync().ip()))
         } else {
             // `file:///path` is refused by the spec (no host), `localhost` is not.
             (
@@ -196,11 +184,7 @@ impl TestFleet {
         }
 
         // Site directories: admin socket, server-state file, LB host sshd.
-        let user = if opts.ssh {
-            Some(node::node_user())
-        } else {
-            None
-        };
+        let user = if opts.ssh { Some(node::node_user()) } else { None };
         let mut lb_files = Vec::new();
         for s in &topo.sites {
             let sdir = dir.join("sites").join(&s.name);
@@ -209,18 +193,15 @@ impl TestFleet {
             if let Some(u) = user {
                 std::os::unix::fs::chown(&sdir, Some(u.uid), Some(u.gid)).unwrap();
             }
-            lb_files.push((
-                sdir.join("admin.sock").display().to_string(),
-                sdir.join("server-state").display().to_string(),
-            ));
+            lb_files
+                .push((sdir.join("admin.sock").display().to_string(), sdir.join("server-state").display().to_string()));
         }
         let lb_ssh: Vec<Option<SocketAddr>> = topo
             .sites
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                (opts.ssh && s.admin == Admin::UnixOverSsh)
-                    .then(|| SocketAddr::new(plan.lb_ip(i).into(), SSH_PORT))
+                (opts.ssh && s.admin == Admin::UnixOverSsh).then(|| SocketAddr::new(plan.lb_ip(i).into(), SSH_PORT))
             })
             .collect();
         if opts.ssh {
@@ -235,10 +216,7 @@ impl TestFleet {
                         &sshd_dir,
                         addr,
                         &authorized_keys,
-                        &[
-                            ("PATH", "/usr/bin:/bin".into()),
-                            ("DROVER_TEST_LB", s.name.clone()),
-                        ],
+                        &[("PATH", "/usr/bin:/bin".into()), ("DROVER_TEST_LB", s.name.clone())],
                     )
                     .unwrap();
                     lines.push(node::known_hosts_line(&sshd_dir, addr).unwrap());
@@ -251,15 +229,7 @@ impl TestFleet {
         let spec_dir = dir.join("specs");
         fs::create_dir_all(&spec_dir).unwrap();
         let spec_paths = (php_src, rel_src, lb_files);
-        let model = write_and_check_spec(
-            &spec_dir,
-            &topo,
-            plan,
-            &key,
-            &known_hosts,
-            &spec_paths,
-            &opts.initial,
-        );
+        let model = write_and_check_spec(&spec_dir, &topo, plan, &key, &known_hosts, &spec_paths, &opts.initial);
 
         // memcached per farm.
         let mut memcached = Vec::new();
@@ -268,12 +238,7 @@ impl TestFleet {
             fs::create_dir_all(dir.join("memcached/pids")).unwrap();
             for (i, s) in topo.sites.iter().enumerate() {
                 for (f, farm) in s.farms.iter().enumerate() {
-                    memcached.push(start_memcached(
-                        &bin,
-                        &dir.join("memcached"),
-                        &farm.name,
-                        plan.memcached(i, f),
-                    ));
+                    memcached.push(start_memcached(&bin, &dir.join("memcached"), &farm.name, plan.memcached(i, f)));
                 }
             }
         }
@@ -284,8 +249,7 @@ impl TestFleet {
             for part in nodes.chunks(chunk) {
                 sc.spawn(move || {
                     for n in part {
-                        n.power_on()
-                            .unwrap_or_else(|e| panic!("start node {}: {e}", n.name));
+                        n.power_on().unwrap_or_else(|e| panic!("start node {}: {e}", n.name));
                     }
                 });
             }
@@ -327,28 +291,16 @@ impl TestFleet {
                 haproxy.clone(),
             )
             .unwrap_or_else(|e| panic!("{e}"));
-            Site {
-                name: s.name.clone(),
-                index: i,
-                lb,
-                lb_ssh: lb_ssh[i],
-                lb_sshd,
-            }
+            Site { name: s.name.clone(), index: i, lb, lb_ssh: lb_ssh[i], lb_sshd }
         };
         let started: Vec<thread::Result<Site>> = thread::scope(|sc| {
-            let handles: Vec<_> = topo
-                .sites
-                .iter()
-                .enumerate()
-                .map(|(i, s)| sc.spawn(move || start_site(i, s)))
-                .collect();
+            let handles: Vec<_> =
+                topo.sites.iter().enumerate().map(|(i, s)| sc.spawn(move || start_site(i, s))).collect();
             handles.into_iter().map(|h| h.join()).collect()
         });
         // On a failure, the sites that did start are dropped (stopped) here.
-        let sites: Vec<Site> = started
-            .into_iter()
-            .collect::<thread::Result<_>>()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let sites: Vec<Site> =
+            started.into_iter().collect::<thread::Result<_>>().unwrap_or_else(|e| std::panic::resume_unwind(e));
 
         let supervisor = Some(Supervisor::start(nodes.clone()));
         let startup = t0.elapsed();
@@ -380,10 +332,7 @@ impl TestFleet {
     }
 
     pub fn node(&self, name: &str) -> &Arc<Node> {
-        self.nodes
-            .iter()
-            .find(|n| n.name == name)
-            .unwrap_or_else(|| panic!("no node {name} in the test fleet"))
+        self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name} in the test fleet"))
     }
 
     pub fn farm_nodes(&self, farm: &str) -> Vec<&Arc<Node>> {
@@ -391,17 +340,11 @@ impl TestFleet {
     }
 
     pub fn site(&self, name: &str) -> &Site {
-        self.sites
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no site {name} in the test fleet"))
+        self.sites.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no site {name} in the test fleet"))
     }
 
     pub fn site_mut(&mut self, name: &str) -> &mut Site {
-        self.sites
-            .iter_mut()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no site {name} in the test fleet"))
+        self.sites.iter_mut().find(|s| s.name == name).unwrap_or_else(|| panic!("no site {name} in the test fleet"))
     }
 
     /// Sessions through a site's HAProxy.
@@ -441,15 +384,7 @@ impl TestFleet {
             .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-            .args([
-                "-o",
-                "GlobalKnownHostsFile=/dev/null",
-                "-o",
-                "ConnectTimeout=5",
-                "-o",
-                "LogLevel=ERROR",
-                "-p",
-            ])
+            .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", "-p"])
             .arg(addr.port().to_string())
             .arg(format!("{NODE_USER}@{}", addr.ip()));
         c
@@ -457,10 +392,7 @@ impl TestFleet {
 
     /// Runs `command` on the host at `addr` over SSH.
     pub fn ssh(&self, addr: SocketAddr, command: &str) -> Output {
-        self.ssh_command(addr, &self.known_hosts)
-            .arg(command)
-            .output()
-            .expect("run ssh")
+        self.ssh_command(addr, &self.known_hosts).arg(command).output().expect("run ssh")
     }
 
     pub fn memcached_addr(&self, farm: &str) -> SocketAddr {
@@ -512,26 +444,14 @@ fn write_and_check_spec(
     let text = topology::spec_yaml(
         topo,
         plan,
-        &SpecPaths {
-            known_hosts,
-            identity: key,
-            php_source: php,
-            release_source: releases,
-            lb_files,
-        },
+        &SpecPaths { known_hosts, identity: key, php_source: php, release_source: releases, lb_files },
         target,
     );
     let path = spec_dir.join("fleet.yaml");
     fs::write(&path, &text).unwrap();
-    let files = [SourceFile {
-        path: path.display().to_string(),
-        text,
-    }];
+    let files = [SourceFile { path: path.display().to_string(), text }];
     drover::spec::validate::check(&files).unwrap_or_else(|d| {
-        panic!(
-            "the generated test-fleet spec is invalid:\n{}",
-            drover::spec::diag::render(&d, &files)
-        )
+        panic!("the generated test-fleet spec is invalid:\n{}", drover::spec::diag::render(&d, &files))
     })
 }
 
@@ -557,11 +477,7 @@ fn write_php_tree(sources: &Path, version: &str) {
     fs::create_dir_all(d.join("bin")).unwrap();
     fs::write(d.join("VERSION"), format!("{version}\n")).unwrap();
     let php = d.join("bin/php");
-    fs::write(
-        &php,
-        format!("#!/bin/sh\necho \"PHP {version} (drover test stand-in)\"\n"),
-    )
-    .unwrap();
+    fs::write(&php, format!("#!/bin/sh\necho \"PHP {version} (drover test stand-in)\"\n")).unwrap();
     fs::set_permissions(&php, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
@@ -569,11 +485,7 @@ fn write_release(sources: &Path, id: &str, broken: bool) {
     let d = sources.join("releases").join(id);
     fs::create_dir_all(&d).unwrap();
     fs::write(d.join("RELEASE"), format!("{id}\n")).unwrap();
-    fs::write(
-        d.join("index.php"),
-        format!("<?php echo \"release {id}\";\n"),
-    )
-    .unwrap();
+    fs::write(d.join("index.php"), format!("<?php echo \"release {id}\";\n")).unwrap();
     if broken {
         fs::write(d.join("BROKEN"), "this release fails its health check\n").unwrap();
     }
@@ -586,9 +498,7 @@ fn start_memcached(bin: &Path, dir: &Path, farm: &str, addr: SocketAddr) -> Daem
         .arg(addr.ip().to_string())
         .arg("-p")
         .arg(addr.port().to_string())
-        .args([
-            "-U", "0", "-t", "1", "-m", "16", "-c", "512", "-u", "nobody",
-        ]);
+        .args(["-U", "0", "-t", "1", "-m", "16", "-c", "512", "-u", "nobody"]);
     let mut d = Daemon::spawn(
         &format!("memcached-{farm}"),
         &mut cmd,
@@ -622,9 +532,7 @@ fn start_rsyncd(dir: &Path, sources: &Path, addr: SocketAddr) -> Daemon {
         ),
     )
     .unwrap();
-    let IpAddr::V4(ip) = addr.ip() else {
-        unreachable!()
-    };
+    let IpAddr::V4(ip) = addr.ip() else { unreachable!() };
     let mut cmd = Command::new(bin);
     cmd.arg("--daemon")
         .arg("--no-detach")
@@ -632,13 +540,8 @@ fn start_rsyncd(dir: &Path, sources: &Path, addr: SocketAddr) -> Daemon {
         .arg(format!("--address={ip}"))
         .arg(format!("--port={}", addr.port()))
         .arg(format!("--log-file={}", rdir.join("rsyncd.log").display()));
-    let mut d = Daemon::spawn(
-        "rsyncd",
-        &mut cmd,
-        &rdir.join("pids/rsyncd.pid"),
-        &rdir.join("rsyncd.out"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut d = Daemon::spawn("rsyncd", &mut cmd, &rdir.join("pids/rsyncd.pid"), &rdir.join("rsyncd.out"))
+        .unwrap_or_else(|e| panic!("{e}"));
     wait_listening(&mut d, addr).unwrap_or_else(|e| panic!("{e}"));
     d
 }

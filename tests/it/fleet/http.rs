@@ -17,10 +17,7 @@ pub struct Response {
 impl Response {
     /// First header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     /// The `name=value` pairs of every Set-Cookie header.
     pub fn set_cookies(&self) -> Vec<(String, String)> {
@@ -55,13 +52,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(addr: SocketAddr) -> Client {
-        Client {
-            addr,
-            conn: None,
-            jar: BTreeMap::new(),
-            timeout: Duration::from_secs(10),
-            retries: 0,
-        }
+        Client { addr, conn: None, jar: BTreeMap::new(), timeout: Duration::from_secs(10), retries: 0 }
     }
 
     pub fn cookie(&self, name: &str) -> Option<&str> {
@@ -98,10 +89,7 @@ impl Client {
         }
         let result = self.exchange(path);
         match &result {
-            Ok(r)
-                if !r
-                    .header("connection")
-                    .is_some_and(|c| c.eq_ignore_ascii_case("close")) => {}
+            Ok(r) if !r.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) => {}
             _ => self.conn = None,
         }
         let r = result?;
@@ -113,10 +101,7 @@ impl Client {
 
     fn exchange(&mut self, path: &str) -> io::Result<Response> {
         let conn = self.conn.as_mut().expect("connected");
-        let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: drover-test\r\n",
-            self.addr
-        );
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: drover-test\r\n", self.addr);
         if !self.jar.is_empty() {
             let cookies: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
             req.push_str(&format!("Cookie: {}\r\n", cookies.join("; ")));
@@ -142,12 +127,7 @@ fn is_stale_connection(e: &io::Error) -> bool {
 }
 
 fn is_reset(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionAborted
-    )
+    matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted)
 }
 
 fn read_response(r: &mut BufReader<TcpStream>) -> io::Result<Response> {
@@ -173,17 +153,11 @@ fn read_response(r: &mut BufReader<TcpStream>) -> io::Result<Response> {
         if l.is_empty() {
             break;
         }
-        let (k, v) = l
-            .split_once(':')
-            .ok_or_else(|| bad(format!("bad header {l:?}")))?;
+        let (k, v) = l.split_once(':').ok_or_else(|| bad(format!("bad header {l:?}")))?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let find = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
+    let find =
+        |n: &str| headers.iter().find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
     let mut body = Vec::new();
     if find("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
         loop {
@@ -199,19 +173,13 @@ fn read_response(r: &mut BufReader<TcpStream>) -> io::Result<Response> {
             body.extend_from_slice(&chunk[..size]);
         }
     } else if let Some(len) = find("content-length") {
-        let len: usize = len
-            .parse()
-            .map_err(|_| bad(format!("bad content-length {len:?}")))?;
+        let len: usize = len.parse().map_err(|_| bad(format!("bad content-length {len:?}")))?;
         body.resize(len, 0);
         r.read_exact(&mut body)?;
     } else {
         r.read_to_end(&mut body)?;
     }
-    Ok(Response {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
+    Ok(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
 fn bad(msg: String) -> io::Error {

@@ -69,11 +69,8 @@ pub fn parse_stat(csv: &str) -> Vec<StatRow> {
     lines
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            let fields: HashMap<String, String> = names
-                .iter()
-                .zip(l.split(','))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let fields: HashMap<String, String> =
+                names.iter().zip(l.split(',')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
             let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
             let num = |k: &str| get(k).parse().unwrap_or(0);
             StatRow {
@@ -122,14 +119,7 @@ pub fn parse_servers_state(text: &str) -> Vec<ServerState> {
         if names.is_empty() || vals.len() < names.len().min(9) {
             continue;
         }
-        let get = |k: &str| {
-            names
-                .iter()
-                .position(|n| *n == k)
-                .and_then(|i| vals.get(i))
-                .copied()
-                .unwrap_or("")
-        };
+        let get = |k: &str| names.iter().position(|n| *n == k).and_then(|i| vals.get(i)).copied().unwrap_or("");
         let num = |k: &str| get(k).parse().unwrap_or(u32::MAX);
         out.push(ServerState {
             be_name: get("be_name").into(),
@@ -214,9 +204,7 @@ impl SiteLb {
                 return Some(false);
             }
             let info = self.admin.command("show info").ok()?;
-            info.lines()
-                .any(|l| l.trim() == format!("Pid: {pid}"))
-                .then_some(true)
+            info.lines().any(|l| l.trim() == format!("Pid: {pid}")).then_some(true)
         });
         if ready != Some(true) {
             return Err(io::Error::other(format!(
@@ -236,19 +224,13 @@ impl SiteLb {
 
     /// Runs a runtime API command; panics with the site and command on I/O errors.
     pub fn cmd(&self, cmd: &str) -> String {
-        self.admin
-            .command(cmd)
-            .unwrap_or_else(|e| panic!("HAProxy of site {}: `{cmd}`: {e}", self.site))
+        self.admin.command(cmd).unwrap_or_else(|e| panic!("HAProxy of site {}: `{cmd}`: {e}", self.site))
     }
 
     /// Runs a command that must answer nothing but an empty line (`set ...`).
     pub fn set(&self, cmd: &str) {
         let out = self.cmd(cmd);
-        assert!(
-            out.trim().is_empty(),
-            "HAProxy of site {}: `{cmd}` answered {out:?}",
-            self.site
-        );
+        assert!(out.trim().is_empty(), "HAProxy of site {}: `{cmd}` answered {out:?}", self.site);
     }
 
     pub fn stat(&self) -> Vec<StatRow> {
@@ -277,15 +259,8 @@ impl SiteLb {
     pub fn wait_checked(&self, timeout: Duration) -> io::Result<()> {
         let ok = wait_for(timeout, || {
             let rows = parse_stat(&self.admin.command("show stat").ok()?);
-            let servers: Vec<_> = rows
-                .iter()
-                .filter(|r| r.svname != "FRONTEND" && r.svname != "BACKEND")
-                .collect();
-            (!servers.is_empty()
-                && servers
-                    .iter()
-                    .all(|r| r.check_status == "L7OK" && r.status == "UP"))
-            .then_some(())
+            let servers: Vec<_> = rows.iter().filter(|r| r.svname != "FRONTEND" && r.svname != "BACKEND").collect();
+            (!servers.is_empty() && servers.iter().all(|r| r.check_status == "L7OK" && r.status == "UP")).then_some(())
         });
         ok.ok_or_else(|| {
             io::Error::other(format!(
@@ -298,9 +273,7 @@ impl SiteLb {
 
     /// Waits until `px/sv` has `status` in `show stat`.
     pub fn wait_status(&self, px: &str, sv: &str, status: &str, timeout: Duration) {
-        let ok = wait_for(timeout, || {
-            (self.stat_of(px, sv).status == status).then_some(())
-        });
+        let ok = wait_for(timeout, || (self.stat_of(px, sv).status == status).then_some(()));
         assert!(
             ok.is_some(),
             "{px}/{sv} on site {} did not become {status} within {timeout:?}: {:?}",
@@ -325,18 +298,13 @@ impl SiteLb {
             self.dump_state();
         }
         let old = self.pid();
-        self.spawn(Some(old))
-            .unwrap_or_else(|e| panic!("reload of site {}: {e}", self.site));
+        self.spawn(Some(old)).unwrap_or_else(|e| panic!("reload of site {}: {e}", self.site));
     }
 
     /// Old processes still running after reloads (they finish in-flight requests).
     pub fn old_processes_running(&mut self) -> usize {
         let n = self.procs.len().saturating_sub(1);
-        self.procs[..n]
-            .iter_mut()
-            .map(|d| d.running())
-            .filter(|&r| r)
-            .count()
+        self.procs[..n].iter_mut().map(|d| d.running()).filter(|&r| r).count()
     }
 
     pub fn log_text(&self) -> String {

@@ -28,11 +28,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions {
-            sessions: 8,
-            think: Duration::from_millis(25),
-            path: "/".into(),
-        }
+        LoadOptions { sessions: 8, think: Duration::from_millis(25), path: "/".into() }
     }
 }
 
@@ -94,12 +90,7 @@ impl LoadGen {
                 thread::spawn(move || session(id, addr, &opts, started, &stop, &requests))
             })
             .collect();
-        LoadGen {
-            stop,
-            requests,
-            threads,
-            started,
-        }
+        LoadGen { stop, requests, threads, started }
     }
 
     pub fn requests(&self) -> u64 {
@@ -121,10 +112,7 @@ impl LoadGen {
             .into_iter()
             .map(|t| t.join().expect("load generator session panicked"))
             .collect();
-        LoadReport {
-            sessions,
-            elapsed: self.started.elapsed(),
-        }
+        LoadReport { sessions, elapsed: self.started.elapsed() }
     }
 }
 
@@ -142,10 +130,7 @@ fn session(
     stop: &AtomicBool,
     requests: &AtomicU64,
 ) -> SessionLog {
-    let mut log = SessionLog {
-        id,
-        ..SessionLog::default()
-    };
+    let mut log = SessionLog { id, ..SessionLog::default() };
     let mut client = Client::new(addr);
     while !stop.load(Ordering::Relaxed) {
         let at = started.elapsed();
@@ -164,18 +149,9 @@ fn session(
             Ok(r) => log.failures.push(Failure {
                 session: id,
                 at,
-                what: format!(
-                    "HTTP {} from {}: {}",
-                    r.status,
-                    r.header("x-node").unwrap_or("the LB"),
-                    r.body.trim()
-                ),
+                what: format!("HTTP {} from {}: {}", r.status, r.header("x-node").unwrap_or("the LB"), r.body.trim()),
             }),
-            Err(e) => log.failures.push(Failure {
-                session: id,
-                at,
-                what: e.to_string(),
-            }),
+            Err(e) => log.failures.push(Failure { session: id, at, what: e.to_string() }),
         }
         requests.fetch_add(1, Ordering::Relaxed);
         sleep(opts.think);
@@ -226,12 +202,7 @@ impl LoadReport {
     pub fn stale_session_data(&self) -> Vec<(usize, &Observation)> {
         self.sessions
             .iter()
-            .flat_map(|s| {
-                s.observations
-                    .iter()
-                    .filter(|o| o.stale_data.is_some())
-                    .map(move |o| (s.id, o))
-            })
+            .flat_map(|s| s.observations.iter().filter(|o| o.stale_data.is_some()).map(move |o| (s.id, o)))
             .collect()
     }
 
@@ -268,11 +239,7 @@ impl LoadReport {
             self.by_release()
         );
         for f in self.failures().iter().take(10) {
-            let _ = write!(
-                s,
-                "\n  failed: session {} at {:.2?}: {}",
-                f.session, f.at, f.what
-            );
+            let _ = write!(s, "\n  failed: session {} at {:.2?}: {}", f.session, f.at, f.what);
         }
         for r in self.regressions().iter().take(10) {
             let _ = write!(

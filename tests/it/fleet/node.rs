@@ -89,18 +89,11 @@ pub fn node_user() -> &'static NodeUser {
                 .expect("run useradd");
             // Another test process may have created it meanwhile.
             if !out.status.success() && lookup_user(NODE_USER).is_none() {
-                panic!(
-                    "cannot create the test node user {NODE_USER}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                panic!("cannot create the test node user {NODE_USER}: {}", String::from_utf8_lossy(&out.stderr));
             }
         }
         let (uid, gid) = lookup_user(NODE_USER).expect("node user exists");
-        NodeUser {
-            name: NODE_USER,
-            uid,
-            gid,
-        }
+        NodeUser { name: NODE_USER, uid, gid }
     })
 }
 
@@ -108,11 +101,7 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let passwd = fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        if f.len() >= 4 && f[0] == name {
-            Some((f[2].parse().ok()?, f[3].parse().ok()?))
-        } else {
-            None
-        }
+        if f.len() >= 4 && f[0] == name { Some((f[2].parse().ok()?, f[3].parse().ok()?)) } else { None }
     })
 }
 
@@ -186,14 +175,7 @@ impl Node {
     /// Creates the node root with `atoms` installed and `php` / `release`
     /// active (trees copied from the rsync source directory), and the sshd
     /// files (host key, config).
-    pub fn seed(
-        &self,
-        binhost: &str,
-        atoms: &[String],
-        php: &str,
-        release: &str,
-        sources: &Path,
-    ) -> io::Result<()> {
+    pub fn seed(&self, binhost: &str, atoms: &[String], php: &str, release: &str, sources: &Path) -> io::Result<()> {
         let r = &self.root;
         for d in [
             "etc/init.d",
@@ -221,10 +203,7 @@ impl Node {
         }
         copy_dir(&sources.join("php").join(php), &r.join("opt/php").join(php))?;
         symlink(php, r.join("opt/php/current"))?;
-        copy_dir(
-            &sources.join("releases").join(release),
-            &r.join("srv/app/releases").join(release),
-        )?;
+        copy_dir(&sources.join("releases").join(release), &r.join("srv/app/releases").join(release))?;
         symlink(format!("releases/{release}"), r.join("srv/app/current"))?;
         self.write_boot()?;
         let user = node_user();
@@ -255,19 +234,10 @@ impl Node {
     /// A new boot id, and the newest installed kernel as the running one.
     fn write_boot(&self) -> io::Result<()> {
         let r = &self.root;
-        fs::write(
-            r.join("proc/sys/kernel/random/boot_id"),
-            format!("{}\n", random_uuid()),
-        )?;
+        fs::write(r.join("proc/sys/kernel/random/boot_id"), format!("{}\n", random_uuid()))?;
         let kernel = newest_kernel(r).map(|pf| kernel_release(&pf));
-        fs::write(
-            r.join("proc/sys/kernel/osrelease"),
-            format!("{}\n", kernel.as_deref().unwrap_or("unknown")),
-        )?;
-        append(
-            &r.join("var/log/reboot.log"),
-            &format!("{} boot {}", now_secs(), kernel.unwrap_or_default()),
-        );
+        fs::write(r.join("proc/sys/kernel/osrelease"), format!("{}\n", kernel.as_deref().unwrap_or("unknown")))?;
+        append(&r.join("var/log/reboot.log"), &format!("{} boot {}", now_secs(), kernel.unwrap_or_default()));
         Ok(())
     }
 
@@ -306,10 +276,7 @@ impl Node {
         if let Some(m) = self.memcached {
             cmd.arg("--memcached").arg(m.to_string());
         }
-        cmd.env_clear()
-            .current_dir(&self.root)
-            .uid(user.uid)
-            .gid(user.gid);
+        cmd.env_clear().current_dir(&self.root).uid(user.uid).gid(user.gid);
         ensure_free(self.http, &format!("web server of node {}", self.name))?;
         let mut d = Daemon::spawn(
             &format!("{}-web", self.name),
@@ -379,11 +346,7 @@ impl Node {
     }
     /// Lines of var/log/rc.log: `<time> <service> <action> <status>`.
     pub fn rc_log(&self) -> Vec<String> {
-        fs::read_to_string(self.root.join("var/log/rc.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        fs::read_to_string(self.root.join("var/log/rc.log")).unwrap_or_default().lines().map(str::to_string).collect()
     }
 
     /// Takes the node's pending requests; each is served on its own thread
@@ -427,10 +390,7 @@ impl Node {
         } else {
             (1, format!(" * {svc}: not a service of this test node"))
         };
-        append(
-            &self.root.join("var/log/rc.log"),
-            &format!("{} {svc} {action} {}", now_secs(), result.0),
-        );
+        append(&self.root.join("var/log/rc.log"), &format!("{} {svc} {action} {}", now_secs(), result.0));
         result
     }
 
@@ -466,9 +426,7 @@ impl Node {
                 };
                 let before = generation(self.http);
                 web.signal(SIGHUP);
-                let reloaded = wait_for(START_TIMEOUT, || {
-                    generation(self.http).filter(|g| Some(*g) > before)
-                });
+                let reloaded = wait_for(START_TIMEOUT, || generation(self.http).filter(|g| Some(*g) > before));
                 match reloaded {
                     Some(_) => ok(format!(" * Reloading {svc} ...  [ ok ]")),
                     None => (1, format!(" * Reloading {svc} ...  [ !! ]")),
@@ -499,27 +457,17 @@ impl Node {
         }
         sleep(self.env.reboot_down);
         if self.root.join("faults").join(fault::REBOOT_HANG).exists() {
-            append(
-                &self.root.join("var/log/reboot.log"),
-                &format!("{} hung (faults/reboot-hang)", now_secs()),
-            );
+            append(&self.root.join("var/log/reboot.log"), &format!("{} hung (faults/reboot-hang)", now_secs()));
             return;
         }
         if let Err(e) = self.power_on() {
-            eprintln!(
-                "node {}: services did not come back after reboot: {e}",
-                self.name
-            );
+            eprintln!("node {}: services did not come back after reboot: {e}", self.name);
         }
     }
 }
 
 fn generation(addr: SocketAddr) -> Option<u64> {
-    http::get(addr, "/healthz")
-        .ok()?
-        .header("x-generation")?
-        .parse()
-        .ok()
+    http::get(addr, "/healthz").ok()?.header("x-generation")?.parse().ok()
 }
 
 /// The node's init: a thread polling every node's request directory, plus
@@ -546,11 +494,7 @@ impl Supervisor {
                 }
             })
         };
-        Supervisor {
-            stop,
-            thread: Some(thread),
-            workers,
-        }
+        Supervisor { stop, thread: Some(thread), workers }
     }
 }
 
@@ -612,11 +556,8 @@ pub fn known_hosts_line(dir: &Path, listen: SocketAddr) -> io::Result<String> {
     let (Some(kind), Some(key)) = (parts.next(), parts.next()) else {
         return Err(io::Error::other("malformed host public key"));
     };
-    let host = if listen.port() == 22 {
-        listen.ip().to_string()
-    } else {
-        format!("[{}]:{}", listen.ip(), listen.port())
-    };
+    let host =
+        if listen.port() == 22 { listen.ip().to_string() } else { format!("[{}]:{}", listen.ip(), listen.port()) };
     Ok(format!("{host} {kind} {key}"))
 }
 
@@ -628,10 +569,7 @@ pub fn keygen(path: &Path, comment: &str) -> io::Result<()> {
         .arg(path)
         .output()?;
     if !out.status.success() {
-        return Err(io::Error::other(format!(
-            "ssh-keygen: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )));
+        return Err(io::Error::other(format!("ssh-keygen: {}", String::from_utf8_lossy(&out.stderr))));
     }
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
 }
@@ -640,13 +578,7 @@ pub fn keygen(path: &Path, comment: &str) -> io::Result<()> {
 /// sshd exits with status 0 when it cannot bind, so "started" means: the
 /// address was free before, the process still runs, it wrote its own PID
 /// file with our child's PID, and it answers with an SSH banner.
-pub fn start_sshd(
-    name: &str,
-    dir: &Path,
-    listen: SocketAddr,
-    sshd: &Path,
-    pid_file: &Path,
-) -> io::Result<Daemon> {
+pub fn start_sshd(name: &str, dir: &Path, listen: SocketAddr, sshd: &Path, pid_file: &Path) -> io::Result<Daemon> {
     ensure_free(listen, name)?;
     // The privilege separation directory: root's, not group/world writable.
     fs::create_dir_all("/run/sshd")?;
@@ -655,11 +587,7 @@ pub fn start_sshd(
     let _ = fs::remove_file(&own_pid);
     let log = dir.join("sshd.log");
     let mut cmd = Command::new(sshd);
-    cmd.arg("-D")
-        .arg("-f")
-        .arg(dir.join("sshd_config"))
-        .arg("-E")
-        .arg(&log);
+    cmd.arg("-D").arg("-f").arg(dir.join("sshd_config")).arg("-E").arg(&log);
     let mut d = Daemon::spawn(name, &mut cmd, pid_file, &dir.join("sshd.out"))?;
     let pid = d.pid().to_string();
     let ready = wait_for(START_TIMEOUT, || {
@@ -695,9 +623,7 @@ pub fn ensure_free(addr: SocketAddr, what: &str) -> io::Result<()> {
         Ok(_) => Ok(()),
         Err(e) => Err(io::Error::new(
             e.kind(),
-            format!(
-                "{what}: {addr} is not free ({e}); is another test fleet or a stale process listening there?"
-            ),
+            format!("{what}: {addr} is not free ({e}); is another test fleet or a stale process listening there?"),
         )),
     }
 }
@@ -708,35 +634,23 @@ pub fn wait_listening(d: &mut Daemon, addr: SocketAddr) -> io::Result<()> {
         if !d.running() {
             return Some(false);
         }
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-            .is_ok()
-            .then_some(true)
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok().then_some(true)
     });
     if ok == Some(true) {
         Ok(())
     } else {
         let status = d.exited();
-        Err(io::Error::other(format!(
-            "{} did not listen on {addr} (exit status {status:?}): {}",
-            d.name,
-            d.log_text()
-        )))
+        Err(io::Error::other(format!("{} did not listen on {addr} (exit status {status:?}): {}", d.name, d.log_text())))
     }
 }
 
 /// Records an installed package the way the emerge stand-in does.
 fn install_package(root: &Path, atom: &str, binhost: &str) -> io::Result<()> {
-    let (cat, pf) = atom
-        .split_once('/')
-        .ok_or_else(|| io::Error::other(format!("bad atom {atom}")))?;
+    let (cat, pf) = atom.split_once('/').ok_or_else(|| io::Error::other(format!("bad atom {atom}")))?;
     let version = pf_version(pf);
     let dir = root.join("var/db/pkg").join(cat).join(pf);
     fs::create_dir_all(&dir)?;
-    let slot = if cat == "sys-kernel" {
-        version.0.to_string()
-    } else {
-        "0".into()
-    };
+    let slot = if cat == "sys-kernel" { version.0.to_string() } else { "0".into() };
     for (file, value) in [
         ("CATEGORY", cat.to_string()),
         ("PF", pf.to_string()),
@@ -753,9 +667,7 @@ fn install_package(root: &Path, atom: &str, binhost: &str) -> io::Result<()> {
 /// (version, revision) of a `pkg-ver[-rN]`: ("6.6.62", Some("r1")).
 fn pf_version(pf: &str) -> (&str, Option<&str>) {
     let (base, rev) = match pf.rsplit_once('-') {
-        Some((b, r)) if r.starts_with('r') && r[1..].bytes().all(|c| c.is_ascii_digit()) => {
-            (b, Some(r))
-        }
+        Some((b, r)) if r.starts_with('r') && r[1..].bytes().all(|c| c.is_ascii_digit()) => (b, Some(r)),
         _ => (pf, None),
     };
     (base.rsplit_once('-').map(|(_, v)| v).unwrap_or(base), rev)
@@ -773,14 +685,13 @@ pub fn kernel_release(pf: &str) -> String {
 
 /// The newest installed sys-kernel package (what the boot loader boots).
 fn newest_kernel(root: &Path) -> Option<String> {
-    read_names(&root.join("var/db/pkg/sys-kernel"))
-        .into_iter()
-        .filter(|pf| !pf.starts_with("-MERGING-"))
-        .max_by(|a, b| {
+    read_names(&root.join("var/db/pkg/sys-kernel")).into_iter().filter(|pf| !pf.starts_with("-MERGING-")).max_by(
+        |a, b| {
             drover::model::ReleaseId(pf_version(a).0.into())
                 .cmp(&drover::model::ReleaseId(pf_version(b).0.into()))
                 .then_with(|| a.cmp(b))
-        })
+        },
+    )
 }
 
 pub fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
@@ -809,11 +720,7 @@ pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
 
 fn read_names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
+        .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
         .unwrap_or_default();
     v.sort();
     v
@@ -836,10 +743,7 @@ fn append(p: &Path, line: &str) {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn random_uuid() -> String {
@@ -848,12 +752,5 @@ fn random_uuid() -> String {
         let _ = f.read_exact(&mut b);
     }
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }

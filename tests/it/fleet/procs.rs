@@ -42,10 +42,9 @@ pub fn is_root() -> bool {
 /// Running (not a zombie).
 pub fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
+        Ok(stat) => {
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z")
+        }
         Err(_) => false,
     }
 }
@@ -53,12 +52,7 @@ pub fn alive(pid: u32) -> bool {
 /// The command line of a process, arguments joined by spaces.
 pub fn cmdline(pid: u32) -> Option<String> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some(
-        String::from_utf8_lossy(&raw)
-            .split('\0')
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
+    Some(String::from_utf8_lossy(&raw).split('\0').collect::<Vec<_>>().join(" "))
 }
 
 /// Every descendant of `pid` (children first-level first), from /proc.
@@ -121,12 +115,7 @@ impl Daemon {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start {name}: {e}")))?;
         fs::write(pid_file, format!("{}\n", child.id()))?;
-        Ok(Daemon {
-            name: name.to_string(),
-            child,
-            pid_file: pid_file.to_path_buf(),
-            log: log.to_path_buf(),
-        })
+        Ok(Daemon { name: name.to_string(), child, pid_file: pid_file.to_path_buf(), log: log.to_path_buf() })
     }
 
     pub fn pid(&self) -> u32 {
@@ -195,10 +184,7 @@ pub fn kill_stale(dir: &Path, markers: &[String]) {
     let mut files = Vec::new();
     collect_pid_files(dir, &mut files);
     for f in files {
-        let Some(pid) = fs::read_to_string(&f)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-        else {
+        let Some(pid) = fs::read_to_string(&f).ok().and_then(|s| s.trim().parse::<u32>().ok()) else {
             continue;
         };
         if cmdline(pid).is_some_and(|c| markers.iter().any(|m| c.contains(m.as_str()))) {

@@ -41,21 +41,13 @@ impl Slot {
             if dir.exists() {
                 let markers = [format!("{}/", dir.display()), format!("127.{n}.")];
                 procs::kill_stale(&dir, &markers);
-                fs::remove_dir_all(&dir)
-                    .unwrap_or_else(|e| panic!("cannot clean {}: {e}", dir.display()));
+                fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("cannot clean {}: {e}", dir.display()));
             }
             fs::create_dir_all(&dir).expect("create slot dir");
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod slot dir");
-            fs::write(
-                dir.join("owner"),
-                format!("test {test}, pid {}\n", std::process::id()),
-            )
-            .expect("write slot owner");
-            return Slot {
-                n,
-                dir,
-                _lock: lock,
-            };
+            fs::write(dir.join("owner"), format!("test {test}, pid {}\n", std::process::id()))
+                .expect("write slot owner");
+            return Slot { n, dir, _lock: lock };
         }
         panic!("no free test-fleet slot in {BASE} ({FIRST}..={LAST} are all held)");
     }

@@ -46,12 +46,7 @@ fn standard_fleet_is_reachable_over_strict_ssh_and_serves_through_its_lbs() {
             sc.spawn(move || {
                 for n in part {
                     let out = fleet.ssh(n.ssh, "qlist -ICv");
-                    assert!(
-                        out.status.success(),
-                        "ssh {} qlist: {}",
-                        n.name,
-                        stderr(&out)
-                    );
+                    assert!(out.status.success(), "ssh {} qlist: {}", n.name, stderr(&out));
                     assert_eq!(&stdout(&out), expected, "qlist -ICv on {}", n.name);
                 }
             });
@@ -63,16 +58,8 @@ fn standard_fleet_is_reachable_over_strict_ssh_and_serves_through_its_lbs() {
         let crate::fleet::lb::AdminAddr::Unix(sock) = &s.lb.admin else {
             panic!("site {} has an LB host but no unix socket", s.name);
         };
-        let out = fleet.ssh(
-            s.lb_ssh.unwrap(),
-            &format!("test -S {0} && test -w {0} && id -un", sock.display()),
-        );
-        assert!(
-            out.status.success(),
-            "LB host of {}: {}",
-            s.name,
-            stderr(&out)
-        );
+        let out = fleet.ssh(s.lb_ssh.unwrap(), &format!("test -S {0} && test -w {0} && id -un", sock.display()));
+        assert!(out.status.success(), "LB host of {}: {}", s.name, stderr(&out));
         assert_eq!(stdout(&out).trim(), topology::NODE_USER);
     }
 
@@ -83,11 +70,7 @@ fn standard_fleet_is_reachable_over_strict_ssh_and_serves_through_its_lbs() {
     let b_line = node::known_hosts_line(&b.dir.join("sshd"), b.ssh).unwrap();
     let forged = b_line.replacen(&b.ssh.ip().to_string(), &a.ssh.ip().to_string(), 1);
     std::fs::write(&wrong, forged + "\n").unwrap();
-    let out = fleet
-        .ssh_command(a.ssh, &wrong)
-        .arg("qlist -ICv")
-        .output()
-        .unwrap();
+    let out = fleet.ssh_command(a.ssh, &wrong).arg("qlist -ICv").output().unwrap();
     assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
@@ -98,41 +81,21 @@ fn standard_fleet_is_reachable_over_strict_ssh_and_serves_through_its_lbs() {
     assert!(out.stdout.is_empty());
     let empty = fleet.dir.join("ssh/known_hosts.empty");
     std::fs::write(&empty, "").unwrap();
-    let out = fleet
-        .ssh_command(a.ssh, &empty)
-        .arg("true")
-        .output()
-        .unwrap();
+    let out = fleet.ssh_command(a.ssh, &empty).arg("true").output().unwrap();
     assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Host key verification failed"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("Host key verification failed"), "{}", stderr(&out));
 
     // Sessions through every site: no failure, balanced over the site's farms.
-    let loads: Vec<_> = fleet
-        .sites
-        .iter()
-        .map(|s| (s, fleet.loadgen(&s.name, LoadOptions::default())))
-        .collect();
+    let loads: Vec<_> = fleet.sites.iter().map(|s| (s, fleet.loadgen(&s.name, LoadOptions::default()))).collect();
     for (_, l) in &loads {
         l.wait_more(100, Duration::from_secs(20));
     }
     for (s, l) in loads {
         let report = l.stop();
         report.assert_clean();
-        let farms: std::collections::BTreeSet<_> = report
-            .sessions
-            .iter()
-            .filter_map(|s| s.observations.last()?.farm.clone())
-            .collect();
-        assert_eq!(
-            farms.len(),
-            2,
-            "site {}: sessions should spread over both farms: {farms:?}",
-            s.name
-        );
+        let farms: std::collections::BTreeSet<_> =
+            report.sessions.iter().filter_map(|s| s.observations.last()?.farm.clone()).collect();
+        assert_eq!(farms.len(), 2, "site {}: sessions should spread over both farms: {farms:?}", s.name);
     }
     eprintln!(
         "smoke: fleet start-up {:.2?}, qlist over cold SSH on 16 nodes {ssh_all:.2?}, test {:.2?}",
@@ -162,14 +125,8 @@ fn stand_ins_behave_like_the_tools_they_replace() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains(">>> Installing (2 of 2) sys-kernel/gentoo-kernel-bin-6.6.62"));
     let installed = stdout(&run(n1, "qlist -ICv"));
-    assert!(
-        installed.contains("dev-libs/openssl-3.0.15-r1\n"),
-        "{installed}"
-    );
-    assert!(
-        !installed.contains("dev-libs/openssl-3.0.15\n"),
-        "{installed}"
-    );
+    assert!(installed.contains("dev-libs/openssl-3.0.15-r1\n"), "{installed}");
+    assert!(!installed.contains("dev-libs/openssl-3.0.15\n"), "{installed}");
     assert!(installed.contains("sys-kernel/gentoo-kernel-bin-6.6.58\n"));
     assert!(installed.contains("sys-kernel/gentoo-kernel-bin-6.6.62\n"));
     assert_eq!(n1.installed().len(), installed.lines().count());
@@ -179,26 +136,15 @@ fn stand_ins_behave_like_the_tools_they_replace() {
     let out = run(n1, "emerge --usepkg --getbinpkg =app-arch/tar-1.35");
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("PORTAGE_BINHOST is not set"));
-    let out = run(
-        n1,
-        "PORTAGE_BINHOST=https://binhost.drover.test/r650 emerge -1kg =app-arch/tar-1.35",
-    );
+    let out = run(n1, "PORTAGE_BINHOST=https://binhost.drover.test/r650 emerge -1kg =app-arch/tar-1.35");
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not this node's profile binhost"));
-    let out = run(
-        n1,
-        &format!("PORTAGE_BINHOST={binhost} emerge --oneshot =app-arch/tar-1.35"),
-    );
+    let out = run(n1, &format!("PORTAGE_BINHOST={binhost} emerge --oneshot =app-arch/tar-1.35"));
     assert_eq!(out.status.code(), Some(1), "a source build is refused");
 
     n2.set_fault(fault::EMERGE_FAIL, "");
     let before = n2.installed();
-    let out = run(
-        n2,
-        &format!(
-            "PORTAGE_BINHOST={binhost} emerge -1 --usepkg --getbinpkg =sys-apps/man-db-2.13.0"
-        ),
-    );
+    let out = run(n2, &format!("PORTAGE_BINHOST={binhost} emerge -1 --usepkg --getbinpkg =sys-apps/man-db-2.13.0"));
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("Fetch failed for sys-apps/man-db-2.13.0"));
     assert_eq!(n2.installed(), before);
@@ -229,10 +175,7 @@ fn stand_ins_behave_like_the_tools_they_replace() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(n1.active_release().as_deref(), Some("2026.11.2"));
-    assert_eq!(
-        http::get(n1.http, "/healthz").unwrap().release(),
-        "2026.11.1"
-    );
+    assert_eq!(http::get(n1.http, "/healthz").unwrap().release(), "2026.11.1");
     let out = run(n1, "rc-service apache2 reload");
     assert!(out.status.success(), "{}", stderr(&out));
     let r = http::get(n1.http, "/healthz").unwrap();
@@ -246,14 +189,8 @@ fn stand_ins_behave_like_the_tools_they_replace() {
     let t = Instant::now();
     let out = run(n1, "reboot");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        wait_for(Duration::from_secs(5), || (!n1.is_up()).then_some(())).is_some(),
-        "node went down"
-    );
-    assert!(
-        wait_for(Duration::from_secs(10), || n1.is_up().then_some(())).is_some(),
-        "node came back"
-    );
+    assert!(wait_for(Duration::from_secs(5), || (!n1.is_up()).then_some(())).is_some(), "node went down");
+    assert!(wait_for(Duration::from_secs(10), || n1.is_up().then_some(())).is_some(), "node came back");
     let back = t.elapsed();
     assert_ne!(n1.boot_id(), boot);
     assert_eq!(n1.running_kernel(), "6.6.62-gentoo-dist");
@@ -267,12 +204,7 @@ fn stand_ins_behave_like_the_tools_they_replace() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(!n2.is_up());
     let out = run(n2, "true");
-    assert_eq!(
-        out.status.code(),
-        Some(255),
-        "an unreachable node: {}",
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(255), "an unreachable node: {}", stderr(&out));
     n2.clear_fault(fault::REBOOT_HANG);
     n2.power_on().unwrap();
     assert!(run(n2, "true").status.success());
@@ -291,20 +223,14 @@ fn stand_ins_behave_like_the_tools_they_replace() {
     assert_eq!(&buf, b"OK\r\n");
     let r = c.get("/").unwrap();
     assert!(r.body.contains("hits=1"), "{}", r.body);
-    eprintln!(
-        "stand-ins: start-up {:.2?}, reboot round trip {back:.2?}",
-        fleet.startup
-    );
+    eprintln!("stand-ins: start-up {:.2?}, reboot round trip {back:.2?}", fleet.startup);
 }
 
 #[test]
 fn a_panicking_test_leaves_no_process_behind() {
     let pids = std::sync::Mutex::new(Vec::new());
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let fleet = TestFleet::start(
-            "panic",
-            FleetOptions::lb_only(Topology::single_site("p", 1, 2, Admin::Tcp)),
-        );
+        let fleet = TestFleet::start("panic", FleetOptions::lb_only(Topology::single_site("p", 1, 2, Admin::Tcp)));
         let mut p = pids.lock().unwrap();
         p.extend(fleet.nodes.iter().filter_map(|n| n.web_pid()));
         p.push(fleet.site("p").lb.pid());
@@ -315,10 +241,7 @@ fn a_panicking_test_leaves_no_process_behind() {
     let pids = pids.into_inner().unwrap();
     assert_eq!(pids.len(), 3);
     for pid in pids {
-        assert!(
-            !super::procs::alive(pid),
-            "process {pid} survived the panic"
-        );
+        assert!(!super::procs::alive(pid), "process {pid} survived the panic");
     }
 }
 
@@ -331,36 +254,20 @@ fn a_killed_runs_processes_are_stopped_by_their_pid_files() {
     let marker = format!("{}/", dir.display());
     // A leftover of "our" run (its command line names the directory), with a
     // child of its own, and a process that merely reuses a recorded PID.
-    let mut ours = Command::new("sh")
-        .args(["-c", "sleep 60; :"])
-        .arg(&marker)
-        .spawn()
-        .unwrap();
+    let mut ours = Command::new("sh").args(["-c", "sleep 60; :"]).arg(&marker).spawn().unwrap();
     let mut stranger = Command::new("sleep").arg("60").spawn().unwrap();
     std::fs::write(dir.join("ours.pid"), format!("{}\n", ours.id())).unwrap();
     std::fs::write(dir.join("stranger.pid"), format!("{}\n", stranger.id())).unwrap();
-    let grandchild = wait_for(Duration::from_secs(5), || {
-        super::procs::descendants(ours.id()).first().copied()
-    })
-    .expect("sh started sleep");
+    let grandchild = wait_for(Duration::from_secs(5), || super::procs::descendants(ours.id()).first().copied())
+        .expect("sh started sleep");
 
     super::procs::kill_stale(&dir, &[marker]);
+    assert!(wait_for(Duration::from_secs(5), || ours.try_wait().unwrap()).is_some(), "the leftover was killed");
     assert!(
-        wait_for(Duration::from_secs(5), || ours.try_wait().unwrap()).is_some(),
-        "the leftover was killed"
-    );
-    assert!(
-        wait_for(Duration::from_secs(5), || (!super::procs::alive(
-            grandchild
-        ))
-        .then_some(()))
-        .is_some(),
+        wait_for(Duration::from_secs(5), || (!super::procs::alive(grandchild)).then_some(())).is_some(),
         "and its child"
     );
-    assert!(
-        stranger.try_wait().unwrap().is_none(),
-        "a reused PID is left alone"
-    );
+    assert!(stranger.try_wait().unwrap().is_none(), "a reused PID is left alone");
     stranger.kill().unwrap();
     stranger.wait().unwrap();
     assert!(!dir.join("ours.pid").exists());

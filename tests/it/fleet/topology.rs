@@ -80,10 +80,7 @@ impl Topology {
                     production: false,
                     admin: Admin::UnixOverSsh,
                     farms: (1..=2)
-                        .map(|f| FarmTopo {
-                            name: format!("pp-f{f}"),
-                            profiles: vec!["r640".into(), "r650".into()],
-                        })
+                        .map(|f| FarmTopo { name: format!("pp-f{f}"), profiles: vec!["r640".into(), "r650".into()] })
                         .collect(),
                 },
                 prod("par1", Admin::UnixOverSsh),
@@ -100,10 +97,7 @@ impl Topology {
                 production: true,
                 admin,
                 farms: (1..=farms)
-                    .map(|f| FarmTopo {
-                        name: format!("f{f}"),
-                        profiles: vec!["r640".into(); nodes],
-                    })
+                    .map(|f| FarmTopo { name: format!("f{f}"), profiles: vec!["r640".into(); nodes] })
                     .collect(),
             }],
         }
@@ -143,10 +137,7 @@ impl Plan {
         sa(self.ip(site + 1, 10 * (farm + 1)), MEMCACHED_PORT)
     }
     pub fn node_ip(&self, site: usize, farm: usize, member: usize) -> Ipv4Addr {
-        assert!(
-            member < 9 && farm < 24,
-            "address plan: at most 9 nodes per farm, 24 farms per site"
-        );
+        assert!(member < 9 && farm < 24, "address plan: at most 9 nodes per farm, 24 farms per site");
         self.ip(site + 1, 10 * (farm + 1) + member + 1)
     }
     pub fn rsync(&self) -> SocketAddr {
@@ -206,18 +197,9 @@ impl Target {
 /// Package sets of the test fleet's spec.
 pub const PACKAGE_SETS: &[(&str, &[&str])] = &[
     ("base", &["sys-apps/man-db-2.12.1", "app-arch/tar-1.35"]),
-    (
-        "base-2026.11",
-        &["sys-apps/man-db-2.13.0", "app-arch/tar-1.35"],
-    ),
-    (
-        "web-2026.10",
-        &["www-servers/apache-2.4.62", "dev-libs/openssl-3.0.15"],
-    ),
-    (
-        "web-2026.11",
-        &["www-servers/apache-2.4.62", "dev-libs/openssl-3.0.15-r1"],
-    ),
+    ("base-2026.11", &["sys-apps/man-db-2.13.0", "app-arch/tar-1.35"]),
+    ("web-2026.10", &["www-servers/apache-2.4.62", "dev-libs/openssl-3.0.15"]),
+    ("web-2026.11", &["www-servers/apache-2.4.62", "dev-libs/openssl-3.0.15-r1"]),
     ("kernel-6.6.58", &["sys-kernel/gentoo-kernel-bin-6.6.58"]),
     ("kernel-6.6.62", &["sys-kernel/gentoo-kernel-bin-6.6.62"]),
 ];
@@ -288,11 +270,7 @@ pub fn spec_yaml(topo: &Topology, plan: Plan, paths: &SpecPaths, target: &Target
     );
     let _ = writeln!(w, "profiles:");
     for (name, init) in PROFILES {
-        let _ = writeln!(
-            w,
-            "  - {{ name: {name}, binhost: \"{}\", init: {init}, capacity: 400 }}",
-            binhost(name)
-        );
+        let _ = writeln!(w, "  - {{ name: {name}, binhost: \"{}\", init: {init}, capacity: 400 }}", binhost(name));
     }
     let _ = writeln!(w, "\npackage_sets:");
     for (name, atoms) in PACKAGE_SETS {
@@ -309,11 +287,7 @@ pub fn spec_yaml(topo: &Topology, plan: Plan, paths: &SpecPaths, target: &Target
             w,
             "  - name: {}\n    environment: {}\n    lb: {{ {api}, bind: \"{}\", state_file: {state} }}",
             s.name,
-            if s.production {
-                "production"
-            } else {
-                "preproduction"
-            },
+            if s.production { "production" } else { "preproduction" },
             plan.lb_frontend(i),
         );
     }
