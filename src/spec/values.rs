@@ -376,11 +376,11 @@ mod tests {
     #[test]
     fn atoms() {
         let a = parse_atom("dev-libs/openssl-3.0.15-r1").unwrap();
-        assert_eq!((a.key().as_str(), a.version.as_str()), ("dev-libs/openssl", "3.0.15-r1"));
+        assert_eq!((a.key().as_str(), &*a.version), ("dev-libs/openssl", "3.0.15-r1"));
         let a = parse_atom("sys-kernel/gentoo-kernel-bin-6.6.58").unwrap();
-        assert_eq!(a.name, "gentoo-kernel-bin");
-        assert_eq!(parse_atom("dev-lang/php-8.3.14_p1").unwrap().version, "8.3.14_p1");
-        assert_eq!(parse_atom("app-misc/foo-1b").unwrap().version, "1b");
+        assert_eq!(&*a.name, "gentoo-kernel-bin");
+        assert_eq!(&*parse_atom("dev-lang/php-8.3.14_p1").unwrap().version, "8.3.14_p1");
+        assert_eq!(&*parse_atom("app-misc/foo-1b").unwrap().version, "1b");
         for bad in [
             "openssl-3.0",
             "dev-libs/openssl",
