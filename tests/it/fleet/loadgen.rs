@@ -180,12 +180,12 @@ impl LoadReport {
         for s in &self.sessions {
             let mut newest: Option<ReleaseId> = None;
             for o in &s.observations {
-                let r = ReleaseId(o.release.clone());
+                let r = ReleaseId(o.release.as_str().into());
                 match &newest {
                     Some(n) if r < *n => out.push(Regression {
                         session: s.id,
                         at: o.at,
-                        seen: n.0.clone(),
+                        seen: n.0.to_string(),
                         served: o.release.clone(),
                         node: o.node.clone(),
                     }),
