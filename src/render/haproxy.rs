@@ -289,6 +289,7 @@ fleet:
   policy:
     health: { path: /healthz, expect_status: 200 }
     preproduction: { waive_gate: true }
+    site_capacity_floor: 0.0
   ssh: { user: drover }
   http_port: 8080
 profiles:
@@ -322,6 +323,12 @@ farms:
     nodes:
       - { name: fra1-f01-n01, address: 10.2.1.11, member: 1, profile: small }
       - { name: fra1-f01-n02, address: 10.2.1.12, member: 2, profile: small }
+  - name: fra1-f02
+    site: fra1
+    lb: { listen: "127.0.0.1:8102" }
+    nodes:
+      - { name: fra1-f02-n01, address: 10.2.2.11, member: 1, profile: small }
+      - { name: fra1-f02-n02, address: 10.2.2.12, member: 2, profile: small }
 "#;
 
     fn fleet(text: &str) -> Fleet {
