@@ -512,16 +512,9 @@ impl Cx {
             let largest = site.farms.iter().map(|&f| farm_cap(&farms[f as usize])).max().unwrap_or(0);
             let (file, pos) = site_pos[si].clone();
             self.at(&file);
-            if site.farms.len() == 1 {
-                self.err(
-                    pos,
-                    format!(
-                        "site `{}` has a single farm: it could never switch PHP or release without dropping service",
-                        site.name
-                    ),
-                    "give every site at least two farms (the last serving farm of a site is never taken out)",
-                );
-            } else if !site.farms.is_empty() && ((full - largest) as f64) < site.capacity_floor * full as f64 {
+            // A single-farm site can still take node-level work; its switches are
+            // reported as blocked by the planner (the last serving farm never goes out).
+            if site.farms.len() > 1 && ((full - largest) as f64) < site.capacity_floor * full as f64 {
                 self.err(pos, format!("site `{}`: taking its largest farm out leaves {:.0}% of its capacity, below its floor of {:.0}%: no farm switch could ever start", site.name, 100.0 * (full - largest) as f64 / full as f64, 100.0 * site.capacity_floor), "lower the site's capacity_floor (or policy.site_capacity_floor), or add farms");
             }
         }

@@ -72,7 +72,7 @@ proptest! {
         } else if failures <= shape.failure_budget as usize && !r.preproduction_failed && r.failed_farms.is_empty() && !r.converged {
             // Within the budget, only the capacity that failed nodes took away may stop the rollout, and it says so.
             prop_assert!(
-                !r.blocked.is_empty() && r.blocked.iter().all(|b| b.reason.contains("capacity") || b.reason.contains("floor") || b.reason.contains("last serving farm") || b.reason.contains("failed")),
+                !r.blocked.is_empty() && r.blocked.iter().all(|b| b.reason.contains("capacity") || b.reason.contains("floor") || b.reason.contains("last serving") || b.reason.contains("failed")),
                 "stuck without a capacity reason: {:?}\nfailed {:?}\nshape {:?}\nfaults {:?} seed {}", r.blocked, r.failed_nodes, shape, faults, seed
             );
         }
