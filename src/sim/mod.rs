@@ -727,7 +727,7 @@ impl<'f> Sim<'f> {
             .nodes
             .iter()
             .map(|&n| &self.nodes[n as usize])
-            .filter(|n| n.dead && n.admin == Admin::Ready)
+            .filter(|n| n.dead)
             .map(|n| n.capacity as u64)
             .sum();
         if over && load > cap + lost_to_faults && !self.farms[f as usize].over_capacity {

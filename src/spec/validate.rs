@@ -219,6 +219,7 @@ impl Cx {
         let mut site_ids: HashMap<String, u32> = HashMap::new();
         let mut site_defaults: Vec<(String, &TargetSpec)> = Vec::new();
         let mut site_pos: Vec<(String, Pos)> = Vec::new();
+        let mut incomplete_sites: HashSet<u32> = HashSet::new();
         for (i, f) in parsed {
             self.at(&files[*i].path);
             for s in &f.sites {
@@ -443,8 +444,15 @@ impl Cx {
                 }
                 farm_nodes.sort_by_key(|&n| nodes[n as usize].member);
 
+                // A farm that lost nodes to errors above would only produce
+                // derived errors (size, capacity): check those on complete farms.
+                let expected = fm.nodes.len() + fm.node_pattern.as_ref().map_or(0, |p| p.count.value as usize);
+                let complete = expected > 0 && farm_nodes.len() == expected;
+                if !complete && let Some(s) = site {
+                    incomplete_sites.insert(s);
+                }
                 let max_unavailable = fm.max_unavailable.as_ref().map(|m| m.value).unwrap_or(policy.max_unavailable);
-                if !farm_nodes.is_empty() && max_unavailable as usize >= farm_nodes.len() {
+                if complete && max_unavailable as usize >= farm_nodes.len() {
                     let pos = fm.max_unavailable.as_ref().map(|m| m.pos).unwrap_or(fm.name.pos);
                     self.err(
                         pos,
@@ -514,7 +522,8 @@ impl Cx {
             self.at(&file);
             // A single-farm site can still take node-level work; its switches are
             // reported as blocked by the planner (the last serving farm never goes out).
-            if site.farms.len() > 1 && ((full - largest) as f64) < site.capacity_floor * full as f64 {
+            let complete = !incomplete_sites.contains(&(si as u32));
+            if complete && site.farms.len() > 1 && ((full - largest) as f64) < site.capacity_floor * full as f64 {
                 self.err(pos, format!("site `{}`: taking its largest farm out leaves {:.0}% of its capacity, below its floor of {:.0}%: no farm switch could ever start", site.name, 100.0 * (full - largest) as f64 / full as f64, 100.0 * site.capacity_floor), "lower the site's capacity_floor (or policy.site_capacity_floor), or add farms");
             }
         }
@@ -714,24 +723,8 @@ impl Cx {
             };
             disruptive.push(model::DisruptiveRule { pattern: r.pattern.value.clone(), needs });
         }
-        let frac = |cx: &mut Cx, v: &Option<Sp<f64>>, default: f64, zero_ok: bool, what: &str| -> f64 {
-            match v {
-                None => default,
-                Some(f) => {
-                    let ok = f.value.is_finite() && f.value <= 1.0 && (f.value > 0.0 || (zero_ok && f.value == 0.0));
-                    if !ok {
-                        cx.err(
-                            f.pos,
-                            format!("{what} {} is out of range", f.value),
-                            "write a fraction between 0 and 1, e.g. 0.75",
-                        );
-                    }
-                    f.value
-                }
-            }
-        };
-        let site_capacity_floor = frac(self, &p.site_capacity_floor, 0.5, true, "site_capacity_floor");
-        let max_farm_load = frac(self, &p.max_farm_load, 0.9, false, "max_farm_load");
+        let site_capacity_floor = self.fraction(&p.site_capacity_floor, 0.5, true, "site_capacity_floor");
+        let max_farm_load = self.fraction(&p.max_farm_load, 0.9, false, "max_farm_load");
         let h = &p.health;
         let path = match &h.path {
             None => "/healthz".to_string(),
@@ -796,6 +789,8 @@ impl Cx {
                         format!("{what} {} is out of range", f.value),
                         "write a fraction between 0 and 1, e.g. 0.75",
                     );
+                    // A floor of 0 adds no derived errors to this one.
+                    return if zero_ok { 0.0 } else { default };
                 }
                 f.value
             }

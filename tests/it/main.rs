@@ -2,7 +2,10 @@
 //! the real test fleet (`fleet`: sshd, HAProxy, memcached, rsync on loopback).
 
 mod cli;
+mod corpus;
+mod examples;
 mod fleet;
+mod fuzz;
 mod props;
 mod render;
 mod scenarios;

@@ -4,7 +4,7 @@
 //! failure budget intact. A failure prints the case (shape, faults, seed),
 //! which replays exactly.
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 2000 here).
+//! `PROPTEST_CASES` sets the number of cases (default 1000 here).
 
 use drover::sim::fleetgen::{Change, Shape, fleet};
 use drover::sim::{Faults, Sim, SimConfig};
@@ -51,7 +51,7 @@ fn faults() -> impl Strategy<Value = Faults> {
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
 }
 
 proptest! {
