@@ -8,6 +8,11 @@ use drover::sim::{Report, Sim, SimConfig, Strategy};
 
 fn with_initial(fleet: &Fleet, f: impl Fn(&mut Target, &Target)) -> Fleet {
     let mut fl = fleet.clone();
+    // One target for every farm (the reference pins one farm to an older PHP,
+    // which would read as a rollback once every node starts from one state).
+    for farm in &mut fl.farms {
+        farm.target = 0;
+    }
     let sim = fl.simulation.as_mut().expect("the spec has a simulation section");
     let target = fleet.targets[0].clone();
     let old = sim.initial.clone();
@@ -61,6 +66,9 @@ fn main() {
             r.requests,
             if r.converged { "" } else { "  NOT CONVERGED" }
         );
+        for v in r.violation_samples.iter().take(3) {
+            println!("    violation at {}s {:?}: {}", v.at_ms / 1000, v.invariant, v.what);
+        }
         if *name == "all together" {
             all = r.makespan_s;
         } else {

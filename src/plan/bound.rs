@@ -60,9 +60,10 @@ fn site_time(fleet: &Fleet, obs: &Observed, site: usize, e: &Estimates) -> Optio
             }
         }
         let lb = 2.0 * e.lb_s;
-        let t_node = lb + e.drain_s + lb + upgrade + e.health_s + lb;
+        // Draining can take no time at all (no request in flight): not in the bound.
+        let t_node = lb + lb + upgrade + e.health_s + lb;
         let farm_waves = (window_nodes as f64 / farm.max_unavailable as f64).ceil() * t_node;
-        let plain = lb + e.drain_s + e.flush_s + e.activate_s + e.health_s + lb;
+        let plain = lb + e.flush_s + e.activate_s + e.health_s + lb;
         if needs_switch {
             switch_farms += 1;
             coalesced_window = coalesced_window.max(plain + upgrade);
