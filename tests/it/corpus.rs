@@ -36,7 +36,7 @@ fn every_invalid_spec_fails_with_located_diagnostics() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir())
+        .filter(|p| p.is_dir() && !p.ends_with("snapshots"))
         .collect();
     cases.sort();
     assert!(cases.len() >= 40, "only {} invalid cases", cases.len());
