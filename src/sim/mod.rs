@@ -220,6 +220,8 @@ pub struct Sim<'f> {
     incarnation: u32,
     plan_pending: bool,
     in_flight: BTreeMap<u64, InFlight>,
+    /// Future instants with a reconciler pass already queued.
+    wakeups: BTreeSet<u64>,
     next_action: u64,
     crashes: u32,
     serial: Option<Serial>,
@@ -341,6 +343,7 @@ impl<'f> Sim<'f> {
             incarnation: 0,
             plan_pending: false,
             in_flight: BTreeMap::new(),
+            wakeups: BTreeSet::new(),
             next_action: 0,
             crashes: 0,
             serial,
@@ -387,6 +390,15 @@ impl<'f> Sim<'f> {
             self.plan_pending = true;
             let now = self.now;
             self.at(now, Ev::Plan);
+        }
+    }
+
+    /// A reconciler pass at a future instant (a timer: soak end, drain
+    /// timeout, unreachable limit). Each instant is queued once, however
+    /// many passes ask for it.
+    fn wake_at(&mut self, t: u64) {
+        if self.wakeups.insert(t) {
+            self.at(t, Ev::Plan);
         }
     }
 
@@ -503,6 +515,9 @@ impl<'f> Sim<'f> {
             match ev {
                 Ev::Plan => {
                     self.plan_pending = false;
+                    while self.wakeups.first().is_some_and(|&w| w <= t) {
+                        self.wakeups.pop_first();
+                    }
                     if self.alive {
                         self.reconcile();
                     }
@@ -788,7 +803,7 @@ impl<'f> Sim<'f> {
             .filter(|&t| t > self.now)
             .min();
         if let Some(t) = next_gate {
-            self.at(t, Ev::Plan);
+            self.wake_at(t);
         }
         // Unreachable nodes reach their limit.
         if let Some(t) = self
@@ -799,7 +814,7 @@ impl<'f> Sim<'f> {
             .filter(|&t| t > self.now)
             .min()
         {
-            self.at(t, Ev::Plan);
+            self.wake_at(t);
         }
         // Drain timeouts likewise.
         let drain = fleet.policy.drain_timeout.as_millis() as u64;
@@ -812,7 +827,7 @@ impl<'f> Sim<'f> {
             .filter(|&t| t > self.now)
             .min();
         if let Some(t) = next_drain {
-            self.at(t, Ev::Plan);
+            self.wake_at(t);
         }
     }
 

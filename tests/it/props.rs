@@ -4,7 +4,7 @@
 //! failure budget intact. A failure prints the case (shape, faults, seed),
 //! which replays exactly.
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 1000 here).
+//! `PROPTEST_CASES` sets the number of cases (default 2000 here).
 
 use drover::sim::fleetgen::{Change, Shape, fleet};
 use drover::sim::{Faults, Sim, SimConfig};
@@ -50,34 +50,116 @@ fn faults() -> impl Strategy<Value = Faults> {
     ]
 }
 
+fn seed() -> proptest::test_runner::RngSeed {
+    let s = std::env::var("PROPTEST_RNG_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(20261124);
+    proptest::test_runner::RngSeed::Fixed(s)
+}
+
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+    // A fixed seed keeps CI deterministic; PROPTEST_RNG_SEED explores others.
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: None,
+        rng_seed: seed(),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn no_violation_and_convergence_within_the_budget(shape in shapes(), faults in faults(), seed in any::<u64>()) {
-        let fleet = fleet(&shape).map_err(|e| TestCaseError::fail(e))?;
-        let mut cfg = SimConfig::new(&fleet, seed);
-        cfg.faults = faults.clone();
-        cfg.max_virtual_s = 2.0 * 3600.0;
-        let r = Sim::new(&fleet, cfg).run();
-        prop_assert_eq!(r.violations, 0, "violations {:#?}\nshape {:?}\nfaults {:?} seed {}", r.violation_samples, shape, faults, seed);
-        let failures = r.failed_nodes.len() + r.failed_farms.len();
-        if failures == 0 {
-            // Crashes, SSH timeouts on staging and slow drains cost time, never convergence.
-            prop_assert!(r.converged, "not converged: {:?}\nshape {:?}\nfaults {:?} seed {}", r.blocked, shape, faults, seed);
-        } else if failures <= shape.failure_budget as usize && !r.preproduction_failed && r.failed_farms.is_empty() && !r.converged {
-            // Within the budget, only the capacity that failed nodes took away may stop the rollout, and it says so.
-            prop_assert!(
-                !r.blocked.is_empty() && r.blocked.iter().all(|b| b.reason.contains("capacity") || b.reason.contains("floor") || b.reason.contains("last serving") || b.reason.contains("failed")),
-                "stuck without a capacity reason: {:?}\nfailed {:?}\nshape {:?}\nfaults {:?} seed {}", r.blocked, r.failed_nodes, shape, faults, seed
-            );
-        }
-        if failures > shape.failure_budget as usize {
-            prop_assert!(r.halted && !r.converged, "over budget but not halted\nshape {:?}\nfaults {:?} seed {}", shape, faults, seed);
+        check(&shape, &faults, seed)?;
+    }
+}
+
+/// Runs one case: zero violations; convergence unless the faults used up
+/// the failure budget; a halt when they exceeded it.
+fn check(shape: &Shape, faults: &Faults, seed: u64) -> Result<(), TestCaseError> {
+    let fleet = fleet(shape).map_err(TestCaseError::fail)?;
+    let mut cfg = SimConfig::new(&fleet, seed);
+    cfg.faults = faults.clone();
+    cfg.max_virtual_s = 2.0 * 3600.0;
+    let r = Sim::new(&fleet, cfg).run();
+    prop_assert_eq!(
+        r.violations,
+        0,
+        "violations {:#?}\nshape {:?}\nfaults {:?} seed {}",
+        r.violation_samples,
+        shape,
+        faults,
+        seed
+    );
+    let failures = r.failed_nodes.len() + r.failed_farms.len();
+    if failures == 0 {
+        // Crashes, SSH timeouts on staging and slow drains cost time, never convergence.
+        prop_assert!(
+            r.converged,
+            "not converged: {:?}\nshape {:?}\nfaults {:?} seed {}",
+            r.blocked,
+            shape,
+            faults,
+            seed
+        );
+    } else if failures <= shape.failure_budget as usize
+        && !r.preproduction_failed
+        && r.failed_farms.is_empty()
+        && !r.converged
+    {
+        // Within the budget, only the capacity that failed nodes took away may stop the rollout, and it says so.
+        prop_assert!(
+            !r.blocked.is_empty()
+                && r.blocked.iter().all(|b| b.reason.contains("capacity")
+                    || b.reason.contains("floor")
+                    || b.reason.contains("last serving")
+                    || b.reason.contains("failed")),
+            "stuck without a capacity reason: {:?}\nfailed {:?}\nshape {:?}\nfaults {:?} seed {}",
+            r.blocked,
+            r.failed_nodes,
+            shape,
+            faults,
+            seed
+        );
+    }
+    if failures > shape.failure_budget as usize {
+        prop_assert!(
+            r.halted && !r.converged,
+            "over budget but not halted\nshape {:?}\nfaults {:?} seed {}",
+            shape,
+            faults,
+            seed
+        );
+    }
+    Ok(())
+}
+
+/// Cases the property test once found, replayed on every run.
+#[test]
+fn regressions() {
+    let cases = [(
+        // A node stayed unreachable for minutes under traffic: every pass
+        // queued its own wake-up at the unreachable limit, and the 200,000
+        // passes piled up at that instant read as a livelock.
+        Shape {
+            prod_sites: 2,
+            farms_per_site: 3,
+            nodes_per_farm: 2,
+            profiles: 3,
+            max_unavailable: 1,
+            max_farms_down: 1,
+            capacity_floor: 0.0,
+            soak: "2m".into(),
+            failure_budget: 1,
+            change: Change { online: true, disruptive_reboot: true, ..Change::NONE },
+            sessions_per_site: 60,
+        },
+        Faults { node_death: 2, slow_drain: 0.01, crash: 3, ..Faults::none() },
+        10951582823750585045u64,
+    )];
+    for (shape, faults, seed) in cases {
+        if let Err(e) = check(&shape, &faults, seed) {
+            panic!("{e}");
         }
     }
 }
