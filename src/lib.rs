@@ -7,6 +7,7 @@ pub mod invariants;
 pub mod model;
 pub mod observe;
 pub mod plan;
+pub mod real;
 pub mod render;
 pub mod sim;
 pub mod spec;

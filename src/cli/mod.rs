@@ -2,6 +2,7 @@
 //! exit code. Deciding happens in the library; printing happens here.
 
 mod plan;
+mod real;
 mod reconcile;
 mod render;
 mod schema;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Cli, Output, exit, simulate};
+use super::{Cli, Output, exit, real, simulate};
 use crate::diff::{drift_items, node_diff};
 use crate::model::{Fleet, NodeId};
 use crate::plan::{Action, Estimates, Memory, World};
@@ -19,16 +19,14 @@ pub struct PlanArgs {
     pub verbose: bool,
     #[command(flatten)]
     pub sim: simulate::SimArgs,
+    #[command(flatten)]
+    pub real: real::RealArgs,
 }
 
 pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
     let Some(fleet) = super::load_fleet(cli) else {
         return exit::ERROR;
     };
-    if !args.simulate {
-        eprintln!("error: observing the real fleet is not available in this build yet; use --simulate");
-        return exit::USAGE;
-    }
     let cfg = match simulate::config(&fleet, &args.sim) {
         Ok(c) => c,
         Err(e) => {
@@ -36,14 +34,23 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let observed = Sim::new(&fleet, cfg.clone()).observe();
-    let memory = Memory::default();
+    let (observed, memory, now_ms, unreachable) = if args.simulate {
+        (Sim::new(&fleet, cfg.clone()).observe(), Memory::default(), 0, Vec::new())
+    } else {
+        match observe_real(&fleet, &args.real) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+        }
+    };
     let estimates = Estimates::default();
     let pass = crate::plan::plan(&World {
         fleet: &fleet,
         observed: &observed,
         memory: &memory,
-        now_ms: 0,
+        now_ms,
         estimates: &estimates,
     });
 
@@ -55,10 +62,14 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
             drift.extend(drift_items(&fleet, n, &observed.nodes[n as usize], &d));
         }
     }
-    // Projection: the same planner, no traffic, no faults.
-    let mut pcfg = SimConfig { traffic: false, record_actions: true, faults: Default::default(), ..cfg };
-    pcfg.strategy = crate::sim::Strategy::Drover;
-    let projection = Sim::new(&fleet, pcfg).run();
+    // Projection: the same planner, no traffic, no faults, from the spec's
+    // simulated starting state (only with --simulate: a real fleet's state
+    // is not a simulation's starting point).
+    let projection = args.simulate.then(|| {
+        let mut pcfg = SimConfig { traffic: false, record_actions: true, faults: Default::default(), ..cfg };
+        pcfg.strategy = crate::sim::Strategy::Drover;
+        Sim::new(&fleet, pcfg).run()
+    });
 
     let pending = !drift.is_empty() || !pass.converged;
     match cli.output {
@@ -75,11 +86,14 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
                     })
                 })
                 .collect();
-            let projected: Vec<_> = projection
-                .started
-                .iter()
-                .map(|s| serde_json::json!({ "at_s": s.at_ms as f64 / 1000.0, "action": s.action, "describe": s.action.describe(&fleet), "why": s.why }))
-                .collect();
+            let projection = projection.as_ref().map(|p| {
+                let actions: Vec<_> = p
+                    .started
+                    .iter()
+                    .map(|s| serde_json::json!({ "at_s": s.at_ms as f64 / 1000.0, "action": s.action, "describe": s.action.describe(&fleet), "why": s.why }))
+                    .collect();
+                serde_json::json!({ "makespan_s": p.makespan_s, "lower_bound_s": p.lower_bound_s, "converged": p.converged, "actions": actions })
+            });
             println!(
                 "{}",
                 serde_json::json!({
@@ -88,11 +102,13 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
                     "drift": drift,
                     "next": pass.actions.iter().map(|p| serde_json::json!({"action": p.action, "describe": p.action.describe(&fleet), "why": p.why, "wave": p.wave})).collect::<Vec<_>>(),
                     "blocked": pass.blocked,
-                    "projection": { "makespan_s": projection.makespan_s, "lower_bound_s": projection.lower_bound_s, "converged": projection.converged, "actions": projected },
+                    "held": pass.held,
+                    "unreachable": unreachable,
+                    "projection": projection,
                 })
             );
         }
-        Output::Text => print_text(&fleet, &drift, &pass, &projection),
+        Output::Text => print_text(&fleet, &drift, &pass, projection.as_ref(), &unreachable),
     }
     if pending { exit::CHANGES_PENDING } else { exit::OK }
 }
@@ -101,7 +117,8 @@ fn print_text(
     fleet: &Fleet,
     drift: &[crate::diff::DriftItem],
     pass: &crate::plan::Pass,
-    projection: &crate::sim::Report,
+    projection: Option<&crate::sim::Report>,
+    unreachable: &[String],
 ) {
     println!("Targets (farm > site > fleet defaults):");
     let mut by_target: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
@@ -131,7 +148,20 @@ fn print_text(
     for ((what, have, want), n) in &kinds {
         println!("  {what}: {have} -> {want} on {n} node(s)");
     }
+    for u in unreachable {
+        println!("  unreachable: {u}");
+    }
+    for h in &pass.held {
+        println!("  held by an operator (not touched): {h}");
+    }
     println!();
+    if let Some(projection) = projection {
+        print_projection(fleet, projection);
+    }
+    print_next(pass);
+}
+
+fn print_projection(fleet: &Fleet, projection: &crate::sim::Report) {
     println!("Rollout (projected with the same planner, no faults):");
     let mut windows: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut waves: BTreeMap<u32, (u64, u64, usize)> = BTreeMap::new();
@@ -179,6 +209,9 @@ fn print_text(
         if projection.converged { "converges" } else { "does NOT converge" }
     );
     println!();
+}
+
+fn print_next(pass: &crate::plan::Pass) {
     println!("Next actions now ({}):", pass.actions.len());
     let mut shown: BTreeMap<String, usize> = BTreeMap::new();
     for p in &pass.actions {
@@ -202,4 +235,28 @@ fn summarize(names: &[&str]) -> String {
     } else {
         format!("{}, {} ... {}", names[0], names[1], names[names.len() - 1])
     }
+}
+
+/// Observes the real fleet, with the reconciler's journal (what it has under way).
+fn observe_real(
+    fleet: &Fleet,
+    args: &real::RealArgs,
+) -> Result<(crate::observe::Observed, Memory, u64, Vec<String>), String> {
+    let journal = crate::real::journal::Journal::new(&args.state_dir.join("journal.json"));
+    let memory = journal.load()?;
+    let rt = real::runtime()?;
+    rt.block_on(async {
+        let rf = real::connect(fleet, args).await?;
+        let observed = rf.observe().await.map_err(|e| e.to_string());
+        let errors = rf.last_errors.lock().unwrap().clone();
+        real::disconnect(&rf).await;
+        let observed = observed?;
+        let mut unreachable: Vec<(u32, String)> = errors.into_iter().collect();
+        unreachable.sort();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Ok((observed, memory, now, unreachable.into_iter().map(|(_, e)| e).collect()))
+    })
 }

@@ -1,7 +1,12 @@
 //! `drover reconcile`: converge the fleet (`--once`) or run as a daemon.
 
-use super::{Cli, exit, simulate};
-use crate::spec;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use super::{Cli, Output, exit, real, simulate};
+use crate::plan::action::Outcome;
+use crate::real::journal::Journal;
+use crate::real::reconcile::{Event, Finish, Options, reconcile_once};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReconcileArgs {
@@ -11,22 +16,117 @@ pub struct ReconcileArgs {
     /// Run against the simulated fleet instead of the real one.
     #[arg(long)]
     pub simulate: bool,
+    /// Give up when nothing could start and nothing ran for this long (real fleet).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub stall: Duration,
     #[command(flatten)]
     pub sim: simulate::SimArgs,
+    #[command(flatten)]
+    pub real: real::RealArgs,
 }
 
 pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
     let Some(fleet) = super::load_fleet(cli) else {
         return exit::ERROR;
     };
-    if !args.simulate {
-        eprintln!("error: the real-fleet reconciler is not available in this build yet; use --simulate");
-        return exit::USAGE;
-    }
     if !args.once {
         eprintln!("error: the daemon mode is not available in this build yet; use --once");
         return exit::USAGE;
     }
-    let _ = spec::MAX_FILE_BYTES;
-    simulate::reconcile(cli, &fleet, &args.sim)
+    if args.simulate {
+        return simulate::reconcile(cli, &fleet, &args.sim);
+    }
+    let rt = match real::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    let journal = Journal::new(&args.real.state_dir.join("journal.json"));
+    let opts = Options { tick: Duration::from_millis(500), stall: args.stall };
+    let tty = std::io::stderr().is_terminal();
+    let summary = rt.block_on(async {
+        let rf = match real::connect(&fleet, &args.real).await {
+            Ok(rf) => rf,
+            Err(e) => return Err(e),
+        };
+        let t0 = std::time::Instant::now();
+        let mut on = |e: &Event| {
+            let at = simulate::clock(t0.elapsed().as_millis() as u64);
+            match e {
+                Event::Started { action, why, wave } => {
+                    let wave = wave.map(|w| format!("[wave {w}] ")).unwrap_or_default();
+                    eprintln!("{at} start  {wave}{action}  ({why})");
+                }
+                Event::Finished { action, outcome: Outcome::Ok, took } => {
+                    eprintln!("{at} done   {action}  in {:.1}s", took.as_secs_f64());
+                }
+                Event::Finished { action, outcome: Outcome::Failed(err), took } => {
+                    eprintln!("{at} FAILED {action}  after {:.1}s: {err}", took.as_secs_f64());
+                }
+                Event::ObserveFailed(err) => eprintln!("{at} observation failed (retrying): {err}"),
+            }
+        };
+        let _ = tty;
+        let summary = reconcile_once(std::sync::Arc::clone(&rf), &journal, &opts, &mut on).await;
+        let errors = rf.last_errors.lock().unwrap().clone();
+        real::disconnect(&rf).await;
+        Ok((summary, errors))
+    });
+    let (summary, errors) = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    let (code, verdict) = match &summary.finish {
+        Finish::Converged => (exit::OK, "converged".to_string()),
+        Finish::Halted => {
+            (exit::HALTED, "HALTED: failures exceed the failure budget; nothing else was started".to_string())
+        }
+        Finish::Stuck => (exit::ERROR, "STUCK: nothing could start for the stall time".to_string()),
+        Finish::Error(e) => (exit::ERROR, format!("error: {e}")),
+    };
+    for f in &summary.failed {
+        eprintln!("failed: {f}");
+    }
+    let mut unreachable: Vec<_> = errors.values().cloned().collect();
+    unreachable.sort();
+    for u in &unreachable {
+        eprintln!("unreachable: {u}");
+    }
+    for h in &summary.held {
+        eprintln!("held by an operator (not touched): {h}");
+    }
+    if summary.finish != Finish::Converged {
+        for b in &summary.blocked {
+            eprintln!("waiting: {}: {}", b.subject, b.reason);
+        }
+    }
+    eprintln!(
+        "{verdict} after {:.1}s: {} actions started, {} failed, {} passes",
+        summary.elapsed.as_secs_f64(),
+        summary.started,
+        summary.failed.len(),
+        summary.passes
+    );
+    if cli.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "converged": summary.finish == Finish::Converged,
+                "halted": summary.finish == Finish::Halted,
+                "finish": verdict,
+                "actions_started": summary.started,
+                "failed": summary.failed,
+                "unreachable": unreachable,
+                "held": summary.held,
+                "blocked": summary.blocked,
+                "elapsed_s": summary.elapsed.as_secs_f64(),
+            })
+        );
+    }
+    code
 }

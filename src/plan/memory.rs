@@ -82,6 +82,8 @@ pub struct Memory {
     pub farm_ops: BTreeMap<FarmId, FarmOp>,
     pub failed_nodes: BTreeMap<NodeId, String>,
     pub failed_farms: BTreeMap<FarmId, String>,
+    /// A list of pairs in JSON (its keys are tuples).
+    #[serde(with = "pairs")]
     pub gate: BTreeMap<GateKey, GateRecord>,
     /// Actions started and not yet completed. Cleared on restart: whatever
     /// they did is re-observed.
@@ -233,5 +235,25 @@ impl Memory {
             // an LB that keeps refusing shows up as a blocked rollout.
             _ => {}
         }
+    }
+}
+
+/// A map with non-string keys as a list of `[key, value]` pairs (JSON).
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(m: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }

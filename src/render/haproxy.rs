@@ -123,7 +123,6 @@ pub fn haproxy_config(fleet: &Fleet, site: SiteId) -> Result<String, RenderError
     check_unique(&s.name, &servers)?;
 
     let node_capacity = |n: NodeId| u64::from(fleet.profiles[fleet.nodes[n as usize].profile as usize].capacity);
-    let farm_caps: Vec<u64> = farms.iter().map(|f| f.nodes.iter().map(|&n| node_capacity(n)).sum()).collect();
     let health = &fleet.policy.health;
 
     let mut out = String::new();
@@ -190,14 +189,15 @@ pub fn haproxy_config(fleet: &Fleet, site: SiteId) -> Result<String, RenderError
          \x20   default-server check inter 1s fall 1 rise 2",
         s.lb.backend
     );
-    let max_cap = farm_caps.iter().copied().max().unwrap_or(1);
-    for ((farm, (host, port)), cap) in farms.iter().zip(&listens).zip(&farm_caps) {
+    // The weight the planner restores (`Farm::lb_weight`), so that a farm
+    // drover put back is indistinguishable from a freshly started LB.
+    for (farm, (host, port)) in farms.iter().zip(&listens) {
         let _ = writeln!(
             w,
             "    server {name} {addr} cookie {name} weight {weight}",
             name = farm.lb_server,
             addr = endpoint(host, *port),
-            weight = relative_weight(*cap, max_cap)
+            weight = farm.lb_weight
         );
     }
     for (farm, (host, port)) in farms.iter().zip(&listens) {

@@ -29,6 +29,9 @@ pub struct FleetOptions {
     pub memcached: bool,
     /// An rsync daemon serving the sources (else `file://` sources).
     pub rsync: bool,
+    /// A web server per node and one HAProxy per site (else neither: no
+    /// `sites`, and nodes run only their sshd).
+    pub http: bool,
     /// What every node runs at start; also the spec's target until `write_spec`.
     pub initial: Target,
     /// How long a rebooting node stays down.
@@ -43,6 +46,7 @@ impl FleetOptions {
             ssh: true,
             memcached: true,
             rsync: true,
+            http: true,
             initial: Target::initial(),
             reboot_down: Duration::from_secs(1),
         }
@@ -50,6 +54,11 @@ impl FleetOptions {
     /// Only what load balancing needs: web servers and the site HAProxies.
     pub fn lb_only(topology: Topology) -> FleetOptions {
         FleetOptions { ssh: false, memcached: false, rsync: false, ..FleetOptions::full(topology) }
+    }
+    /// Only an sshd per node (no web server, LB, memcached or rsync): cheap
+    /// to start by the hundred, for observing nodes over SSH (benches/observe.rs).
+    pub fn ssh_only(topology: Topology) -> FleetOptions {
+        FleetOptions { memcached: false, rsync: false, http: false, ..FleetOptions::full(topology) }
     }
 }
 
@@ -93,9 +102,12 @@ impl TestFleet {
             "the real-fleet tests must run as root (sshd privilege separation, a dedicated \
              login user, ports 22 and 80 on 127.x.y.z): run ./tests/run-all as root"
         );
-        let haproxy = require_binary("haproxy", "haproxy");
+        let haproxy = if opts.http { require_binary("haproxy", "haproxy") } else { PathBuf::new() };
         let python = PathBuf::from("/usr/bin/python3");
-        assert!(python.is_file(), "the test nodes' web servers need /usr/bin/python3 (Debian package python3-minimal)");
+        assert!(
+            !opts.http || python.is_file(),
+            "the test nodes' web servers need /usr/bin/python3 (Debian package python3-minimal)"
+        );
         let sshd = if opts.ssh {
             require_binary("ssh", "openssh-client");
             require_binary("ssh-keygen", "openssh-client");
@@ -147,6 +159,7 @@ impl TestFleet {
             webserver: dir.join("webserver.py"),
             authorized_keys: authorized_keys.clone(),
             with_ssh: opts.ssh,
+            with_web: opts.http,
             reboot_down: opts.reboot_down,
         });
         fs::write(&env.webserver, node::WEBSERVER_PY).unwrap();
@@ -201,7 +214,8 @@ impl TestFleet {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                (opts.ssh && s.admin == Admin::UnixOverSsh).then(|| SocketAddr::new(plan.lb_ip(i).into(), SSH_PORT))
+                (opts.ssh && opts.http && s.admin == Admin::UnixOverSsh)
+                    .then(|| SocketAddr::new(plan.lb_ip(i).into(), SSH_PORT))
             })
             .collect();
         if opts.ssh {
@@ -294,8 +308,13 @@ impl TestFleet {
             Site { name: s.name.clone(), index: i, lb, lb_ssh: lb_ssh[i], lb_sshd }
         };
         let started: Vec<thread::Result<Site>> = thread::scope(|sc| {
-            let handles: Vec<_> =
-                topo.sites.iter().enumerate().map(|(i, s)| sc.spawn(move || start_site(i, s))).collect();
+            let handles: Vec<_> = topo
+                .sites
+                .iter()
+                .enumerate()
+                .filter(|_| opts.http)
+                .map(|(i, s)| sc.spawn(move || start_site(i, s)))
+                .collect();
             handles.into_iter().map(|h| h.join()).collect()
         });
         // On a failure, the sites that did start are dropped (stopped) here.

@@ -112,6 +112,8 @@ pub struct NodeEnv {
     pub webserver: PathBuf,
     pub authorized_keys: PathBuf,
     pub with_ssh: bool,
+    /// A web server per node (else the node runs only its sshd).
+    pub with_web: bool,
     pub reboot_down: Duration,
 }
 
@@ -256,7 +258,7 @@ impl Node {
                 &self.dir.join("pids/sshd.pid"),
             )?);
         }
-        if rt.web.is_none() {
+        if self.env.with_web && rt.web.is_none() {
             rt.web = Some(self.start_web()?);
         }
         Ok(())
@@ -307,7 +309,7 @@ impl Node {
     }
     pub fn is_up(&self) -> bool {
         let rt = self.rt.lock().unwrap();
-        rt.web.is_some() && (rt.sshd.is_some() || !self.env.with_ssh)
+        (rt.web.is_some() || !self.env.with_web) && (rt.sshd.is_some() || !self.env.with_ssh)
     }
 
     pub fn set_fault(&self, name: &str, content: &str) {

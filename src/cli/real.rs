@@ -1,0 +1,77 @@
+//! Options and set-up shared by `plan` and `reconcile` against the real
+//! fleet: the SSH pool, the LB connections, the journal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::Fleet;
+use crate::real::fleet::{RealFleet, Settings};
+use crate::real::ssh::{Pool, SshConfig};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RealArgs {
+    /// known_hosts file with every node's and LB host's key (default: the spec's `fleet.ssh.known_hosts`).
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// SSH private key (default: the spec's `fleet.ssh.identity`, else ssh's default keys).
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// Remote commands running at once across the fleet.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// SSH connect timeout.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Timeout of one remote command (package commands get `--package-timeout`).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub command_timeout: Duration,
+    /// Timeout of one emerge or rsync.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub package_timeout: Duration,
+    /// How long a node may take to come back from a reboot.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub reboot_timeout: Duration,
+    /// Directory of drover's state: the journal (`journal.json`) and control sockets.
+    #[arg(long, default_value = ".drover", env = "DROVER_STATE_DIR")]
+    pub state_dir: PathBuf,
+}
+
+/// A tokio runtime for one command.
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start tokio: {e}"))
+}
+
+/// Opens the SSH pool and connects the site LBs.
+pub async fn connect(fleet: &Fleet, args: &RealArgs) -> Result<Arc<RealFleet>, String> {
+    let known_hosts = args.known_hosts.clone().or_else(|| fleet.ssh.known_hosts.as_ref().map(PathBuf::from)).ok_or(
+        "no known_hosts file: name one in the spec (`fleet.ssh.known_hosts`) or with --known-hosts; \
+         drover only connects to hosts whose keys it is given",
+    )?;
+    let identity = args.identity.clone().or_else(|| fleet.ssh.identity.as_ref().map(PathBuf::from));
+    // Control sockets need a short path (108 bytes): keep them under /tmp.
+    let control_dir = std::env::temp_dir().join(format!("drover-{}", std::process::id()));
+    let cfg = SshConfig {
+        user: fleet.ssh.user.clone(),
+        identity,
+        known_hosts,
+        connect_timeout: args.connect_timeout,
+        command_timeout: args.command_timeout,
+        max_concurrency: args.concurrency,
+        control_dir: control_dir.clone(),
+    };
+    let pool = Arc::new(Pool::new(cfg).map_err(|e| e.to_string())?);
+    let settings = Settings {
+        reboot_timeout: args.reboot_timeout,
+        io_timeout: Duration::from_secs(5),
+        package_timeout: args.package_timeout,
+        runtime_dir: control_dir,
+    };
+    RealFleet::connect(Arc::new(fleet.clone()), pool, settings).await.map(Arc::new)
+}
+
+/// Closes the SSH masters and removes the control directory.
+pub async fn disconnect(real: &RealFleet) {
+    real.pool.shutdown().await;
+    let _ = std::fs::remove_dir_all(&real.settings.runtime_dir);
+}

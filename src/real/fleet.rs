@@ -1,0 +1,437 @@
+//! The real fleet behind the planner: observation (the probe on every node,
+//! every site LB's runtime API, every farm's memcached) and the execution of
+//! each `Action` over SSH, the runtime API, memcached and HTTP.
+//!
+//! Remote commands are argument vectors (quoted for the remote shell by
+//! `openssh`); the only scripts are constants here and in `probe.sh`, and
+//! values reach them as positional parameters.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::cache;
+use super::haproxy::{Lb, LbError, Snapshot};
+use super::health::Checker;
+use super::probe::{self, Probe};
+use super::ssh::{Pool, RemoteError};
+use crate::diff::Disruption;
+use crate::model::{Atom, FarmId, Fleet, InitSystem, NodeId, PhpVersion, ReleaseId};
+use crate::observe::{Admin, FarmObs, Health, LbServer, NodeObs, Observed, SiteObs, Str};
+use crate::plan::action::{Action, Outcome};
+
+/// Stages a tree atomically: rsync into a hidden directory beside the
+/// target, then rename it into place. `$1` source URL, `$2` directory, `$3` name.
+const STAGE: &str = r#"set -eu
+src=$1 dir=$2 name=$3
+tmp="$dir/.partial-$name"
+mkdir -p "$dir"
+rsync -a --delete -- "$src" "$tmp/"
+rm -rf -- "${dir:?}/$name"
+mv -- "$tmp" "$dir/$name""#;
+
+/// Points the symlink `$2` at `$1` atomically: a new link, renamed over the old one.
+const SWAP: &str = r#"set -eu
+ln -sfn -- "$1" "$2.drover-new"
+mv -T -- "$2.drover-new" "$2""#;
+
+/// Knobs of the real executor (command line and defaults).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long a rebooting node may take to come back with a new boot id.
+    pub reboot_timeout: Duration,
+    /// Timeout of one LB or memcached exchange.
+    pub io_timeout: Duration,
+    /// Timeout of one package command (emerge can take minutes).
+    pub package_timeout: Duration,
+    /// Where forwarded LB sockets live.
+    pub runtime_dir: PathBuf,
+}
+
+/// Why an observation could not be made at all (a node that does not
+/// answer is not an error: it is observed as unreachable).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ObserveError {
+    #[error("site `{site}`: {error}")]
+    Lb { site: String, error: LbError },
+    #[error(
+        "site `{site}`: HAProxy has no server `{proxy}/{server}` for {what}: render the LB configuration from the spec (`drover render haproxy --site {site}`) and reload HAProxy"
+    )]
+    Missing { site: String, proxy: String, server: String, what: String },
+}
+
+pub struct RealFleet {
+    pub fleet: Arc<Fleet>,
+    pub pool: Arc<Pool>,
+    pub lbs: Vec<Lb>,
+    pub settings: Settings,
+    health: Checker,
+    /// Last probe of each node (its root prefix and releases).
+    probes: Mutex<HashMap<NodeId, Probe>>,
+    /// Last health check result of each node (reset when it changes).
+    health_results: Mutex<HashMap<NodeId, Health>>,
+    /// `category/name` of every package the targets track, plus kernels.
+    tracked: BTreeSet<String>,
+    /// Last failure per node, to report why it is unreachable.
+    pub last_errors: Mutex<HashMap<NodeId, String>>,
+}
+
+impl RealFleet {
+    /// Connects the site LBs (forwarding unix sockets over SSH where the spec says so).
+    pub async fn connect(fleet: Arc<Fleet>, pool: Arc<Pool>, settings: Settings) -> Result<RealFleet, String> {
+        let mut lbs = Vec::new();
+        for site in &fleet.sites {
+            let lb = Lb::connect(&site.name, &site.lb, &pool, &settings.runtime_dir, settings.io_timeout)
+                .await
+                .map_err(|e| format!("site `{}`: {e}", site.name))?;
+            lbs.push(lb);
+        }
+        let health = Checker::new(&fleet.policy.health)?;
+        let tracked = fleet.targets.iter().flat_map(|t| t.packages.iter().map(Atom::key)).collect();
+        Ok(RealFleet {
+            fleet,
+            pool,
+            lbs,
+            settings,
+            health,
+            probes: Mutex::new(HashMap::new()),
+            health_results: Mutex::new(HashMap::new()),
+            tracked,
+            last_errors: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn node_addr(&self, n: NodeId) -> (&str, u16) {
+        let node = &self.fleet.nodes[n as usize];
+        (&node.address, node.ssh_port)
+    }
+
+    /// Observes the whole fleet: every node probed at once, every LB read.
+    pub async fn observe(&self) -> Result<Observed, ObserveError> {
+        let fleet = &*self.fleet;
+        let targets: Vec<(String, u16)> = fleet.nodes.iter().map(|n| (n.address.clone(), n.ssh_port)).collect();
+        let probing = probe::probe_all(&self.pool, &targets);
+        let reading = futures::future::join_all(self.lbs.iter().map(|lb| lb.snapshot()));
+        let caches = futures::future::join_all(
+            fleet.farms.iter().map(|f| cache::reachable(&f.memcached, self.settings.io_timeout)),
+        );
+        let (probes, snaps, caches) = futures::join!(probing, reading, caches);
+        let mut snapshots: Vec<Snapshot> = Vec::new();
+        for (site, snap) in fleet.sites.iter().zip(snaps) {
+            snapshots.push(snap.map_err(|error| ObserveError::Lb { site: site.name.clone(), error })?);
+        }
+        let server = |site: usize, proxy: &str, server: &str, what: String| -> Result<LbServer, ObserveError> {
+            snapshots[site].servers.get(&(proxy.to_string(), server.to_string())).map(|s| s.lb()).ok_or_else(|| {
+                ObserveError::Missing {
+                    site: fleet.sites[site].name.clone(),
+                    proxy: proxy.into(),
+                    server: server.into(),
+                    what,
+                }
+            })
+        };
+        let mut nodes = Vec::with_capacity(fleet.nodes.len());
+        let mut kept = self.probes.lock().unwrap();
+        let health = self.health_results.lock().unwrap();
+        let mut errors = self.last_errors.lock().unwrap();
+        for (i, (node, result)) in fleet.nodes.iter().zip(probes).enumerate() {
+            let n = i as NodeId;
+            let farm = &fleet.farms[node.farm as usize];
+            let lb = server(node.site as usize, &farm.name, &node.name, format!("node `{}`", node.name))?;
+            let health = health.get(&n).copied().unwrap_or(Health::Unknown);
+            nodes.push(match result {
+                Ok(p) => {
+                    errors.remove(&n);
+                    let obs = self.node_obs(&p, lb, health);
+                    kept.insert(n, p);
+                    obs
+                }
+                Err(e) => {
+                    errors.insert(n, e.to_string());
+                    unreachable_node(lb)
+                }
+            });
+        }
+        let mut farms = Vec::with_capacity(fleet.farms.len());
+        for (f, reachable) in fleet.farms.iter().zip(caches) {
+            let site = &fleet.sites[f.site as usize];
+            let lb = server(f.site as usize, &site.lb.backend, &f.lb_server, format!("farm `{}`", f.name))?;
+            let current = snapshots[f.site as usize]
+                .servers
+                .get(&(site.lb.backend.clone(), f.lb_server.clone()))
+                .map(|s| s.current)
+                .unwrap_or(0);
+            farms.push(FarmObs { lb, sessions: current, memcached_reachable: reachable });
+        }
+        let sites = fleet
+            .sites
+            .iter()
+            .zip(&snapshots)
+            .map(|(s, snap)| SiteObs {
+                arrivals_per_s: snap.backend_rate.get(&s.lb.backend).copied().unwrap_or(0.0),
+                lb_reachable: true,
+            })
+            .collect();
+        Ok(Observed { nodes, farms, sites })
+    }
+
+    fn node_obs(&self, p: &Probe, lb: LbServer, health: Health) -> NodeObs {
+        let keep = |k: &str| self.tracked.contains(k) || k.starts_with("sys-kernel/");
+        let pair = |(k, v): &(String, String)| (Str::from(k.as_str()), Str::from(v.as_str()));
+        NodeObs {
+            reachable: true,
+            busy: p.merging,
+            packages: p.packages.iter().filter(|(k, _)| keep(k)).map(pair).collect(),
+            fetched: p.fetched.iter().filter(|(k, _)| keep(k)).map(pair).collect(),
+            kernel_running: p.kernel_running.as_deref().map(Str::from),
+            kernel_installed: p.kernel_installed.as_deref().map(Str::from),
+            boot_id: Str::from(p.boot_id.as_str()),
+            php_installed: p.php_installed.clone(),
+            php_active: p.php_active.clone(),
+            releases_installed: p.releases_installed.clone(),
+            release_active: p.release_active.clone(),
+            lb,
+            health,
+        }
+    }
+
+    fn root(&self, n: NodeId) -> String {
+        self.probes.lock().unwrap().get(&n).map(|p| p.root.clone()).unwrap_or_default()
+    }
+
+    fn set_health(&self, n: NodeId, h: Health) {
+        self.health_results.lock().unwrap().insert(n, h);
+    }
+
+    /// Runs one action to its end.
+    pub async fn execute(&self, action: &Action) -> Outcome {
+        match self.try_execute(action).await {
+            Ok(()) => Outcome::Ok,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    async fn try_execute(&self, action: &Action) -> Result<(), String> {
+        let fleet = &*self.fleet;
+        match action {
+            Action::Fetch { node, atoms } => self.emerge(*node, atoms, true).await,
+            Action::InstallOnline { node, atoms } => self.emerge(*node, atoms, false).await,
+            Action::StagePhp { node, version } => {
+                let src = fleet.sources.php.as_deref().ok_or("the spec names no PHP source (fleet.sources.php)")?;
+                let root = self.root(*node);
+                self.stage(*node, &format!("{src}/{version}/"), &format!("{root}/opt/php"), &version.0).await
+            }
+            Action::StageRelease { node, release } => {
+                let src = fleet
+                    .sources
+                    .releases
+                    .as_deref()
+                    .ok_or("the spec names no release source (fleet.sources.releases)")?;
+                let root = self.root(*node);
+                self.stage(*node, &format!("{src}/{release}/"), &format!("{root}/srv/app/releases"), &release.0).await
+            }
+            Action::SetNode { node, admin } => {
+                let n = &fleet.nodes[*node as usize];
+                let farm = &fleet.farms[n.farm as usize];
+                self.lbs[n.site as usize].set_state(&farm.name, &n.name, *admin).await.map_err(|e| e.to_string())
+            }
+            Action::Upgrade { node, atoms, disruption } => self.upgrade(*node, atoms, disruption).await,
+            Action::Activate { node, php, release, .. } => self.activate(*node, php.as_ref(), release.as_ref()).await,
+            Action::HealthCheck { node } => {
+                let n = &fleet.nodes[*node as usize];
+                let release = &fleet.node_target(*node).release;
+                let r = self.health.check(&fleet.policy.health, &n.address, n.http_port, Some(release)).await;
+                self.set_health(*node, if r.is_ok() { Health::Passing } else { Health::Failing });
+                r.map_err(|e| format!("{}: {e}", n.name))
+            }
+            Action::SetFarm { farm, admin } => {
+                let (lb, backend, server) = self.farm_server(*farm);
+                lb.set_state(backend, server, *admin).await.map_err(|e| e.to_string())?;
+                if *admin == Admin::Ready {
+                    lb.set_weight(backend, server, fleet.farms[*farm as usize].lb_weight)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+            Action::SetFarmWeight { farm, weight } => {
+                let (lb, backend, server) = self.farm_server(*farm);
+                lb.set_weight(backend, server, *weight).await.map_err(|e| e.to_string())
+            }
+            Action::FlushCache { farm } => {
+                let f = &fleet.farms[*farm as usize];
+                cache::flush_all(&f.memcached, self.settings.io_timeout)
+                    .await
+                    .map_err(|e| format!("farm `{}`: {e}", f.name))
+            }
+            Action::MarkFailed { .. } => Ok(()),
+        }
+    }
+
+    fn farm_server(&self, farm: FarmId) -> (&Lb, &str, &str) {
+        let f = &self.fleet.farms[farm as usize];
+        let site = &self.fleet.sites[f.site as usize];
+        (&self.lbs[f.site as usize], &site.lb.backend, &f.lb_server)
+    }
+
+    async fn run(&self, n: NodeId, program: &str, args: &[&str], timeout: Duration) -> Result<String, String> {
+        let (host, port) = self.node_addr(n);
+        let name = &self.fleet.nodes[n as usize].name;
+        self.pool
+            .run_with_timeout(host, port, program, args, timeout)
+            .await
+            .map(|d| d.stdout)
+            .map_err(|e: RemoteError| format!("node {name}: {e}"))
+    }
+
+    /// `emerge` of exact binary packages from the node's profile binhost.
+    /// `--usepkgonly --getbinpkg`: a missing binary package fails instead of
+    /// compiling on a web node; `--oneshot`: the world file is the
+    /// operator's, drover pins versions in the spec.
+    async fn emerge(&self, n: NodeId, atoms: &[Atom], fetch_only: bool) -> Result<(), String> {
+        let node = &self.fleet.nodes[n as usize];
+        let binhost = format!("PORTAGE_BINHOST={}", self.fleet.profiles[node.profile as usize].binhost);
+        let atoms: Vec<String> = atoms.iter().map(|a| format!("={a}")).collect();
+        let mut args: Vec<&str> = vec!["-n", "env", &binhost, "emerge"];
+        if fetch_only {
+            args.push("--fetchonly");
+        }
+        args.extend(["--usepkgonly", "--getbinpkg", "--oneshot", "--color=n", "--nospinner"]);
+        args.extend(atoms.iter().map(String::as_str));
+        self.run(n, "sudo", &args, self.settings.package_timeout).await.map(drop)
+    }
+
+    async fn stage(&self, n: NodeId, src: &str, dir: &str, name: &str) -> Result<(), String> {
+        self.run(n, "sh", &["-c", STAGE, "drover-stage", src, dir, name], self.settings.package_timeout).await.map(drop)
+    }
+
+    async fn service(&self, n: NodeId, service: &str, verb: &str) -> Result<(), String> {
+        let init = self.fleet.profiles[self.fleet.nodes[n as usize].profile as usize].init;
+        let timeout = self.pool.config().command_timeout;
+        match init {
+            InitSystem::Openrc => self.run(n, "sudo", &["-n", "rc-service", service, verb], timeout).await,
+            InitSystem::Systemd => self.run(n, "sudo", &["-n", "systemctl", verb, service], timeout).await,
+        }
+        .map(drop)
+    }
+
+    async fn upgrade(&self, n: NodeId, atoms: &[Atom], disruption: &Disruption) -> Result<(), String> {
+        if !atoms.is_empty() {
+            self.emerge(n, atoms, false).await?;
+        }
+        if disruption.reboot {
+            return self.reboot(n).await;
+        }
+        for s in &disruption.restart {
+            self.service(n, s, "restart").await?;
+        }
+        Ok(())
+    }
+
+    /// `reboot`, then wait for the node to answer with a new boot id and
+    /// running the kernel it installed.
+    async fn reboot(&self, n: NodeId) -> Result<(), String> {
+        let name = self.fleet.nodes[n as usize].name.clone();
+        let (host, port) = self.node_addr(n);
+        let before = probe::probe(&self.pool, host, port).await.map_err(|e| format!("node {name}: {e}"))?;
+        // The connection may drop before `reboot` answers: that is success too.
+        if let Err(e) = self.pool.run(host, port, "sudo", &["-n", "reboot"]).await
+            && !matches!(e.kind, super::ssh::RemoteErrorKind::Lost(_) | super::ssh::RemoteErrorKind::Timeout(_))
+        {
+            return Err(format!("node {name}: {e}"));
+        }
+        let deadline = Instant::now() + self.settings.reboot_timeout;
+        let mut last = String::from("no answer yet");
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node {name}: did not come back from reboot within {} ({last})",
+                    humantime::format_duration(self.settings.reboot_timeout)
+                ));
+            }
+            self.pool.forget(host, port).await;
+            match probe::probe(&self.pool, host, port).await {
+                Ok(p) if p.boot_id != before.boot_id => {
+                    if p.kernel_running != p.kernel_installed {
+                        return Err(format!(
+                            "node {name}: rebooted into {} instead of the installed kernel {}",
+                            p.kernel_running.as_deref().unwrap_or("?"),
+                            p.kernel_installed.as_deref().unwrap_or("?")
+                        ));
+                    }
+                    self.probes.lock().unwrap().insert(n, p);
+                    return Ok(());
+                }
+                Ok(_) => last = "still the old boot id".into(),
+                Err(e) => last = e.to_string(),
+            }
+        }
+    }
+
+    /// Flips the PHP and release symlinks, reloads PHP-FPM and the web
+    /// server (resetting the opcode cache), and prunes old releases.
+    async fn activate(&self, n: NodeId, php: Option<&PhpVersion>, release: Option<&ReleaseId>) -> Result<(), String> {
+        let root = self.root(n);
+        let timeout = self.pool.config().command_timeout;
+        if let Some(v) = php {
+            let link = format!("{root}/opt/php/current");
+            self.run(n, "sh", &["-c", SWAP, "drover-swap", &v.0, &link], timeout).await?;
+        }
+        if let Some(r) = release {
+            let link = format!("{root}/srv/app/current");
+            let target = format!("releases/{r}");
+            self.run(n, "sh", &["-c", SWAP, "drover-swap", &target, &link], timeout).await?;
+        }
+        self.set_health(n, Health::Unknown);
+        self.service(n, "php-fpm", "reload").await?;
+        self.service(n, "apache2", "reload").await?;
+        if let Some(r) = release {
+            self.prune(n, &root, r).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the newest `releases_kept` releases (and always the active one).
+    async fn prune(&self, n: NodeId, root: &str, active: &ReleaseId) -> Result<(), String> {
+        let keep = self.fleet.policy.releases_kept.max(1) as usize;
+        let mut installed =
+            self.probes.lock().unwrap().get(&n).map(|p| p.releases_installed.clone()).unwrap_or_default();
+        if !installed.contains(active) {
+            installed.push(active.clone());
+        }
+        installed.sort();
+        let excess = installed.len().saturating_sub(keep);
+        let doomed: Vec<String> = installed
+            .iter()
+            .take(excess)
+            .filter(|r| *r != active)
+            .map(|r| format!("{root}/srv/app/releases/{r}"))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec!["-rf", "--"];
+        args.extend(doomed.iter().map(String::as_str));
+        self.run(n, "rm", &args, self.pool.config().command_timeout).await.map(drop)
+    }
+}
+
+fn unreachable_node(lb: LbServer) -> NodeObs {
+    NodeObs {
+        reachable: false,
+        busy: false,
+        packages: Vec::new(),
+        fetched: Vec::new(),
+        kernel_running: None,
+        kernel_installed: None,
+        boot_id: Str::from(""),
+        php_installed: Vec::new(),
+        php_active: None,
+        releases_installed: Vec::new(),
+        release_active: None,
+        lb,
+        health: Health::Unknown,
+    }
+}
