@@ -66,6 +66,7 @@ pub async fn connect(fleet: &Fleet, args: &RealArgs) -> Result<Arc<RealFleet>, S
         io_timeout: Duration::from_secs(5),
         package_timeout: args.package_timeout,
         runtime_dir: control_dir,
+        up_timeout: Duration::from_secs(60),
     };
     RealFleet::connect(Arc::new(fleet.clone()), pool, settings).await.map(Arc::new)
 }

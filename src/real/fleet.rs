@@ -47,6 +47,8 @@ pub struct Settings {
     pub package_timeout: Duration,
     /// Where forwarded LB sockets live.
     pub runtime_dir: PathBuf,
+    /// How long a server put back to ready may take to pass its health checks.
+    pub up_timeout: Duration,
 }
 
 /// Why an observation could not be made at all (a node that does not
@@ -164,15 +166,10 @@ impl RealFleet {
                 .unwrap_or(0);
             farms.push(FarmObs { lb, sessions: current, memcached_reachable: reachable });
         }
-        let sites = fleet
-            .sites
-            .iter()
-            .zip(&snapshots)
-            .map(|(s, snap)| SiteObs {
-                arrivals_per_s: snap.backend_rate.get(&s.lb.backend).copied().unwrap_or(0.0),
-                lb_reachable: true,
-            })
-            .collect();
+        // HAProxy counts connections, not user sessions: its `rate` of new
+        // connections would be read as thousands of new user sessions per
+        // second. Load is measured as what the farms carry now (above).
+        let sites = fleet.sites.iter().map(|_| SiteObs { arrivals_per_s: 0.0, lb_reachable: true }).collect();
         Ok(Observed { nodes, farms, sites })
     }
 
@@ -234,14 +231,32 @@ impl RealFleet {
             Action::SetNode { node, admin } => {
                 let n = &fleet.nodes[*node as usize];
                 let farm = &fleet.farms[n.farm as usize];
-                self.lbs[n.site as usize].set_state(&farm.name, &n.name, *admin).await.map_err(|e| e.to_string())
+                let lb = &self.lbs[n.site as usize];
+                lb.set_state(&farm.name, &n.name, *admin).await.map_err(|e| e.to_string())?;
+                // Back in service means serving: HAProxy needs its `rise`
+                // checks first, and the next wave must not start before.
+                if *admin == Admin::Ready {
+                    lb.wait_up(&farm.name, &n.name, self.settings.up_timeout).await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
             }
             Action::Upgrade { node, atoms, disruption } => self.upgrade(*node, atoms, disruption).await,
             Action::Activate { node, php, release, .. } => self.activate(*node, php.as_ref(), release.as_ref()).await,
             Action::HealthCheck { node } => {
                 let n = &fleet.nodes[*node as usize];
                 let release = &fleet.node_target(*node).release;
-                let r = self.health.check(&fleet.policy.health, &n.address, n.http_port, Some(release)).await;
+                let mut r = self.health.check(&fleet.policy.health, &n.address, n.http_port, Some(release)).await;
+                // The links point at the target but the server still runs the
+                // old tree: a reload was lost (drover killed between the
+                // link swap and the reload). The node is out of service in
+                // its window: reload, and check again.
+                if let Err(e) = &r
+                    && e.contains("no release marker")
+                {
+                    self.service(*node, "php-fpm", "reload").await?;
+                    self.service(*node, "apache2", "reload").await?;
+                    r = self.health.check(&fleet.policy.health, &n.address, n.http_port, Some(release)).await;
+                }
                 self.set_health(*node, if r.is_ok() { Health::Passing } else { Health::Failing });
                 r.map_err(|e| format!("{}: {e}", n.name))
             }
@@ -252,6 +267,9 @@ impl RealFleet {
                     lb.set_weight(backend, server, fleet.farms[*farm as usize].lb_weight)
                         .await
                         .map_err(|e| e.to_string())?;
+                    // The farm carries sessions only once its pseudo-server
+                    // passes its checks (its nodes up in its listener).
+                    lb.wait_up(backend, server, self.settings.up_timeout).await.map_err(|e| e.to_string())?;
                 }
                 Ok(())
             }

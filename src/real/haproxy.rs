@@ -29,6 +29,8 @@ pub enum Endpoint {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerState {
     pub admin: Admin,
+    /// Operational state: passing its health checks (`srv_op_state` 2, RUNNING).
+    pub up: bool,
     pub weight: u16,
     /// `scur` + `qcur`: requests/connections in progress.
     pub active: u32,
@@ -64,12 +66,18 @@ pub enum LbError {
 pub struct Lb {
     pub site: String,
     endpoint: Endpoint,
+    /// How a person knows the socket (the LB host's path, not the local forward).
+    shown: String,
     timeout: Duration,
 }
 
 impl Lb {
     pub fn new(site: &str, endpoint: Endpoint, timeout: Duration) -> Lb {
-        Lb { site: site.to_string(), endpoint, timeout }
+        let shown = match &endpoint {
+            Endpoint::Tcp(h, p) => format!("{h}:{p}"),
+            Endpoint::Unix(p) => p.display().to_string(),
+        };
+        Lb { site: site.to_string(), endpoint, shown, timeout }
     }
 
     /// Connects a site as its spec says: TCP directly, or the unix socket on
@@ -81,24 +89,21 @@ impl Lb {
         local_dir: &std::path::Path,
         timeout: Duration,
     ) -> Result<Lb, LbError> {
-        let endpoint = match &lb.api {
-            LbApi::Tcp { host, port } => Endpoint::Tcp(host.clone(), *port),
+        match &lb.api {
+            LbApi::Tcp { host, port } => Ok(Lb::new(site, Endpoint::Tcp(host.clone(), *port), timeout)),
             LbApi::Ssh { host, port, socket } => {
                 let local = local_dir.join(format!("lb-{site}.sock"));
+                let shown = format!("{socket} on {host} (over SSH)");
                 pool.forward_unix(host, *port, &local, std::path::Path::new(socket))
                     .await
-                    .map_err(|e| LbError::Unreachable { endpoint: format!("{host}:{socket} (over SSH)"), reason: e })?;
-                Endpoint::Unix(local)
+                    .map_err(|e| LbError::Unreachable { endpoint: shown.clone(), reason: e })?;
+                Ok(Lb { site: site.to_string(), endpoint: Endpoint::Unix(local), shown, timeout })
             }
-        };
-        Ok(Lb::new(site, endpoint, timeout))
+        }
     }
 
     pub fn endpoint_name(&self) -> String {
-        match &self.endpoint {
-            Endpoint::Tcp(h, p) => format!("{h}:{p}"),
-            Endpoint::Unix(p) => p.display().to_string(),
-        }
+        self.shown.clone()
     }
 
     /// Sends one command (non-interactive mode: HAProxy answers and closes).
@@ -122,7 +127,8 @@ impl Lb {
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => Err(unreachable(format!("no answer within {}", humantime::format_duration(self.timeout)))),
-            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            // Over SSH, a missing remote socket shows as a closed stream.
+            Ok(Err(e)) => Err(unreachable(format!("{e} (is HAProxy running with this admin socket?)"))),
             Ok(Ok(out)) => Ok(String::from_utf8_lossy(&out).into_owned()),
         }
     }
@@ -139,6 +145,26 @@ impl Lb {
         self.set(format!("set server {proxy}/{server} state {state}")).await
     }
 
+    /// Waits until `proxy/server` passes its health checks (a server leaving
+    /// maintenance, or whose nodes just came back, needs `rise` checks first).
+    pub async fn wait_up(&self, proxy: &str, server: &str, timeout: Duration) -> Result<(), LbError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let text = self.command(&format!("show servers state {proxy}")).await?;
+            let rows = parse_servers_state(&text)?;
+            if rows.iter().any(|((p, s), r)| p == proxy && s == server && r.up) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LbError::Refused {
+                    command: format!("wait for {proxy}/{server} to pass its health checks"),
+                    answer: format!("still down after {}", humantime::format_duration(timeout)),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn set_weight(&self, proxy: &str, server: &str, weight: u16) -> Result<(), LbError> {
         self.set(format!("set weight {proxy}/{server} {weight}")).await
     }
@@ -148,8 +174,9 @@ impl Lb {
         let (state, stat) =
             futures::future::try_join(self.command("show servers state"), self.command("show stat")).await?;
         let mut snap = Snapshot::default();
-        for (key, (admin, weight)) in parse_servers_state(&state)? {
-            snap.servers.insert(key, ServerState { admin, weight, active: 0, current: 0 });
+        for (key, row) in parse_servers_state(&state)? {
+            snap.servers
+                .insert(key, ServerState { admin: row.admin, up: row.up, weight: row.weight, active: 0, current: 0 });
         }
         for row in parse_stat(&stat)? {
             if row.server == "BACKEND" {
@@ -180,8 +207,15 @@ pub fn admin_of(bits: u32) -> Admin {
 
 type ServerKey = (String, String);
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateRow {
+    pub admin: Admin,
+    pub up: bool,
+    pub weight: u16,
+}
+
 /// `show servers state`: a version line, a `#` header naming the columns, one row per server.
-pub fn parse_servers_state(text: &str) -> Result<Vec<(ServerKey, (Admin, u16))>, LbError> {
+pub fn parse_servers_state(text: &str) -> Result<Vec<(ServerKey, StateRow)>, LbError> {
     let bad = |detail: String| LbError::Malformed { command: "show servers state".into(), detail };
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let version = lines.next().ok_or_else(|| bad("empty answer".into()))?;
@@ -192,13 +226,15 @@ pub fn parse_servers_state(text: &str) -> Result<Vec<(ServerKey, (Admin, u16))>,
     let cols: Vec<&str> = header.trim_start_matches('#').split_whitespace().collect();
     let col = |name: &str| cols.iter().position(|c| *c == name).ok_or_else(|| bad(format!("no column {name}")));
     let (be, srv, adm, uw) = (col("be_name")?, col("srv_name")?, col("srv_admin_state")?, col("srv_uweight")?);
+    let op = col("srv_op_state")?;
     let mut out = Vec::new();
     for line in lines {
         let f: Vec<&str> = line.split_whitespace().collect();
         let get = |i: usize| f.get(i).copied().ok_or_else(|| bad(format!("short row {line:?}")));
         let bits: u32 = get(adm)?.parse().map_err(|_| bad(format!("bad admin state in {line:?}")))?;
         let weight: u16 = get(uw)?.parse().map_err(|_| bad(format!("bad weight in {line:?}")))?;
-        out.push(((get(be)?.to_string(), get(srv)?.to_string()), (admin_of(bits), weight)));
+        let up = get(op)? == "2";
+        out.push(((get(be)?.to_string(), get(srv)?.to_string()), StateRow { admin: admin_of(bits), up, weight }));
     }
     Ok(out)
 }
@@ -246,12 +282,18 @@ mod tests {
                     4 f1 1 n1 127.0.0.2 2 8 100 100\n\
                     4 f1 2 n2 127.0.0.3 0 2 100 100\n";
         let rows = parse_servers_state(text).unwrap();
-        assert_eq!(rows[0], (("site".into(), "f1".into()), (Admin::Ready, 100)));
-        assert_eq!(rows[1].1, (Admin::Maint, 0));
-        assert_eq!(rows[2].1, (Admin::Drain, 100));
-        assert_eq!(rows[3].1.0, Admin::Maint, "inherited maint counts as maint");
+        assert_eq!(rows[0], (("site".into(), "f1".into()), StateRow { admin: Admin::Ready, up: true, weight: 100 }));
+        assert_eq!(rows[1].1, StateRow { admin: Admin::Maint, up: true, weight: 0 });
+        assert_eq!(rows[2].1.admin, Admin::Drain);
+        assert_eq!(
+            rows[3].1,
+            StateRow { admin: Admin::Maint, up: false, weight: 100 },
+            "inherited maint counts as maint"
+        );
         assert!(parse_servers_state("2\n# x\n").is_err());
-        assert!(parse_servers_state("1\n# be_name srv_name srv_admin_state srv_uweight\nsite f1\n").is_err());
+        assert!(
+            parse_servers_state("1\n# be_name srv_name srv_op_state srv_admin_state srv_uweight\nsite f1\n").is_err()
+        );
     }
 
     #[test]

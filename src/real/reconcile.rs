@@ -105,6 +105,9 @@ pub async fn reconcile_once(
         Subject::Farm(f) => Some(f),
     };
     let mut finished: Vec<(Action, Outcome, Duration)> = Vec::new();
+    // A subject whose action failed waits before it is tried again (1 s,
+    // doubling to a minute): the planner asks again at once, level-triggered.
+    let mut cooldown: std::collections::HashMap<Subject, (Instant, u32)> = std::collections::HashMap::new();
     loop {
         while let Ok(c) = rx.try_recv() {
             finished.push(c);
@@ -116,8 +119,19 @@ pub async fn reconcile_once(
             if let Err(e) = journal.save(&memory) {
                 return done(summary, Finish::Error(e));
             }
-            if let Outcome::Failed(e) = &outcome {
-                summary.failed.push(format!("{}: {e}", action.describe(&fleet)));
+            match &outcome {
+                Outcome::Failed(e) => {
+                    let line = format!("{}: {e}", action.describe(&fleet));
+                    if !summary.failed.contains(&line) {
+                        summary.failed.push(line);
+                    }
+                    let entry = cooldown.entry(action.subject()).or_insert((Instant::now(), 0));
+                    entry.1 += 1;
+                    entry.0 = Instant::now() + Duration::from_secs(1 << entry.1.min(6)).min(Duration::from_secs(60));
+                }
+                Outcome::Ok => {
+                    cooldown.remove(&action.subject());
+                }
             }
             on(&Event::Finished { action: action.describe(&fleet), outcome, took });
         }
@@ -159,7 +173,16 @@ pub async fn reconcile_once(
                 return done(summary, Finish::Stuck);
             }
         }
-        for p in pass.actions {
+        let cooling = |s: Subject| cooldown.get(&s).is_some_and(|(until, _)| *until > Instant::now());
+        let waiting = pass.actions.iter().filter(|p| cooling(p.action.subject())).count();
+        if running == 0
+            && waiting == pass.actions.len()
+            && !pass.actions.is_empty()
+            && last_progress.elapsed() > opts.stall
+        {
+            return done(summary, Finish::Stuck);
+        }
+        for p in pass.actions.into_iter().filter(|p| !cooling(p.action.subject())) {
             let farm = farm_of(&p.action);
             let weight = farm.map(|f| observed.farms[f as usize].lb.weight).unwrap_or(0);
             memory.begin(&p.action, now, farm, weight);

@@ -62,7 +62,9 @@ fn state_dir(fleet: &TestFleet) -> PathBuf {
 fn converge(fleet: &mut TestFleet, to: &Target) -> (serde_json::Value, Vec<(String, LoadReport)>, String) {
     fleet.write_spec(to);
     let gens = load_all(fleet);
-    let out = drover(fleet, &state_dir(fleet), &["--output", "json", "reconcile", "--once"]).output().unwrap();
+    let out = drover(fleet, &state_dir(fleet), &["--output", "json", "reconcile", "--once", "--stall", "60s"])
+        .output()
+        .unwrap();
     let reports = stop_all(gens);
     let log = text(&out);
     eprintln!("{log}");
@@ -85,4 +87,231 @@ fn app_release_switch_farm_by_farm_with_memcached_flushed() {
     // Converged means nothing more to do: plan exits 0.
     let again = drover(&fleet, &state_dir(&fleet), &["plan"]).output().unwrap();
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+}
+
+/// Servers in drain or maint on any LB, except `allowed` (by server name).
+fn servers_out(fleet: &TestFleet, allowed: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &fleet.sites {
+        for st in super::lb::parse_servers_state(&s.lb.cmd("show servers state")) {
+            if st.admin_state != 0 && !allowed.contains(&st.srv_name.as_str()) {
+                out.push(format!("{}/{}/{} admin {:#x}", s.name, st.be_name, st.srv_name, st.admin_state));
+            }
+        }
+    }
+    out
+}
+
+fn production_nodes(fleet: &TestFleet) -> Vec<&std::sync::Arc<super::node::Node>> {
+    fleet.nodes.iter().filter(|n| n.site != "preprod").collect()
+}
+
+#[test]
+fn disruptive_kernel_and_openssl_upgrade_in_member_waves() {
+    let mut fleet = TestFleet::start("e2e-kernel", FleetOptions::full(Topology::standard()));
+    let boot: Vec<String> = fleet.nodes.iter().map(|n| n.boot_id()).collect();
+    let to = Target { packages: Target::upgraded().packages, ..Target::initial() };
+    let (json, reports, log) = converge(&mut fleet, &to);
+    assert_eq!(json["converged"], true, "{log}");
+    for (_, r) in &reports {
+        r.assert_clean();
+    }
+    assert_converged(&fleet, &to);
+    for (n, before) in fleet.nodes.iter().zip(&boot) {
+        assert_ne!(&n.boot_id(), before, "{} did not reboot", n.name);
+        assert_eq!(n.running_kernel(), "6.6.62-gentoo-dist", "{}", n.name);
+    }
+    // Member waves: in each farm at most one node (max_unavailable 1) out at a time.
+    assert!(log.contains("[wave 1]") && log.contains("[wave 3]"), "{log}");
+    assert!(servers_out(&fleet, &[]).is_empty(), "{:?}", servers_out(&fleet, &[]));
+}
+
+#[test]
+fn php_switch_farm_by_farm() {
+    let mut fleet = TestFleet::start("e2e-php", FleetOptions::full(Topology::standard()));
+    let to = Target { php: "8.3.14".into(), ..Target::initial() };
+    let (json, reports, log) = converge(&mut fleet, &to);
+    assert_eq!(json["converged"], true, "{log}");
+    for (_, r) in &reports {
+        r.assert_clean();
+    }
+    assert_converged(&fleet, &to);
+    assert!(servers_out(&fleet, &[]).is_empty());
+}
+
+#[test]
+fn kernel_openssl_php_and_release_at_once() {
+    let mut fleet = TestFleet::start("e2e-all", FleetOptions::full(Topology::standard()));
+    let to = Target::upgraded();
+    let (json, reports, log) = converge(&mut fleet, &to);
+    assert_eq!(json["converged"], true, "{log}");
+    for (site, r) in &reports {
+        eprintln!("{site}: {}", r.summary());
+        r.assert_clean();
+    }
+    assert_converged(&fleet, &to);
+    for n in &fleet.nodes {
+        assert_eq!(n.running_kernel(), "6.6.62-gentoo-dist", "{}", n.name);
+    }
+    assert!(servers_out(&fleet, &[]).is_empty());
+}
+
+#[test]
+fn a_preproduction_health_failure_stops_production_from_changing() {
+    let mut fleet = TestFleet::start("e2e-gate", FleetOptions::full(Topology::standard()));
+    fleet.add_release("2026.11.9", true);
+    let to = Target { release: "2026.11.9".into(), ..Target::initial() };
+    fleet.write_spec(&to);
+    let gens: Vec<_> = fleet
+        .sites
+        .iter()
+        .filter(|s| s.name != "preprod")
+        .map(|s| (s.name.clone(), fleet.loadgen(&s.name, LoadOptions::default())))
+        .collect();
+    let out = drover(&fleet, &state_dir(&fleet), &["--output", "json", "reconcile", "--once", "--stall", "15s"])
+        .output()
+        .unwrap();
+    let log = text(&out);
+    eprintln!("{log}");
+    for (_, r) in stop_all(gens) {
+        r.assert_clean();
+    }
+    assert_ne!(out.status.code(), Some(0), "a failed preproduction must not report success:\n{log}");
+    let json = summary(&out);
+    assert_eq!(json["converged"], false);
+    let failed = json["failed"].to_string();
+    assert!(failed.contains("pp-f1-n1: health check") && failed.contains("status 500"), "{failed}");
+    for n in production_nodes(&fleet) {
+        assert_eq!(n.active_release().as_deref(), Some("2026.11.1"), "{} changed", n.name);
+    }
+    assert!(servers_out(&fleet, &["pp-f1", "pp-f2", "pp-f1-n1", "pp-f1-n2", "pp-f2-n1", "pp-f2-n2"]).is_empty());
+}
+
+#[test]
+fn faults_name_the_node_and_the_step_and_stay_within_the_budget() {
+    let mut fleet = TestFleet::start("e2e-faults", FleetOptions::full(Topology::standard()));
+    // An emerge that fails on one node, and a node that never comes back from its reboot.
+    fleet.node("par1-f1-n2").set_fault(super::node::fault::EMERGE_FAIL, "");
+    fleet.node("fra1-f2-n3").set_fault(super::node::fault::REBOOT_HANG, "");
+    let to = Target { packages: Target::upgraded().packages, ..Target::initial() };
+    fleet.write_spec(&to);
+    let gens = load_all(&fleet);
+    let out = drover(
+        &fleet,
+        &state_dir(&fleet),
+        &["--output", "json", "reconcile", "--once", "--reboot-timeout", "6s", "--stall", "30s"],
+    )
+    .output()
+    .unwrap();
+    let log = text(&out);
+    eprintln!("{log}");
+    for (_, r) in stop_all(gens) {
+        r.assert_clean();
+    }
+    let json = summary(&out);
+    let failed = json["failed"].to_string();
+    assert!(failed.contains("par1-f1-n2") && failed.contains("emerge"), "{failed}");
+    assert!(failed.contains("fra1-f2-n3") && failed.contains("did not come back from reboot"), "{failed}");
+    // Two failures are within the budget (2): every other node converged.
+    for n in fleet.nodes.iter().filter(|n| n.name != "par1-f1-n2" && n.name != "fra1-f2-n3") {
+        assert_eq!(n.running_kernel(), "6.6.62-gentoo-dist", "{}", n.name);
+    }
+    // No healthy node is left drained; the failed ones may stay out.
+    assert!(
+        servers_out(&fleet, &["par1-f1-n2", "fra1-f2-n3"]).is_empty(),
+        "{:?}",
+        servers_out(&fleet, &["par1-f1-n2", "fra1-f2-n3"])
+    );
+}
+
+#[test]
+fn a_wrong_host_key_an_unreachable_node_and_a_missing_lb_socket_are_clear_errors() {
+    let fleet = TestFleet::start("e2e-refuse", FleetOptions::full(Topology::standard()));
+    let state = state_dir(&fleet);
+    // A known_hosts where one node's key is another node's.
+    let a = fleet.node("par1-f1-n1");
+    let b = fleet.node("par1-f1-n2");
+    let lines = std::fs::read_to_string(&fleet.known_hosts).unwrap();
+    let host = |ip: std::net::IpAddr| format!("{ip} ");
+    let b_key = lines.lines().find(|l| l.starts_with(&host(b.ssh.ip()))).unwrap().to_string();
+    let forged: String = lines
+        .lines()
+        .filter(|l| !l.starts_with(&host(a.ssh.ip())))
+        .map(|l| format!("{l}\n"))
+        .chain([b_key.replacen(&b.ssh.ip().to_string(), &a.ssh.ip().to_string(), 1) + "\n"])
+        .collect();
+    let wrong = fleet.dir.join("known_hosts.forged");
+    std::fs::write(&wrong, forged).unwrap();
+    let out = drover(&fleet, &state, &["plan", "--known-hosts", wrong.to_str().unwrap()]).output().unwrap();
+    let log = text(&out);
+    assert!(log.contains("par1-f1-n1") || log.contains(&a.ssh.ip().to_string()), "{log}");
+    assert!(log.contains("unreachable") && log.to_lowercase().contains("host key"), "{log}");
+
+    // An unreachable node (its sshd down) is reported by name.
+    let c = fleet.node("fra1-f1-n1");
+    let pid = c.sshd_pid().unwrap();
+    unsafe { libc_kill(pid as i32, 9) };
+    std::thread::sleep(Duration::from_millis(300));
+    let out = drover(&fleet, &state, &["plan"]).output().unwrap();
+    let log = text(&out);
+    assert!(log.contains(&c.ssh.ip().to_string()) && log.contains("cannot connect"), "{log}");
+
+    // The HAProxy socket of a site missing: an error naming the site, nothing touched.
+    let par1 = fleet.site("par1");
+    let super::lb::AdminAddr::Unix(sock) = &par1.lb.admin else { panic!("par1 has a unix socket") };
+    std::fs::rename(sock, sock.with_extension("moved")).unwrap();
+    let out = drover(&fleet, &state, &["reconcile", "--once", "--stall", "20s"]).output().unwrap();
+    let log = text(&out);
+    std::fs::rename(sock.with_extension("moved"), sock).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("par1") && log.contains(&*sock.to_string_lossy()), "{log}");
+    assert!(servers_out(&fleet, &[]).is_empty());
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_farm_switch_then_resume() {
+    use std::io::{BufRead, BufReader};
+    let mut fleet = TestFleet::start("e2e-crash", FleetOptions::full(Topology::standard()));
+    let to = Target { release: "2026.11.2".into(), php: "8.3.14".into(), ..Target::initial() };
+    fleet.write_spec(&to);
+    let gens = load_all(&fleet);
+    let state = state_dir(&fleet);
+    let mut child = drover(&fleet, &state, &["reconcile", "--once", "--stall", "60s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut killed_at = None;
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        // A production farm is out and being switched: kill now.
+        if line.contains("start") && line.contains("par1-f1") && line.contains("activate") {
+            child.kill().unwrap();
+            killed_at = Some(line);
+            break;
+        }
+    }
+    let _ = child.wait();
+    assert!(killed_at.is_some(), "never saw a production farm switch:\n{seen}");
+    let journal = std::fs::read_to_string(state.join("journal.json")).unwrap();
+    assert!(journal.contains("farm_ops"), "{journal}");
+    // The restarted drover resumes from its journal and converges.
+    let out = drover(&fleet, &state, &["--output", "json", "reconcile", "--once", "--stall", "60s"]).output().unwrap();
+    let log = text(&out);
+    eprintln!("{seen}\n--- restarted ---\n{log}");
+    let reports = stop_all(gens);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    for (_, r) in &reports {
+        r.assert_clean();
+    }
+    assert_converged(&fleet, &to);
+    assert!(servers_out(&fleet, &[]).is_empty());
 }
