@@ -1,7 +1,7 @@
 //! What drover observed: per node the installed packages, kernel, PHP trees
 //! and releases, LB state and last health result; per farm the LB pseudo-
 //! server and the load it carries. Plain data, filled by the real probe
-//! (adapters) or by the simulation; nothing here does I/O.
+//! (`real::probe`) or by the simulation; nothing here does I/O.
 
 use std::sync::Arc;
 
