@@ -52,24 +52,55 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
             Err(e) => return Err(e),
         };
         let t0 = std::time::Instant::now();
+        // On a terminal a status line shows what runs now (waves, farms,
+        // nodes) below the event lines; elsewhere only the plain lines.
+        let bar = tty.then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        let mut running: std::collections::BTreeMap<String, Option<u32>> = std::collections::BTreeMap::new();
+        let (mut done, mut failed) = (0u64, 0u64);
         let mut on = |e: &Event| {
             let at = simulate::clock(t0.elapsed().as_millis() as u64);
-            match e {
+            let line = match e {
                 Event::Started { action, why, wave } => {
+                    running.insert(action.clone(), *wave);
                     let wave = wave.map(|w| format!("[wave {w}] ")).unwrap_or_default();
-                    eprintln!("{at} start  {wave}{action}  ({why})");
+                    format!("{at} start  {wave}{action}  ({why})")
                 }
                 Event::Finished { action, outcome: Outcome::Ok, took } => {
-                    eprintln!("{at} done   {action}  in {:.1}s", took.as_secs_f64());
+                    running.remove(action);
+                    done += 1;
+                    format!("{at} done   {action}  in {:.1}s", took.as_secs_f64())
                 }
                 Event::Finished { action, outcome: Outcome::Failed(err), took } => {
-                    eprintln!("{at} FAILED {action}  after {:.1}s: {err}", took.as_secs_f64());
+                    running.remove(action);
+                    failed += 1;
+                    format!("{at} FAILED {action}  after {:.1}s: {err}", took.as_secs_f64())
                 }
-                Event::ObserveFailed(err) => eprintln!("{at} observation failed (retrying): {err}"),
+                Event::ObserveFailed(err) => format!("{at} observation failed (retrying): {err}"),
+            };
+            match &bar {
+                Some(b) => {
+                    b.println(line);
+                    let waves: std::collections::BTreeSet<u32> = running.values().flatten().copied().collect();
+                    let now: Vec<&str> = running.keys().map(String::as_str).take(4).collect();
+                    b.set_message(format!(
+                        "{} running{} | {done} done, {failed} failed | {}{}",
+                        running.len(),
+                        if waves.is_empty() { String::new() } else { format!(" (waves {waves:?})") },
+                        now.join("; "),
+                        if running.len() > 4 { " ..." } else { "" }
+                    ));
+                }
+                None => eprintln!("{line}"),
             }
         };
-        let _ = tty;
         let summary = reconcile_once(std::sync::Arc::clone(&rf), &journal, &opts, &mut on).await;
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
         let errors = rf.last_errors.lock().unwrap().clone();
         real::disconnect(&rf).await;
         Ok((summary, errors))

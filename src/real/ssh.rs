@@ -18,6 +18,9 @@ use std::time::Duration;
 use openssh::{KnownHosts, Session, SessionBuilder};
 use tokio::sync::{Mutex, Semaphore};
 
+/// Seconds an unused master stays up.
+const MASTER_IDLE_S: std::num::NonZeroUsize = std::num::NonZeroUsize::new(120).unwrap();
+
 /// How drover logs in (from the spec's `fleet.ssh` and the command line).
 #[derive(Clone, Debug)]
 pub struct SshConfig {
@@ -163,6 +166,9 @@ impl Pool {
             .config_file(&self.ssh_config)
             .connect_timeout(self.cfg.connect_timeout)
             .server_alive_interval(Duration::from_secs(5))
+            // A master outlives drover only briefly (kill -9 cannot close it):
+            // it exits after two idle minutes. A running drover probes every pass.
+            .control_persist(openssh::ControlPersist::IdleFor(MASTER_IDLE_S))
             .control_directory(&self.cfg.control_dir);
         if let Some(k) = &self.cfg.identity {
             b.keyfile(k);
