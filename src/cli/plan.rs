@@ -57,6 +57,9 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
     // Drift.
     let mut drift = Vec::new();
     for n in 0..fleet.nodes.len() as NodeId {
+        if !observed.nodes[n as usize].reachable {
+            continue; // listed as unreachable: its state is not known
+        }
         let d = node_diff(&fleet, n, &observed.nodes[n as usize]);
         if !d.is_clean() {
             drift.extend(drift_items(&fleet, n, &observed.nodes[n as usize], &d));

@@ -163,6 +163,8 @@ pub struct Policy {
     pub site_capacity_floor: f64,
     pub max_farm_load: f64,
     pub drain_timeout: Duration,
+    /// A node outside any window that does not answer this long has failed.
+    pub unreachable_timeout: Duration,
     pub health: HealthCheck,
     pub soak: Duration,
     pub waive_preproduction_gate: bool,

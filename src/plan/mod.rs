@@ -24,8 +24,11 @@ use crate::observe::{Admin, Observed};
 /// Steering resumes only once upgraded farms are this far below `max_farm_load`.
 pub const STEER_HYSTERESIS: f64 = 0.1;
 
-/// A node outside any window that does not answer for this long has failed.
-pub const UNREACHABLE_LIMIT_MS: u64 = 5 * 60 * 1000;
+/// A node outside any window that does not answer this long has failed
+/// (`policy.unreachable_timeout`, ms).
+pub fn unreachable_limit_ms(fleet: &Fleet) -> u64 {
+    fleet.policy.unreachable_timeout.as_millis() as u64
+}
 
 /// A node that stays down this long after its upgrade started has failed.
 pub const UPGRADE_TIMEOUT_MS: u64 = 15 * 60 * 1000;
@@ -477,9 +480,10 @@ impl<'a, 'w> Planner<'a, 'w> {
         for (&n, &since) in &w.memory.unreachable_since {
             let in_window =
                 w.memory.node_ops.contains_key(&n) || w.memory.farm_ops.contains_key(&w.fleet.nodes[n as usize].farm);
-            if !in_window && !self.node_failed(n) && w.now_ms.saturating_sub(since) >= UNREACHABLE_LIMIT_MS {
+            let limit = unreachable_limit_ms(w.fleet);
+            if !in_window && !self.node_failed(n) && w.now_ms.saturating_sub(since) >= limit {
                 self.push(
-                    Action::MarkFailed { node: n, reason: format!("unreachable for {}s", UNREACHABLE_LIMIT_MS / 1000) },
+                    Action::MarkFailed { node: n, reason: format!("unreachable for {}s", limit / 1000) },
                     "node does not answer: reported and kept out",
                 );
             }
@@ -786,7 +790,10 @@ impl<'a, 'w> Planner<'a, 'w> {
                 if coalesce {
                     continue;
                 }
-                if o.lb.admin != Admin::Ready || !o.reachable {
+                if !o.reachable {
+                    continue; // reported as unreachable, fails after the policy's timeout
+                }
+                if o.lb.admin != Admin::Ready {
                     self.pass.held.push(format!("node {}", node.name));
                     continue;
                 }

@@ -150,8 +150,17 @@ impl RealFleet {
                     obs
                 }
                 Err(e) => {
-                    errors.insert(n, e.to_string());
-                    unreachable_node(lb)
+                    errors.insert(n, format!("node {} ({e})", node.name));
+                    // What it ran when last seen; a node never seen in this
+                    // run is taken to be at its target, so that a silent node
+                    // cannot start farm-level work. Either way it is reported
+                    // unreachable, and fails after `unreachable_timeout`.
+                    let mut obs = match kept.get(&n) {
+                        Some(p) => self.node_obs(p, lb, health),
+                        None => at_target(fleet, n, lb),
+                    };
+                    obs.reachable = false;
+                    obs
                 }
             });
         }
@@ -236,6 +245,10 @@ impl RealFleet {
                 // Back in service means serving: HAProxy needs its `rise`
                 // checks first, and the next wave must not start before.
                 if *admin == Admin::Ready {
+                    // Look again after one check interval: leaving maint,
+                    // HAProxy may show the old state until its next check.
+                    lb.wait_up(&farm.name, &n.name, self.settings.up_timeout).await.map_err(|e| e.to_string())?;
+                    tokio::time::sleep(Duration::from_millis(1200)).await;
                     lb.wait_up(&farm.name, &n.name, self.settings.up_timeout).await.map_err(|e| e.to_string())?;
                 }
                 Ok(())
@@ -262,13 +275,25 @@ impl RealFleet {
             }
             Action::SetFarm { farm, admin } => {
                 let (lb, backend, server) = self.farm_server(*farm);
+                if *admin == Admin::Ready {
+                    // The farm's own listener must see its nodes up first:
+                    // after a reboot or restart HAProxy needs `rise` checks,
+                    // and a pseudo-server leaving maint may show a stale UP
+                    // until its first check finds no usable node.
+                    let f = &fleet.farms[*farm as usize];
+                    lb.wait_nodes_up(&f.name, self.settings.up_timeout)
+                        .await
+                        .map_err(|e| format!("farm `{}`: {e}", f.name))?;
+                }
                 lb.set_state(backend, server, *admin).await.map_err(|e| e.to_string())?;
                 if *admin == Admin::Ready {
                     lb.set_weight(backend, server, fleet.farms[*farm as usize].lb_weight)
                         .await
                         .map_err(|e| e.to_string())?;
                     // The farm carries sessions only once its pseudo-server
-                    // passes its checks (its nodes up in its listener).
+                    // passes its checks; look again after one check interval.
+                    lb.wait_up(backend, server, self.settings.up_timeout).await.map_err(|e| e.to_string())?;
+                    tokio::time::sleep(Duration::from_millis(1200)).await;
                     lb.wait_up(backend, server, self.settings.up_timeout).await.map_err(|e| e.to_string())?;
                 }
                 Ok(())
@@ -436,19 +461,28 @@ impl RealFleet {
     }
 }
 
-fn unreachable_node(lb: LbServer) -> NodeObs {
+/// A node's observation as if it ran its target (for a node never seen).
+fn at_target(fleet: &Fleet, n: NodeId, lb: LbServer) -> NodeObs {
+    let t = fleet.node_target(n);
+    let packages: Vec<(Str, Str)> =
+        t.packages.iter().map(|a| (Str::from(a.key().as_str()), a.version.clone())).collect();
+    let kernel = t
+        .packages
+        .iter()
+        .find(|a| &*a.category == "sys-kernel")
+        .map(|a| Str::from(probe::kernel_release(&a.key(), &a.version).as_str()));
     NodeObs {
         reachable: false,
         busy: false,
-        packages: Vec::new(),
+        packages,
         fetched: Vec::new(),
-        kernel_running: None,
-        kernel_installed: None,
+        kernel_running: kernel.clone(),
+        kernel_installed: kernel,
         boot_id: Str::from(""),
-        php_installed: Vec::new(),
-        php_active: None,
-        releases_installed: Vec::new(),
-        release_active: None,
+        php_installed: vec![t.php.clone()],
+        php_active: Some(t.php.clone()),
+        releases_installed: vec![t.release.clone()],
+        release_active: Some(t.release.clone()),
         lb,
         health: Health::Unknown,
     }

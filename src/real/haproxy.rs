@@ -165,6 +165,34 @@ impl Lb {
         }
     }
 
+    /// Waits until every server of `proxy` that is not in maintenance passes
+    /// its checks. On timeout, at least one must: a farm with no usable node
+    /// must not take sessions.
+    pub async fn wait_nodes_up(&self, proxy: &str, timeout: Duration) -> Result<(), LbError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let text = self.command(&format!("show servers state {proxy}")).await?;
+            let rows: Vec<_> = parse_servers_state(&text)?
+                .into_iter()
+                .filter(|((p, _), r)| p == proxy && r.admin != Admin::Maint)
+                .collect();
+            let up = rows.iter().filter(|(_, r)| r.up).count();
+            if up == rows.len() && up > 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if up > 0 {
+                    return Ok(());
+                }
+                return Err(LbError::Refused {
+                    command: format!("wait for the servers of {proxy} to pass their health checks"),
+                    answer: format!("none is up after {}", humantime::format_duration(timeout)),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn set_weight(&self, proxy: &str, server: &str, weight: u16) -> Result<(), LbError> {
         self.set(format!("set weight {proxy}/{server} {weight}")).await
     }

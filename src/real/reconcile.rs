@@ -10,10 +10,35 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use super::fleet::RealFleet;
 use super::journal::Journal;
+use crate::model::Fleet;
+use crate::observe::Observed;
 use crate::plan::action::{Action, Outcome, Subject};
 use crate::plan::{self, Blocked, Estimates, World};
+
+/// What the loop needs from a fleet: observe it whole, carry out one action.
+/// `real::fleet::RealFleet` is the real one (SSH, HAProxy, memcached, HTTP);
+/// tests use an in-memory one. The planner and the journal are the same.
+pub trait Fleetside: Send + Sync + 'static {
+    fn fleet(&self) -> &Fleet;
+    /// The whole fleet now; `Err` when it cannot be observed at all (an LB
+    /// that does not answer). A node that does not answer is not an error.
+    fn observe(&self) -> impl std::future::Future<Output = Result<Observed, String>> + Send;
+    /// Runs one action to its end.
+    fn execute(&self, action: &Action) -> impl std::future::Future<Output = Outcome> + Send;
+}
+
+impl Fleetside for super::fleet::RealFleet {
+    fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+    async fn observe(&self) -> Result<Observed, String> {
+        super::fleet::RealFleet::observe(self).await.map_err(|e| e.to_string())
+    }
+    async fn execute(&self, action: &Action) -> Outcome {
+        super::fleet::RealFleet::execute(self, action).await
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -65,14 +90,14 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-pub async fn reconcile_once(
-    real: Arc<RealFleet>,
+pub async fn reconcile_once<F: Fleetside>(
+    real: Arc<F>,
     journal: &Journal,
     opts: &Options,
     on: &mut (dyn FnMut(&Event) + Send),
 ) -> Summary {
     let t0 = Instant::now();
-    let fleet = Arc::clone(&real.fleet);
+    let fleet = real.fleet();
     let mut summary = Summary {
         finish: Finish::Converged,
         started: 0,
@@ -121,7 +146,7 @@ pub async fn reconcile_once(
             }
             match &outcome {
                 Outcome::Failed(e) => {
-                    let line = format!("{}: {e}", action.describe(&fleet));
+                    let line = format!("{}: {e}", action.describe(fleet));
                     if !summary.failed.contains(&line) {
                         summary.failed.push(line);
                     }
@@ -131,14 +156,17 @@ pub async fn reconcile_once(
                 }
                 Outcome::Ok => {
                     cooldown.remove(&action.subject());
+                    // Giving up on a node is a failure to report, though nothing failed to run.
+                    if let Action::MarkFailed { .. } = &action {
+                        summary.failed.push(action.describe(fleet));
+                    }
                 }
             }
-            on(&Event::Finished { action: action.describe(&fleet), outcome, took });
+            on(&Event::Finished { action: action.describe(fleet), outcome, took });
         }
         let observed = match real.observe().await {
             Ok(o) => o,
             Err(e) => {
-                let e = e.to_string();
                 if running == 0 {
                     return done(summary, Finish::Error(e));
                 }
@@ -151,7 +179,7 @@ pub async fn reconcile_once(
         };
         summary.passes += 1;
         let now = now_ms();
-        plan::gate::record(&fleet, &observed, &mut memory, now);
+        plan::gate::record(fleet, &observed, &mut memory, now);
         memory.observe(&observed, now);
         let pass = plan::plan(&World {
             fleet: &fleet,
@@ -192,7 +220,7 @@ pub async fn reconcile_once(
             summary.started += 1;
             running += 1;
             last_progress = Instant::now();
-            on(&Event::Started { action: p.action.describe(&fleet), why: p.why, wave: p.wave });
+            on(&Event::Started { action: p.action.describe(fleet), why: p.why, wave: p.wave });
             let (real, tx) = (Arc::clone(&real), tx.clone());
             tokio::spawn(async move {
                 let t = Instant::now();
@@ -207,5 +235,178 @@ pub async fn reconcile_once(
             Some(c) = rx.recv() => finished.push(c),
             _ = tokio::time::sleep(opts.tick) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::model::Needs;
+    use crate::observe::{Admin, Health, Str};
+    use crate::sim::fleetgen::{self, Change, Shape};
+
+    /// A fleet in memory: each action takes effect at once. Exercises the
+    /// loop (journal, tasks, completions, resume) without machines.
+    struct InMemory {
+        fleet: Fleet,
+        state: Mutex<Observed>,
+        executed: AtomicUsize,
+        /// From this many actions on, `execute` never returns (a process about to be killed).
+        hang_after: usize,
+    }
+
+    impl InMemory {
+        fn new(fleet: Fleet, hang_after: usize) -> InMemory {
+            let state = crate::sim::Sim::new(&fleet, crate::sim::SimConfig::new(&fleet, 1)).observe();
+            InMemory { fleet, state: Mutex::new(state), executed: AtomicUsize::new(0), hang_after }
+        }
+
+        fn apply(&self, action: &Action) {
+            let fleet = &self.fleet;
+            let mut st = self.state.lock().unwrap();
+            let install = |o: &mut crate::observe::NodeObs, atoms: &[crate::model::Atom]| {
+                for a in atoms {
+                    let key = Str::from(a.key().as_str());
+                    match o.packages.iter_mut().find(|(k, _)| *k == key) {
+                        Some(e) => e.1 = a.version.clone(),
+                        None => o.packages.push((key, a.version.clone())),
+                    }
+                    if matches!(fleet.policy.needs(a), Some(Needs::Reboot)) {
+                        o.kernel_installed = Some(a.version.clone());
+                    }
+                }
+            };
+            match action {
+                Action::Fetch { node, atoms } => {
+                    let o = &mut st.nodes[*node as usize];
+                    o.fetched.extend(atoms.iter().map(|a| (Str::from(a.key().as_str()), a.version.clone())));
+                }
+                Action::StagePhp { node, version } => st.nodes[*node as usize].php_installed.push(version.clone()),
+                Action::StageRelease { node, release } => {
+                    st.nodes[*node as usize].releases_installed.push(release.clone())
+                }
+                Action::InstallOnline { node, atoms } => install(&mut st.nodes[*node as usize], atoms),
+                Action::Upgrade { node, atoms, disruption } => {
+                    let o = &mut st.nodes[*node as usize];
+                    install(o, atoms);
+                    if disruption.reboot {
+                        o.kernel_running = o.kernel_installed.clone();
+                        o.boot_id = Str::from(format!("{}+", o.boot_id).as_str());
+                    }
+                }
+                Action::SetNode { node, admin } => st.nodes[*node as usize].lb.admin = *admin,
+                Action::Activate { node, php, release, .. } => {
+                    let o = &mut st.nodes[*node as usize];
+                    if let Some(p) = php {
+                        o.php_active = Some(p.clone());
+                    }
+                    if let Some(r) = release {
+                        o.release_active = Some(r.clone());
+                    }
+                }
+                Action::HealthCheck { node } => st.nodes[*node as usize].health = Health::Passing,
+                Action::SetFarm { farm, admin } => {
+                    let f = &mut st.farms[*farm as usize];
+                    f.lb.admin = *admin;
+                    if *admin == Admin::Ready {
+                        f.lb.weight = fleet.farms[*farm as usize].lb_weight;
+                    }
+                }
+                Action::SetFarmWeight { farm, weight } => st.farms[*farm as usize].lb.weight = *weight,
+                Action::FlushCache { .. } | Action::MarkFailed { .. } => {}
+            }
+        }
+    }
+
+    impl Fleetside for InMemory {
+        fn fleet(&self) -> &Fleet {
+            &self.fleet
+        }
+        async fn observe(&self) -> Result<Observed, String> {
+            Ok(self.state.lock().unwrap().clone())
+        }
+        async fn execute(&self, action: &Action) -> Outcome {
+            if self.executed.fetch_add(1, Ordering::SeqCst) >= self.hang_after {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.apply(action);
+            Outcome::Ok
+        }
+    }
+
+    fn shape() -> Shape {
+        Shape {
+            prod_sites: 2,
+            farms_per_site: 2,
+            nodes_per_farm: 3,
+            profiles: 2,
+            max_unavailable: 1,
+            max_farms_down: 1,
+            capacity_floor: 0.0,
+            soak: "0s".into(),
+            failure_budget: 2,
+            change: Change::ALL,
+            sessions_per_site: 0,
+        }
+    }
+
+    fn opts() -> Options {
+        Options { tick: Duration::from_millis(5), stall: Duration::from_secs(5) }
+    }
+
+    fn converged(f: &InMemory) -> bool {
+        let st = f.state.lock().unwrap();
+        (0..f.fleet.nodes.len() as u32).all(|n| crate::diff::node_diff(&f.fleet, n, &st.nodes[n as usize]).is_clean())
+            && st.farms.iter().all(|fo| fo.lb.admin == Admin::Ready && fo.lb.weight > 0)
+            && st.nodes.iter().all(|o| o.lb.admin == Admin::Ready)
+    }
+
+    fn journal(name: &str) -> (std::path::PathBuf, Journal) {
+        let dir = std::env::temp_dir().join(format!("drover-loop-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let j = Journal::new(&dir.join("journal.json"));
+        (dir, j)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn converges_a_fleet_with_every_kind_of_change() {
+        let fleet = fleetgen::fleet(&shape()).unwrap();
+        let world = Arc::new(InMemory::new(fleet, usize::MAX));
+        assert!(!converged(&world), "the generated fleet starts behind its targets");
+        let (dir, j) = journal("converge");
+        let s = reconcile_once(Arc::clone(&world), &j, &opts(), &mut |_| {}).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(s.finish, Finish::Converged, "{s:?}");
+        assert!(converged(&world));
+        assert!(s.failed.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_cut_off_mid_rollout_resumes_from_its_journal() {
+        let fleet = fleetgen::fleet(&shape()).unwrap();
+        // The first run stops answering after 60 actions: some window is open then.
+        let world = Arc::new(InMemory::new(fleet, 60));
+        let (dir, j) = journal("resume");
+        let (o, mut quiet) = (opts(), |_: &Event| {});
+        let cut = tokio::time::timeout(Duration::from_secs(2), reconcile_once(Arc::clone(&world), &j, &o, &mut quiet));
+        assert!(cut.await.is_err(), "the first run must be cut off");
+        let mid = j.load().unwrap();
+        assert!(!mid.in_flight.is_empty(), "cut off with actions in flight");
+        assert!(!mid.node_ops.is_empty() || !mid.farm_ops.is_empty(), "cut off inside a window: {mid:?}");
+        // The restarted run: only the journal survives.
+        let world2 = Arc::new(InMemory {
+            fleet: world.fleet.clone(),
+            state: Mutex::new(world.state.lock().unwrap().clone()),
+            executed: AtomicUsize::new(0),
+            hang_after: usize::MAX,
+        });
+        let s = reconcile_once(Arc::clone(&world2), &j, &opts(), &mut |_| {}).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(s.finish, Finish::Converged, "{s:?}");
+        assert!(converged(&world2));
     }
 }

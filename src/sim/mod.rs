@@ -810,7 +810,7 @@ impl<'f> Sim<'f> {
             .journal
             .unreachable_since
             .values()
-            .map(|s| s + plan::UNREACHABLE_LIMIT_MS)
+            .map(|s| s + plan::unreachable_limit_ms(fleet))
             .filter(|&t| t > self.now)
             .min()
         {

@@ -83,6 +83,8 @@ pub struct PolicySpec {
     pub max_farm_load: Option<Sp<f64>>,
     /// How long to wait for a drained server's sessions to reach zero, e.g. "5m". Default 5m.
     pub drain_timeout: Option<Sp<String>>,
+    /// How long a node outside any window may not answer before it counts as failed, e.g. "5m". Default 5m.
+    pub unreachable_timeout: Option<Sp<String>>,
     #[serde(default)]
     pub health: HealthSpec,
     #[serde(default)]

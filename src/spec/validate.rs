@@ -770,6 +770,7 @@ impl Cx {
             site_capacity_floor,
             max_farm_load,
             drain_timeout: self.duration(&p.drain_timeout, 300),
+            unreachable_timeout: self.duration(&p.unreachable_timeout, 300),
             health,
             soak: self.duration(&p.preproduction.soak, 1800),
             waive_preproduction_gate: p.preproduction.waive_gate.as_ref().map(|b| b.value).unwrap_or(false),

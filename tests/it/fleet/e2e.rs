@@ -72,6 +72,23 @@ fn converge(fleet: &mut TestFleet, to: &Target) -> (serde_json::Value, Vec<(Stri
     (summary(&out), reports, log)
 }
 
+/// `reconcile --once --output json <args>` with default load through `sites`,
+/// which must see no failed request and no regression. Returns the exit
+/// code, the JSON summary and the whole output.
+fn reconcile_under_load(fleet: &TestFleet, sites: &[&str], args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let gens: Vec<_> = sites.iter().map(|s| (s.to_string(), fleet.loadgen(s, LoadOptions::default()))).collect();
+    let mut all = vec!["--output", "json", "reconcile", "--once"];
+    all.extend_from_slice(args);
+    let out = drover(fleet, &state_dir(fleet), &all).output().unwrap();
+    let log = text(&out);
+    eprintln!("{log}");
+    for (site, r) in stop_all(gens) {
+        eprintln!("{site}: {}", r.summary());
+        r.assert_clean();
+    }
+    (out.status.code(), summary(&out), log)
+}
+
 #[test]
 fn app_release_switch_farm_by_farm_with_memcached_flushed() {
     let mut fleet = TestFleet::start("e2e-release", FleetOptions::full(Topology::standard()));
@@ -162,22 +179,8 @@ fn a_preproduction_health_failure_stops_production_from_changing() {
     fleet.add_release("2026.11.9", true);
     let to = Target { release: "2026.11.9".into(), ..Target::initial() };
     fleet.write_spec(&to);
-    let gens: Vec<_> = fleet
-        .sites
-        .iter()
-        .filter(|s| s.name != "preprod")
-        .map(|s| (s.name.clone(), fleet.loadgen(&s.name, LoadOptions::default())))
-        .collect();
-    let out = drover(&fleet, &state_dir(&fleet), &["--output", "json", "reconcile", "--once", "--stall", "15s"])
-        .output()
-        .unwrap();
-    let log = text(&out);
-    eprintln!("{log}");
-    for (_, r) in stop_all(gens) {
-        r.assert_clean();
-    }
-    assert_ne!(out.status.code(), Some(0), "a failed preproduction must not report success:\n{log}");
-    let json = summary(&out);
+    let (code, json, log) = reconcile_under_load(&fleet, &["par1", "fra1"], &["--stall", "15s"]);
+    assert_ne!(code, Some(0), "a failed preproduction must not report success:\n{log}");
     assert_eq!(json["converged"], false);
     let failed = json["failed"].to_string();
     assert!(failed.contains("pp-f1-n1: health check") && failed.contains("status 500"), "{failed}");
@@ -195,20 +198,8 @@ fn faults_name_the_node_and_the_step_and_stay_within_the_budget() {
     fleet.node("fra1-f2-n3").set_fault(super::node::fault::REBOOT_HANG, "");
     let to = Target { packages: Target::upgraded().packages, ..Target::initial() };
     fleet.write_spec(&to);
-    let gens = load_all(&fleet);
-    let out = drover(
-        &fleet,
-        &state_dir(&fleet),
-        &["--output", "json", "reconcile", "--once", "--reboot-timeout", "6s", "--stall", "30s"],
-    )
-    .output()
-    .unwrap();
-    let log = text(&out);
-    eprintln!("{log}");
-    for (_, r) in stop_all(gens) {
-        r.assert_clean();
-    }
-    let json = summary(&out);
+    let (_, json, _) =
+        reconcile_under_load(&fleet, &["preprod", "par1", "fra1"], &["--reboot-timeout", "6s", "--stall", "30s"]);
     let failed = json["failed"].to_string();
     assert!(failed.contains("par1-f1-n2") && failed.contains("emerge"), "{failed}");
     assert!(failed.contains("fra1-f2-n3") && failed.contains("did not come back from reboot"), "{failed}");
@@ -314,4 +305,39 @@ fn kill_9_in_the_middle_of_a_farm_switch_then_resume() {
     }
     assert_converged(&fleet, &to);
     assert!(servers_out(&fleet, &[]).is_empty());
+}
+
+#[test]
+fn an_unreachable_node_fails_alone_and_an_operators_maint_is_respected() {
+    let mut fleet = TestFleet::start("e2e-down", FleetOptions::full(Topology::standard()));
+    // A node that is gone (sshd and web server), and one an operator holds out.
+    fleet.node("fra1-f2-n2").shut_down();
+    fleet.site("par1").lb.set("set server par1-f2/par1-f2-n1 state maint");
+    // openssl needs a restart: a node window on every node.
+    let to =
+        Target { packages: vec!["base".into(), "web-2026.11".into(), "kernel-6.6.58".into()], ..Target::initial() };
+    fleet.write_spec(&to);
+    let plan = drover(&fleet, &state_dir(&fleet), &["plan"]).output().unwrap();
+    let log = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{log}");
+    assert!(log.contains("held by an operator (not touched): node par1-f2-n1"), "{log}");
+    assert!(log.contains("unreachable: node fra1-f2-n2"), "{log}");
+    assert!(!log.contains("held by an operator (not touched): node fra1-f2-n2"), "{log}");
+    let (code, json, log) = reconcile_under_load(&fleet, &["preprod", "par1", "fra1"], &["--stall", "10s"]);
+    // Not converged while an operator holds a node that needs work: said so, not success.
+    assert_eq!(code, Some(1), "{log}");
+    let failed = json["failed"].to_string();
+    assert!(failed.contains("fra1-f2-n2") && failed.contains("unreachable for 5s"), "{log}");
+    assert!(json["held"].to_string().contains("par1-f2-n1"), "{log}");
+    // The operator's maint stands, and counts as par1-f2's one node out
+    // (max_unavailable 1): the rest of that farm waits, serving. Every other
+    // reachable node was upgraded and is back.
+    let out_now = servers_out(&fleet, &[]);
+    assert!(out_now.iter().any(|s| s.contains("par1-f2-n1")), "operator maint was lifted: {out_now:?}");
+    assert_eq!(servers_out(&fleet, &["par1-f2-n1", "fra1-f2-n2"]), Vec::<String>::new());
+    assert!(log.contains("par1-f2") && json["blocked"].to_string().len() > 2 || log.contains("STUCK"), "{log}");
+    for n in fleet.nodes.iter().filter(|n| n.name != "fra1-f2-n2" && n.farm != "par1-f2") {
+        assert!(n.installed().contains(&"dev-libs/openssl-3.0.15-r1".to_string()), "{}", n.name);
+    }
+    assert!(!fleet.node("par1-f2-n1").installed().contains(&"dev-libs/openssl-3.0.15-r1".to_string()));
 }
