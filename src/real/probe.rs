@@ -240,6 +240,56 @@ end
         assert_eq!(kernel_release("sys-kernel/gentoo-sources", "6.6.62"), "6.6.62-gentoo");
     }
 
+    /// A node root laid out like a real one, in a fresh temporary directory.
+    fn node_root(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("drover-probe-{tag}-{}", std::process::id()));
+        let r = dir.join("root");
+        for d in ["proc/sys/kernel/random", "var/db/pkg/dev-libs/openssl-3.0.15", "opt/php/8.3.14", "srv/app/releases/r1"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        std::fs::write(r.join("proc/sys/kernel/random/boot_id"), "b-1\n").unwrap();
+        std::fs::write(r.join("proc/sys/kernel/osrelease"), "6.6.62-gentoo-dist\n").unwrap();
+        std::os::unix::fs::symlink("8.3.14", r.join("opt/php/current")).unwrap();
+        std::os::unix::fs::symlink("releases/r1", r.join("srv/app/current")).unwrap();
+        dir
+    }
+
+    /// A restricted login shell (the seeds' rbash user) whose PATH holds
+    /// nothing but `sh`: sshd runs `rbash -c '<command line>'`, and the probe
+    /// needs no other program.
+    #[test]
+    fn the_probe_runs_under_rbash_with_only_sh_on_the_path() {
+        let rbash = ["/bin/rbash", "/usr/bin/rbash"].into_iter().find(|p| std::path::Path::new(p).exists());
+        let Some(rbash) = rbash else {
+            eprintln!("skipped: no rbash on this machine");
+            return;
+        };
+        let dir = node_root("rbash");
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink("/bin/sh", bin.join("sh")).unwrap();
+        // The command line as the remote shell receives it: each word single-quoted.
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let line = format!("sh -c {} drover-probe", quote(SCRIPT));
+        let out = std::process::Command::new(rbash)
+            .args(["-c", &line])
+            .env_clear()
+            .env("PATH", &bin)
+            .env("NODE_ROOT", dir.join("root"))
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let p = parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        assert_eq!(p.boot_id, "b-1");
+        assert_eq!(p.php_active.unwrap().to_string(), "8.3.14");
+        assert_eq!(p.release_active.unwrap().to_string(), "r1");
+        // And rbash itself refuses what the probe avoids: a command with a slash.
+        let refused =
+            std::process::Command::new(rbash).args(["-c", "/bin/sh -c true"]).env("PATH", &bin).output().unwrap();
+        assert!(!refused.status.success());
+    }
+
     /// The script itself, run by the local sh on a node root laid out like a real one.
     #[test]
     fn the_script_reads_a_node_root() {
