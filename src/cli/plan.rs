@@ -37,7 +37,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
     let (observed, memory, now_ms, unreachable) = if args.simulate {
         (Sim::new(&fleet, cfg.clone()).observe(), Memory::default(), 0, Vec::new())
     } else {
-        match observe_real(&fleet, &args.real) {
+        match observe_real(&fleet, &cli.specs, &args.real) {
             Ok(o) => o,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -243,13 +243,14 @@ fn summarize(names: &[&str]) -> String {
 /// Observes the real fleet, with the reconciler's journal (what it has under way).
 fn observe_real(
     fleet: &Fleet,
+    specs: &std::path::Path,
     args: &real::RealArgs,
 ) -> Result<(crate::observe::Observed, Memory, u64, Vec<String>), String> {
     let journal = crate::real::journal::Journal::new(&args.state_dir.join("journal.json"));
     let memory = journal.load()?;
     let rt = real::runtime()?;
     rt.block_on(async {
-        let rf = real::connect(fleet, args).await?;
+        let rf = real::connect(fleet, specs, args).await?;
         let observed = rf.observe().await.map_err(|e| e.to_string());
         let errors = rf.last_errors.lock().unwrap().clone();
         real::disconnect(&rf).await;

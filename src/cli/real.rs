@@ -1,7 +1,7 @@
 //! Options and set-up shared by `plan` and `reconcile` against the real
 //! fleet: the SSH pool, the LB connections, the journal.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,12 +43,21 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 /// Opens the SSH pool and connects the site LBs.
-pub async fn connect(fleet: &Fleet, args: &RealArgs) -> Result<Arc<RealFleet>, String> {
-    let known_hosts = args.known_hosts.clone().or_else(|| fleet.ssh.known_hosts.as_ref().map(PathBuf::from)).ok_or(
-        "no known_hosts file: name one in the spec (`fleet.ssh.known_hosts`) or with --known-hosts; \
-         drover only connects to hosts whose keys it is given",
-    )?;
-    let identity = args.identity.clone().or_else(|| fleet.ssh.identity.as_ref().map(PathBuf::from));
+/// Paths in the spec are relative to the spec directory; on the command line, to the working directory.
+pub async fn connect(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Arc<RealFleet>, String> {
+    let from_spec = |p: &String| specs.join(p);
+    // Default (as the spec schema says): the user's own ~/.ssh/known_hosts.
+    let home_known_hosts = || std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts"));
+    let known_hosts = args
+        .known_hosts
+        .clone()
+        .or_else(|| fleet.ssh.known_hosts.as_ref().map(from_spec))
+        .or_else(home_known_hosts)
+        .ok_or(
+            "no known_hosts file: name one in the spec (`fleet.ssh.known_hosts`) or with --known-hosts; \
+             drover only connects to hosts whose keys it is given",
+        )?;
+    let identity = args.identity.clone().or_else(|| fleet.ssh.identity.as_ref().map(from_spec));
     // Control sockets need a short path (108 bytes): keep them under /tmp.
     let control_dir = std::env::temp_dir().join(format!("drover-{}", std::process::id()));
     let cfg = SshConfig {

@@ -47,7 +47,7 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
     let opts = Options { tick: Duration::from_millis(500), stall: args.stall };
     let tty = std::io::stderr().is_terminal();
     let summary = rt.block_on(async {
-        let rf = match real::connect(&fleet, &args.real).await {
+        let rf = match real::connect(&fleet, &cli.specs, &args.real).await {
             Ok(rf) => rf,
             Err(e) => return Err(e),
         };

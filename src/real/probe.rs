@@ -244,7 +244,9 @@ end
     fn node_root(tag: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("drover-probe-{tag}-{}", std::process::id()));
         let r = dir.join("root");
-        for d in ["proc/sys/kernel/random", "var/db/pkg/dev-libs/openssl-3.0.15", "opt/php/8.3.14", "srv/app/releases/r1"] {
+        for d in
+            ["proc/sys/kernel/random", "var/db/pkg/dev-libs/openssl-3.0.15", "opt/php/8.3.14", "srv/app/releases/r1"]
+        {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }
         std::fs::write(r.join("proc/sys/kernel/random/boot_id"), "b-1\n").unwrap();
