@@ -24,6 +24,8 @@ pub mod exit {
     pub const CHANGES_PENDING: u8 = 2;
     /// `reconcile`: the rollout halted on the failure budget.
     pub const HALTED: u8 = 3;
+    /// `reconcile`: stopped by SIGINT/SIGTERM after the running actions finished.
+    pub const INTERRUPTED: u8 = 130;
     /// The command line itself was wrong (sysexits' EX_USAGE).
     pub const USAGE: u8 = 64;
 }

@@ -44,9 +44,37 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
         }
     };
     let journal = Journal::new(&args.real.state_dir.join("journal.json"));
-    let opts = Options { tick: Duration::from_millis(500), stall: args.stall };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opts = Options { tick: Duration::from_millis(500), stall: args.stall, stop: std::sync::Arc::clone(&stop) };
     let tty = std::io::stderr().is_terminal();
     let summary = rt.block_on(async {
+        // SIGINT or SIGTERM: start nothing new, let what runs finish, exit.
+        // A second signal exits at once (the journal still knows what was open).
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            for n in 0.. {
+                let term_recv = async {
+                    match term.as_mut() {
+                        Some(t) => {
+                            t.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term_recv => {}
+                }
+                if n > 0 {
+                    eprintln!("second signal: exiting now; the journal holds what was in flight");
+                    std::process::exit(i32::from(exit::INTERRUPTED));
+                }
+                eprintln!(
+                    "stopping: no new action starts; waiting for the ones running (signal again to exit at once)"
+                );
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
         let rf = match real::connect(&fleet, &cli.specs, &args.real).await {
             Ok(rf) => rf,
             Err(e) => return Err(e),
@@ -118,6 +146,9 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
             (exit::HALTED, "HALTED: failures exceed the failure budget; nothing else was started".to_string())
         }
         Finish::Stuck => (exit::ERROR, "STUCK: nothing could start for the stall time".to_string()),
+        Finish::Interrupted => {
+            (exit::INTERRUPTED, "INTERRUPTED: stopped on a signal once running actions had finished".to_string())
+        }
         Finish::Error(e) => (exit::ERROR, format!("error: {e}")),
     };
     for f in &summary.failed {
@@ -127,6 +158,9 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
     unreachable.sort();
     for u in &unreachable {
         eprintln!("unreachable: {u}");
+    }
+    for o in &summary.open {
+        eprintln!("left open (the next run completes it): {o}");
     }
     for h in &summary.held {
         eprintln!("held by an operator (not touched): {h}");
@@ -154,6 +188,7 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
                 "failed": summary.failed,
                 "unreachable": unreachable,
                 "held": summary.held,
+                "open": summary.open,
                 "blocked": summary.blocked,
                 "elapsed_s": summary.elapsed.as_secs_f64(),
             })

@@ -46,6 +46,9 @@ pub struct Options {
     pub tick: Duration,
     /// Give up when nothing could start and nothing ran for this long.
     pub stall: Duration,
+    /// Set (by a signal handler) to stop: nothing new starts, what runs
+    /// finishes, the journal says what is left open for the next run.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the loop reports as it goes.
@@ -72,6 +75,8 @@ pub enum Finish {
     Halted,
     /// Nothing can start: these are the reasons.
     Stuck,
+    /// Stopped on request once the actions in flight had finished.
+    Interrupted,
     Error(String),
 }
 
@@ -84,6 +89,9 @@ pub struct Summary {
     pub held: Vec<String>,
     pub passes: u64,
     pub elapsed: Duration,
+    /// Windows left open in the journal (a farm mid-switch, a node drained):
+    /// the next run completes them.
+    pub open: Vec<String>,
 }
 
 fn now_ms() -> u64 {
@@ -106,6 +114,7 @@ pub async fn reconcile_once<F: Fleetside>(
         held: Vec::new(),
         passes: 0,
         elapsed: Duration::ZERO,
+        open: Vec::new(),
     };
     let done = |mut s: Summary, finish: Finish| {
         s.finish = finish;
@@ -163,6 +172,26 @@ pub async fn reconcile_once<F: Fleetside>(
                 }
             }
             on(&Event::Finished { action: action.describe(fleet), outcome, took });
+        }
+        if opts.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if running == 0 {
+                summary.open = memory
+                    .farm_ops
+                    .iter()
+                    .map(|(f, op)| format!("farm {} ({:?})", fleet.farms[*f as usize].name, op.phase))
+                    .chain(
+                        memory
+                            .node_ops
+                            .iter()
+                            .map(|(n, op)| format!("node {} ({:?})", fleet.nodes[*n as usize].name, op.phase)),
+                    )
+                    .collect();
+                return done(summary, Finish::Interrupted);
+            }
+            if let Some(c) = rx.recv().await {
+                finished.push(c);
+            }
+            continue;
         }
         let observed = match real.observe().await {
             Ok(o) => o,
@@ -355,7 +384,7 @@ mod tests {
     }
 
     fn opts() -> Options {
-        Options { tick: Duration::from_millis(5), stall: Duration::from_secs(5) }
+        Options { tick: Duration::from_millis(5), stall: Duration::from_secs(5), stop: Default::default() }
     }
 
     fn converged(f: &InMemory) -> bool {
@@ -408,5 +437,75 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(s.finish, Finish::Converged, "{s:?}");
         assert!(converged(&world2));
+    }
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A fleet that never changes and counts what it is asked to do.
+    struct Still {
+        fleet: Fleet,
+        observed: Observed,
+        executed: AtomicUsize,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl Fleetside for Still {
+        fn fleet(&self) -> &Fleet {
+            &self.fleet
+        }
+        async fn observe(&self) -> Result<Observed, String> {
+            Ok(self.observed.clone())
+        }
+        async fn execute(&self, _: &Action) -> Outcome {
+            // The operator presses Ctrl-C while the first actions run.
+            self.executed.fetch_add(1, Ordering::SeqCst);
+            self.stop.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Outcome::Ok
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_request_starts_nothing_new_and_waits_for_what_runs() {
+        let shape = crate::sim::fleetgen::Shape {
+            prod_sites: 1,
+            farms_per_site: 2,
+            nodes_per_farm: 2,
+            profiles: 1,
+            max_unavailable: 1,
+            max_farms_down: 1,
+            capacity_floor: 0.0,
+            soak: "0s".into(),
+            failure_budget: 2,
+            change: crate::sim::fleetgen::Change::ALL,
+            sessions_per_site: 0,
+        };
+        let fleet = crate::sim::fleetgen::fleet(&shape).unwrap();
+        let observed = crate::sim::Sim::new(&fleet, crate::sim::SimConfig::new(&fleet, 1)).observe();
+        let stop = Arc::new(AtomicBool::new(false));
+        let world = Arc::new(Still { fleet, observed, executed: AtomicUsize::new(0), stop: Arc::clone(&stop) });
+        let dir = std::env::temp_dir().join(format!("drover-stop-{}", std::process::id()));
+        let j = Journal::new(&dir.join("journal.json"));
+        let opts = Options { tick: Duration::from_millis(5), stall: Duration::from_secs(5), stop };
+        let mut finished = 0;
+        let s = reconcile_once(Arc::clone(&world), &j, &opts, &mut |e| {
+            if let Event::Finished { .. } = e {
+                finished += 1;
+            }
+        })
+        .await;
+        let left = j.load().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(s.finish, Finish::Interrupted);
+        // Only the first pass's actions ran, and every one of them finished.
+        assert_eq!(world.executed.load(Ordering::SeqCst) as u64, s.started);
+        assert_eq!(finished as u64, s.started);
+        assert!(s.started > 0);
+        assert!(left.in_flight.is_empty(), "nothing left in flight: {left:?}");
     }
 }

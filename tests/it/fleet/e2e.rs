@@ -264,10 +264,12 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
-#[test]
-fn kill_9_in_the_middle_of_a_farm_switch_then_resume() {
+/// Starts a rollout, sends `signal` to drover once a production farm is being
+/// switched, checks what the journal then holds, and runs drover again: it
+/// must resume and converge with no failed request and no regression.
+fn stop_mid_switch_then_resume(test: &str, signal: i32) {
     use std::io::{BufRead, BufReader};
-    let mut fleet = TestFleet::start("e2e-crash", FleetOptions::full(Topology::standard()));
+    let mut fleet = TestFleet::start(test, FleetOptions::full(Topology::standard()));
     let to = Target { release: "2026.11.2".into(), php: "8.3.14".into(), ..Target::initial() };
     fleet.write_spec(&to);
     let gens = load_all(&fleet);
@@ -278,22 +280,33 @@ fn kill_9_in_the_middle_of_a_farm_switch_then_resume() {
         .spawn()
         .unwrap();
     let mut seen = String::new();
-    let mut killed_at = None;
+    let mut signalled = false;
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
         seen.push_str(&line);
         seen.push('\n');
-        // A production farm is out and being switched: kill now.
-        if line.contains("start") && line.contains("par1-f1") && line.contains("activate") {
-            child.kill().unwrap();
-            killed_at = Some(line);
-            break;
+        // A production farm is out and being switched: signal now.
+        if !signalled && line.contains("start") && line.contains("par1-f1") && line.contains("activate") {
+            unsafe { libc_kill(child.id() as i32, signal) };
+            signalled = true;
+            if signal == 9 {
+                break;
+            }
         }
     }
-    let _ = child.wait();
-    assert!(killed_at.is_some(), "never saw a production farm switch:\n{seen}");
-    let journal = std::fs::read_to_string(state.join("journal.json")).unwrap();
-    assert!(journal.contains("farm_ops"), "{journal}");
+    let status = child.wait().unwrap();
+    assert!(signalled, "never saw a production farm switch:\n{seen}");
+    let journal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("journal.json")).unwrap()).unwrap();
+    if signal == 9 {
+        // Killed mid-switch: the journal knows the farm is out.
+        assert!(journal["farm_ops"].as_object().is_some_and(|o| !o.is_empty()), "{journal}");
+    } else {
+        // Stopped: what ran has finished, and drover said what it left open.
+        assert_eq!(status.code(), Some(130), "{seen}");
+        assert!(seen.contains("INTERRUPTED"), "{seen}");
+        assert_eq!(journal["in_flight"], serde_json::json!([]), "{journal}");
+    }
     // The restarted drover resumes from its journal and converges.
     let out = drover(&fleet, &state, &["--output", "json", "reconcile", "--once", "--stall", "60s"]).output().unwrap();
     let log = text(&out);
@@ -305,6 +318,16 @@ fn kill_9_in_the_middle_of_a_farm_switch_then_resume() {
     }
     assert_converged(&fleet, &to);
     assert!(servers_out(&fleet, &[]).is_empty());
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_farm_switch_then_resume() {
+    stop_mid_switch_then_resume("e2e-crash", 9);
+}
+
+#[test]
+fn sigterm_in_the_middle_of_a_farm_switch_finishes_running_actions_then_resume() {
+    stop_mid_switch_then_resume("e2e-term", 15);
 }
 
 #[test]
