@@ -210,13 +210,8 @@ pub async fn reconcile_once<F: Fleetside>(
         let now = now_ms();
         plan::gate::record(fleet, &observed, &mut memory, now);
         memory.observe(&observed, now);
-        let pass = plan::plan(&World {
-            fleet: &fleet,
-            observed: &observed,
-            memory: &memory,
-            now_ms: now,
-            estimates: &estimates,
-        });
+        let pass =
+            plan::plan(&World { fleet, observed: &observed, memory: &memory, now_ms: now, estimates: &estimates });
         summary.blocked = pass.blocked.clone();
         summary.held = pass.held.clone();
         if running == 0 && pass.actions.is_empty() {

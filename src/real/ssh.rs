@@ -95,11 +95,14 @@ pub struct Done {
     pub stderr: String,
 }
 
+/// One host's master, if connected; its mutex serialises connecting.
+type MasterSlot = Arc<Mutex<Option<Arc<Session>>>>;
+
 /// The masters, one per `host:port`, and the fleet-wide command bound.
 pub struct Pool {
     cfg: SshConfig,
     ssh_config: PathBuf,
-    masters: Mutex<HashMap<String, Arc<Mutex<Option<Arc<Session>>>>>>,
+    masters: Mutex<HashMap<String, MasterSlot>>,
     limit: Semaphore,
     /// New masters opened (SSH connections), for the benchmark and tests.
     connects: std::sync::atomic::AtomicU64,
