@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{Cli, Output, exit, real, simulate};
 use crate::plan::action::Outcome;
 use crate::real::journal::Journal;
+use crate::real::lease::{FileLeases, LeaseStore};
 use crate::real::reconcile::{Event, Finish, Options, reconcile_once};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -38,6 +39,14 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
     }
     let rt = match real::runtime() {
         Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    // One drover per fleet: held until this function returns (or the process dies).
+    let _lease = match FileLeases::new(&args.real.state_dir).try_acquire(&crate::real::lease::this_process()) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::ERROR;

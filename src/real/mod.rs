@@ -7,6 +7,7 @@
 //! - `health`: HTTP health check against the node itself.
 //! - `fleet`: `RealFleet`, observation of the whole fleet and execution of each `Action`.
 //! - `journal`: `plan::Memory` persisted write-ahead.
+//! - `lease`: one drover per fleet (`flock` on the state directory; a trait for shared stores).
 //! - `reconcile`: the `reconcile --once` loop.
 
 pub mod cache;
@@ -14,6 +15,7 @@ pub mod fleet;
 pub mod haproxy;
 pub mod health;
 pub mod journal;
+pub mod lease;
 pub mod probe;
 pub mod reconcile;
 pub mod ssh;

@@ -285,6 +285,13 @@ fn stop_mid_switch_then_resume(test: &str, signal: i32) {
         let line = line.unwrap();
         seen.push_str(&line);
         seen.push('\n');
+        // While it runs, a second drover on the same fleet is refused.
+        if line.contains(" start ") && !seen.contains("second drover checked") {
+            let second = drover(&fleet, &state, &["reconcile", "--once"]).output().unwrap();
+            assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+            assert!(text(&second).contains("another drover holds the lease"), "{}", text(&second));
+            seen.push_str("second drover checked\n");
+        }
         // A production farm is out and being switched: signal now.
         if !signalled && line.contains("start") && line.contains("par1-f1") && line.contains("activate") {
             unsafe { libc_kill(child.id() as i32, signal) };
