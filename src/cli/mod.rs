@@ -7,6 +7,7 @@ mod reconcile;
 mod render;
 mod schema;
 mod simulate;
+mod status;
 mod validate;
 
 use std::path::PathBuf;
@@ -59,6 +60,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Converge the fleet: `--once` for CI, else the daemon.
     Reconcile(reconcile::ReconcileArgs),
+    /// The fleet as observed now: per site, farm and node the LB state, versions, drift, open windows.
+    Status(status::StatusArgs),
     /// Generate configuration from the spec (a site LB's HAProxy configuration).
     Render {
         #[command(subcommand)]
@@ -81,13 +84,40 @@ pub fn main() -> ExitCode {
     ExitCode::from(run(&cli))
 }
 
+unsafe extern "C" {
+    fn signal(signum: i32, handler: usize) -> usize;
+}
+
+/// Lets a closed stdout end the process quietly, as for any Unix filter
+/// (`drover plan | head`), instead of a panic in `println!`. Called before
+/// printing, never while sockets are in use: a peer closing an SSH control
+/// or HAProxy socket must stay an error drover handles, not a signal.
+pub(crate) fn quiet_on_closed_stdout() {
+    const SIGPIPE: i32 = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: restores the default disposition of one signal; no handler runs Rust code.
+    unsafe {
+        signal(SIGPIPE, SIG_DFL);
+    }
+}
+
 pub fn run(cli: &Cli) -> u8 {
     match &cli.command {
-        Command::Validate => validate::run(cli),
-        Command::Schema => schema::run(),
+        Command::Validate => {
+            quiet_on_closed_stdout();
+            validate::run(cli)
+        }
+        Command::Schema => {
+            quiet_on_closed_stdout();
+            schema::run()
+        }
         Command::Plan(a) => plan::run(cli, a),
         Command::Reconcile(a) => reconcile::run(cli, a),
-        Command::Render { what } => render::run(cli, what),
+        Command::Render { what } => {
+            quiet_on_closed_stdout();
+            render::run(cli, what)
+        }
+        Command::Status(a) => status::run(cli, a),
     }
 }
 

@@ -37,8 +37,8 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
     let (observed, memory, now_ms, unreachable) = if args.simulate {
         (Sim::new(&fleet, cfg.clone()).observe(), Memory::default(), 0, Vec::new())
     } else {
-        match observe_real(&fleet, &cli.specs, &args.real) {
-            Ok(o) => o,
+        match real::observe_once(&fleet, &cli.specs, &args.real) {
+            Ok(o) => (o.observed, o.memory, o.now_ms, o.errors.into_values().collect()),
             Err(e) => {
                 eprintln!("error: {e}");
                 return exit::ERROR;
@@ -75,6 +75,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
     });
 
     let pending = !drift.is_empty() || !pass.converged;
+    super::quiet_on_closed_stdout();
     match cli.output {
         Output::Json => {
             let targets: Vec<_> = fleet
@@ -238,29 +239,4 @@ fn summarize(names: &[&str]) -> String {
     } else {
         format!("{}, {} ... {}", names[0], names[1], names[names.len() - 1])
     }
-}
-
-/// Observes the real fleet, with the reconciler's journal (what it has under way).
-fn observe_real(
-    fleet: &Fleet,
-    specs: &std::path::Path,
-    args: &real::RealArgs,
-) -> Result<(crate::observe::Observed, Memory, u64, Vec<String>), String> {
-    let journal = crate::real::journal::Journal::new(&args.state_dir.join("journal.json"));
-    let memory = journal.load()?;
-    let rt = real::runtime()?;
-    rt.block_on(async {
-        let rf = real::connect(fleet, specs, args).await?;
-        let observed = rf.observe().await.map_err(|e| e.to_string());
-        let errors = rf.last_errors.lock().unwrap().clone();
-        real::disconnect(&rf).await;
-        let observed = observed?;
-        let mut unreachable: Vec<(u32, String)> = errors.into_iter().collect();
-        unreachable.sort();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        Ok((observed, memory, now, unreachable.into_iter().map(|(_, e)| e).collect()))
-    })
 }

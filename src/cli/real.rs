@@ -85,3 +85,31 @@ pub async fn disconnect(real: &RealFleet) {
     real.pool.shutdown().await;
     let _ = std::fs::remove_dir_all(&real.settings.runtime_dir);
 }
+
+/// One observation of the real fleet, with the reconciler's journal.
+pub struct Observation {
+    pub observed: crate::observe::Observed,
+    /// What the reconciler has under way (its journal).
+    pub memory: crate::plan::Memory,
+    pub now_ms: u64,
+    /// Why each unreachable node did not answer.
+    pub errors: std::collections::BTreeMap<crate::model::NodeId, String>,
+}
+
+/// Connects, observes every node and LB once, and disconnects.
+pub fn observe_once(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Observation, String> {
+    let journal = crate::real::journal::Journal::new(&args.state_dir.join("journal.json"));
+    let memory = journal.load()?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let rf = connect(fleet, specs, args).await?;
+        let observed = rf.observe().await.map_err(|e| e.to_string());
+        let errors = rf.last_errors.lock().map(|e| e.clone()).unwrap_or_default();
+        disconnect(&rf).await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Ok(Observation { observed: observed?, memory, now_ms, errors: errors.into_iter().collect() })
+    })
+}

@@ -40,3 +40,27 @@ fn schema_command_prints_the_committed_schema() {
     let committed = std::fs::read(format!("{}/schemas/drover-spec.schema.json", root())).unwrap();
     assert_eq!(out.stdout, committed);
 }
+
+/// `drover status --simulate | head -1`: a reader that stops early ends the
+/// output quietly (as for any Unix filter), without a panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    use std::io::{BufRead, BufReader};
+    for args in [&["status", "--simulate"][..], &["plan", "--simulate"][..], &["schema"][..]] {
+        let mut child = drover()
+            .args(args)
+            .arg("--specs")
+            .arg(format!("{}/specs", root()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        // The reader is gone now.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!first.is_empty(), "{args:?}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

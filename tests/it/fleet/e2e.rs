@@ -353,6 +353,26 @@ fn an_unreachable_node_fails_alone_and_an_operators_maint_is_respected() {
     assert!(log.contains("held by an operator (not touched): node par1-f2-n1"), "{log}");
     assert!(log.contains("unreachable: node fra1-f2-n2"), "{log}");
     assert!(!log.contains("held by an operator (not touched): node fra1-f2-n2"), "{log}");
+    // `drover status` shows the same fleet, node by node.
+    let status = drover(&fleet, &state_dir(&fleet), &["--output", "json", "status"]).output().unwrap();
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let nodes: Vec<&serde_json::Value> = doc["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["farms"].as_array().unwrap())
+        .flat_map(|f| f["nodes"].as_array().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 16);
+    let node = |name: &str| *nodes.iter().find(|n| n["name"] == name).unwrap();
+    assert_eq!(node("fra1-f2-n2")["reachable"], false);
+    assert!(node("fra1-f2-n2")["error"].as_str().unwrap().contains("cannot connect"));
+    assert_eq!(node("par1-f2-n1")["lb"]["admin"], "maint");
+    assert_eq!(node("par1-f1-n1")["php"], "8.2.27");
+    assert_eq!(node("par1-f1-n1")["release"], "2026.11.1");
+    assert_eq!(node("par1-f1-n1")["kernel_running"], "6.6.58-gentoo-dist");
+    assert!(node("par1-f1-n1")["drift"].to_string().contains("openssl"), "{}", node("par1-f1-n1"));
     let (code, json, log) = reconcile_under_load(&fleet, &["preprod", "par1", "fra1"], &["--stall", "10s"]);
     // Not converged while an operator holds a node that needs work: said so, not success.
     assert_eq!(code, Some(1), "{log}");

@@ -1,0 +1,171 @@
+//! `drover status`: the fleet as observed now, per site, farm and node: LB
+//! state and load, PHP, release and kernel, what drifts from the target,
+//! and what the reconciler's journal has open. Read-only.
+
+use super::{Cli, Output, exit, real, simulate};
+use crate::diff::{drift_items, node_diff};
+use crate::model::{Fleet, NodeId};
+use crate::observe::{LbServer, Observed};
+use crate::plan::Memory;
+use crate::plan::action::admin_name;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Show the simulated fleet's starting state instead of the real one.
+    #[arg(long)]
+    pub simulate: bool,
+    #[command(flatten)]
+    pub sim: simulate::SimArgs,
+    #[command(flatten)]
+    pub real: real::RealArgs,
+}
+
+pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
+    let Some(fleet) = super::load_fleet(cli) else {
+        return exit::ERROR;
+    };
+    let (observed, memory, errors) = if args.simulate {
+        let cfg = match simulate::config(&fleet, &args.sim) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+        };
+        (crate::sim::Sim::new(&fleet, cfg).observe(), Memory::default(), Default::default())
+    } else {
+        match real::observe_once(&fleet, &cli.specs, &args.real) {
+            Ok(o) => (o.observed, o.memory, o.errors),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::ERROR;
+            }
+        }
+    };
+    let view = view(&fleet, &observed, &memory, &errors);
+    super::quiet_on_closed_stdout();
+    match cli.output {
+        Output::Json => println!("{view}"),
+        Output::Text => print_text(&view),
+    }
+    exit::OK
+}
+
+fn lb(s: &LbServer) -> serde_json::Value {
+    serde_json::json!({ "admin": admin_name(s.admin), "weight": s.weight, "active": s.active })
+}
+
+/// The status document (`--output json` prints it as is).
+fn view(
+    fleet: &Fleet,
+    obs: &Observed,
+    memory: &Memory,
+    errors: &std::collections::BTreeMap<NodeId, String>,
+) -> serde_json::Value {
+    let sites: Vec<_> = fleet
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(s, site)| {
+            let farms: Vec<_> = site
+                .farms
+                .iter()
+                .map(|&f| {
+                    let farm = &fleet.farms[f as usize];
+                    let fo = &obs.farms[f as usize];
+                    let t = fleet.farm_target(f);
+                    let nodes: Vec<_> = farm
+                        .nodes
+                        .iter()
+                        .map(|&n| {
+                            let o = &obs.nodes[n as usize];
+                            let drift: Vec<String> = if o.reachable {
+                                let d = node_diff(fleet, n, o);
+                                drift_items(fleet, n, o, &d)
+                                    .into_iter()
+                                    .map(|i| format!("{}: {} -> {}", i.what, i.have, i.want))
+                                    .collect()
+                            } else {
+                                Vec::new()
+                            };
+                            serde_json::json!({
+                                "name": fleet.nodes[n as usize].name,
+                                "reachable": o.reachable,
+                                "error": errors.get(&n),
+                                "lb": lb(&o.lb),
+                                "php": o.php_active.as_ref().map(|p| p.to_string()),
+                                "release": o.release_active.as_ref().map(|r| r.to_string()),
+                                "kernel_running": o.kernel_running.as_deref(),
+                                "kernel_installed": o.kernel_installed.as_deref(),
+                                "drift": drift,
+                                "window": memory.node_ops.get(&n).map(|op| format!("{:?}", op.phase)),
+                                "failed": memory.failed_nodes.get(&n),
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "name": farm.name,
+                        "lb": lb(&fo.lb),
+                        "sessions": fo.sessions,
+                        "memcached_reachable": fo.memcached_reachable,
+                        "target": { "php": t.php.to_string(), "release": t.release.to_string(),
+                                    "packages": t.packages.iter().map(|a| a.to_string()).collect::<Vec<_>>() },
+                        "switch": memory.farm_ops.get(&f).map(|op| format!("{:?}", op.phase)),
+                        "nodes": nodes,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": site.name,
+                "environment": format!("{:?}", site.environment).to_lowercase(),
+                "lb_reachable": obs.sites[s].lb_reachable,
+                "farms": farms,
+            })
+        })
+        .collect();
+    serde_json::json!({ "sites": sites, "failures": memory.failures(), "failure_budget": fleet.policy.failure_budget })
+}
+
+fn print_text(v: &serde_json::Value) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let lb = |v: &serde_json::Value| format!("{} w{} active {}", s(&v["admin"]), v["weight"], v["active"]);
+    for site in v["sites"].as_array().into_iter().flatten() {
+        println!("site {} ({})", s(&site["name"]), s(&site["environment"]));
+        for farm in site["farms"].as_array().into_iter().flatten() {
+            let switch = farm["switch"].as_str().map(|p| format!("  SWITCHING ({p})")).unwrap_or_default();
+            println!(
+                "  farm {}  lb {}  sessions {}  memcached {}  target php {} release {}{switch}",
+                s(&farm["name"]),
+                lb(&farm["lb"]),
+                farm["sessions"],
+                if farm["memcached_reachable"] == true { "ok" } else { "UNREACHABLE" },
+                s(&farm["target"]["php"]),
+                s(&farm["target"]["release"]),
+            );
+            for node in farm["nodes"].as_array().into_iter().flatten() {
+                if node["reachable"] != true {
+                    println!("    {}  UNREACHABLE: {}", s(&node["name"]), s(&node["error"]));
+                    continue;
+                }
+                let drift = node["drift"].as_array().map(Vec::len).unwrap_or(0);
+                let mut extra = String::new();
+                if let Some(w) = node["window"].as_str() {
+                    extra.push_str(&format!("  window {w}"));
+                }
+                if let Some(f) = node["failed"].as_str() {
+                    extra.push_str(&format!("  FAILED: {f}"));
+                }
+                println!(
+                    "    {}  lb {}  php {}  release {}  kernel {}  {}{extra}",
+                    s(&node["name"]),
+                    lb(&node["lb"]),
+                    s(&node["php"]),
+                    s(&node["release"]),
+                    s(&node["kernel_running"]),
+                    if drift == 0 { "in sync".to_string() } else { format!("{drift} drift item(s)") },
+                );
+            }
+        }
+    }
+    println!("failures: {} of a budget of {}", v["failures"], v["failure_budget"]);
+}
