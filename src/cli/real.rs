@@ -106,10 +106,7 @@ pub fn observe_once(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Obse
         let observed = rf.observe().await.map_err(|e| e.to_string());
         let errors = rf.last_errors.lock().map(|e| e.clone()).unwrap_or_default();
         disconnect(&rf).await;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = crate::real::reconcile::now_ms();
         Ok(Observation { observed: observed?, memory, now_ms, errors: errors.into_iter().collect() })
     })
 }

@@ -245,10 +245,6 @@ impl RealFleet {
                 // Back in service means serving: HAProxy needs its `rise`
                 // checks first, and the next wave must not start before.
                 if *admin == Admin::Ready {
-                    // Look again after one check interval: leaving maint,
-                    // HAProxy may show the old state until its next check.
-                    lb.wait_up(&farm.name, &n.name, self.settings.up_timeout).await.map_err(|e| e.to_string())?;
-                    tokio::time::sleep(Duration::from_millis(1200)).await;
                     lb.wait_up(&farm.name, &n.name, self.settings.up_timeout).await.map_err(|e| e.to_string())?;
                 }
                 Ok(())
@@ -258,7 +254,7 @@ impl RealFleet {
             Action::HealthCheck { node } => {
                 let n = &fleet.nodes[*node as usize];
                 let release = &fleet.node_target(*node).release;
-                let mut r = self.health.check(&fleet.policy.health, &n.address, n.http_port, Some(release)).await;
+                let mut r = self.health.check(&n.address, n.http_port, Some(release)).await;
                 // The links point at the target but the server still runs the
                 // old tree: a reload was lost (drover killed between the
                 // link swap and the reload). The node is out of service in
@@ -266,9 +262,8 @@ impl RealFleet {
                 if let Err(e) = &r
                     && e.contains("no release marker")
                 {
-                    self.service(*node, "php-fpm", "reload").await?;
-                    self.service(*node, "apache2", "reload").await?;
-                    r = self.health.check(&fleet.policy.health, &n.address, n.http_port, Some(release)).await;
+                    self.reload(*node).await?;
+                    r = self.health.check(&n.address, n.http_port, Some(release)).await;
                 }
                 self.set_health(*node, if r.is_ok() { Health::Passing } else { Health::Failing });
                 r.map_err(|e| format!("{}: {e}", n.name))
@@ -290,10 +285,7 @@ impl RealFleet {
                     lb.set_weight(backend, server, fleet.farms[*farm as usize].lb_weight)
                         .await
                         .map_err(|e| e.to_string())?;
-                    // The farm carries sessions only once its pseudo-server
-                    // passes its checks; look again after one check interval.
-                    lb.wait_up(backend, server, self.settings.up_timeout).await.map_err(|e| e.to_string())?;
-                    tokio::time::sleep(Duration::from_millis(1200)).await;
+                    // The farm carries sessions only once its pseudo-server passes its checks.
                     lb.wait_up(backend, server, self.settings.up_timeout).await.map_err(|e| e.to_string())?;
                 }
                 Ok(())
@@ -357,6 +349,13 @@ impl RealFleet {
             InitSystem::Systemd => self.run(n, "sudo", &["-n", "systemctl", verb, service], timeout).await,
         }
         .map(drop)
+    }
+
+    /// Reloads PHP-FPM and the web server: they re-read the `current` links
+    /// and reset the opcode cache.
+    async fn reload(&self, n: NodeId) -> Result<(), String> {
+        self.service(n, "php-fpm", "reload").await?;
+        self.service(n, "apache2", "reload").await
     }
 
     async fn upgrade(&self, n: NodeId, atoms: &[Atom], disruption: &Disruption) -> Result<(), String> {
@@ -428,8 +427,7 @@ impl RealFleet {
             self.run(n, "sh", &["-c", SWAP, "drover-swap", &target, &link], timeout).await?;
         }
         self.set_health(n, Health::Unknown);
-        self.service(n, "php-fpm", "reload").await?;
-        self.service(n, "apache2", "reload").await?;
+        self.reload(n).await?;
         if let Some(r) = release {
             self.prune(n, &root, r).await?;
         }
@@ -464,8 +462,7 @@ impl RealFleet {
 /// A node's observation as if it ran its target (for a node never seen).
 fn at_target(fleet: &Fleet, n: NodeId, lb: LbServer) -> NodeObs {
     let t = fleet.node_target(n);
-    let packages: Vec<(Str, Str)> =
-        t.packages.iter().map(|a| (Str::from(a.key().as_str()), a.version.clone())).collect();
+    let packages = crate::sim::packages_of(t);
     let kernel = t
         .packages
         .iter()

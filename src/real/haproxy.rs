@@ -44,12 +44,10 @@ impl ServerState {
     }
 }
 
-/// A snapshot of the whole LB: `(proxy, server)` to its state, and the
-/// session rate of each backend.
+/// A snapshot of the whole LB: `(proxy, server)` to its state.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub servers: HashMap<(String, String), ServerState>,
-    pub backend_rate: HashMap<String, f64>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -146,8 +144,16 @@ impl Lb {
     }
 
     /// Waits until `proxy/server` passes its health checks (a server leaving
-    /// maintenance, or whose nodes just came back, needs `rise` checks first).
+    /// maintenance, or whose nodes just came back, needs `rise` checks
+    /// first), and looks again one check interval later: right after maint
+    /// HAProxy shows the state it had before, until its next check.
     pub async fn wait_up(&self, proxy: &str, server: &str, timeout: Duration) -> Result<(), LbError> {
+        self.poll_up(proxy, server, timeout).await?;
+        tokio::time::sleep(CHECK_INTERVAL).await;
+        self.poll_up(proxy, server, timeout).await
+    }
+
+    async fn poll_up(&self, proxy: &str, server: &str, timeout: Duration) -> Result<(), LbError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let text = self.command(&format!("show servers state {proxy}")).await?;
@@ -207,9 +213,6 @@ impl Lb {
                 .insert(key, ServerState { admin: row.admin, up: row.up, weight: row.weight, active: 0, current: 0 });
         }
         for row in parse_stat(&stat)? {
-            if row.server == "BACKEND" {
-                snap.backend_rate.insert(row.proxy.clone(), row.rate);
-            }
             if let Some(s) = snap.servers.get_mut(&(row.proxy, row.server)) {
                 s.active = row.scur + row.qcur;
                 s.current = row.scur;
@@ -218,6 +221,9 @@ impl Lb {
         Ok(snap)
     }
 }
+
+/// A little more than the health check interval `render haproxy` configures (`inter 1s`).
+const CHECK_INTERVAL: Duration = Duration::from_millis(1200);
 
 /// HAProxy's `srv_admin_state` bits: forced/inherited/config/resolution/hostname maint, forced/inherited drain.
 const ADMF_MAINT: u32 = 0x01 | 0x02 | 0x04 | 0x20 | 0x40;

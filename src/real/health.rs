@@ -6,6 +6,7 @@ use crate::model::{HealthCheck, ReleaseId};
 
 pub struct Checker {
     client: reqwest::Client,
+    policy: HealthCheck,
 }
 
 impl Checker {
@@ -16,17 +17,12 @@ impl Checker {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Checker { client })
+        Ok(Checker { client, policy: policy.clone() })
     }
 
     /// One check; `Err` says what was wrong.
-    pub async fn check_once(
-        &self,
-        policy: &HealthCheck,
-        address: &str,
-        port: u16,
-        release: Option<&ReleaseId>,
-    ) -> Result<(), String> {
+    pub async fn check_once(&self, address: &str, port: u16, release: Option<&ReleaseId>) -> Result<(), String> {
+        let policy = &self.policy;
         let host = if address.contains(':') { format!("[{address}]") } else { address.to_string() };
         let url = format!("http://{host}:{port}{}", policy.path);
         let resp =
@@ -49,23 +45,18 @@ impl Checker {
     }
 
     /// Up to `1 + retries` checks, one second apart.
-    pub async fn check(
-        &self,
-        policy: &HealthCheck,
-        address: &str,
-        port: u16,
-        release: Option<&ReleaseId>,
-    ) -> Result<(), String> {
+    pub async fn check(&self, address: &str, port: u16, release: Option<&ReleaseId>) -> Result<(), String> {
         let mut last = String::new();
-        for attempt in 0..=policy.retries {
+        let retries = self.policy.retries;
+        for attempt in 0..=retries {
             if attempt > 0 {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
-            match self.check_once(policy, address, port, release).await {
+            match self.check_once(address, port, release).await {
                 Ok(()) => return Ok(()),
                 Err(e) => last = e,
             }
         }
-        Err(format!("health check failed {} times; last: {last}", policy.retries + 1))
+        Err(format!("health check failed {} times; last: {last}", retries + 1))
     }
 }

@@ -94,7 +94,8 @@ pub struct Summary {
     pub open: Vec<String>,
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock time in ms since the epoch: the journal's times survive restarts.
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 

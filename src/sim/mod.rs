@@ -254,7 +254,8 @@ fn kernel_of(fleet: &Fleet, pkgs: &[(Str, Str)]) -> Option<Str> {
         .map(|(_, v)| v.clone())
 }
 
-fn packages_of(t: &Target) -> Vec<(Str, Str)> {
+/// `(category/name, version)` of every atom of a target, as observations list them.
+pub(crate) fn packages_of(t: &Target) -> Vec<(Str, Str)> {
     t.packages.iter().map(|a| (Str::from(a.key()), a.version.clone())).collect()
 }
 

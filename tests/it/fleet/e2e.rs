@@ -59,7 +59,21 @@ fn state_dir(fleet: &TestFleet) -> PathBuf {
     fleet.dir.join("drover-state")
 }
 
-fn converge(fleet: &mut TestFleet, to: &Target) -> (serde_json::Value, Vec<(String, LoadReport)>, String) {
+/// The load saw no failed request and no regression, every node runs `to`,
+/// and no server is left out of service.
+fn assert_rolled_out(fleet: &TestFleet, to: &Target, reports: &[(String, LoadReport)]) {
+    for (site, r) in reports {
+        eprintln!("{site}: {}", r.summary());
+        r.assert_clean();
+    }
+    assert_converged(fleet, to);
+    assert!(servers_out(fleet, &[]).is_empty(), "{:?}", servers_out(fleet, &[]));
+}
+
+/// Writes `to` as the target and runs `reconcile --once` under load on every
+/// site: it must exit 0, report converged, and `assert_rolled_out`.
+/// Returns the whole output.
+fn converge(fleet: &mut TestFleet, to: &Target) -> String {
     fleet.write_spec(to);
     let gens = load_all(fleet);
     let out = drover(fleet, &state_dir(fleet), &["--output", "json", "reconcile", "--once", "--stall", "60s"])
@@ -69,7 +83,9 @@ fn converge(fleet: &mut TestFleet, to: &Target) -> (serde_json::Value, Vec<(Stri
     let log = text(&out);
     eprintln!("{log}");
     assert_eq!(out.status.code(), Some(0), "drover reconcile --once:\n{log}");
-    (summary(&out), reports, log)
+    assert_eq!(summary(&out)["converged"], true, "{log}");
+    assert_rolled_out(fleet, to, &reports);
+    log
 }
 
 /// `reconcile --once --output json <args>` with default load through `sites`,
@@ -93,13 +109,7 @@ fn reconcile_under_load(fleet: &TestFleet, sites: &[&str], args: &[&str]) -> (Op
 fn app_release_switch_farm_by_farm_with_memcached_flushed() {
     let mut fleet = TestFleet::start("e2e-release", FleetOptions::full(Topology::standard()));
     let to = Target { release: "2026.11.2".into(), ..Target::initial() };
-    let (json, reports, log) = converge(&mut fleet, &to);
-    assert_eq!(json["converged"], true, "{log}");
-    for (site, r) in &reports {
-        eprintln!("{site}: {}", r.summary());
-        r.assert_clean();
-    }
-    assert_converged(&fleet, &to);
+    let log = converge(&mut fleet, &to);
     assert!(log.contains("flush memcached"), "{log}");
     // Converged means nothing more to do: plan exits 0.
     let again = drover(&fleet, &state_dir(&fleet), &["plan"]).output().unwrap();
@@ -128,49 +138,30 @@ fn disruptive_kernel_and_openssl_upgrade_in_member_waves() {
     let mut fleet = TestFleet::start("e2e-kernel", FleetOptions::full(Topology::standard()));
     let boot: Vec<String> = fleet.nodes.iter().map(|n| n.boot_id()).collect();
     let to = Target { packages: Target::upgraded().packages, ..Target::initial() };
-    let (json, reports, log) = converge(&mut fleet, &to);
-    assert_eq!(json["converged"], true, "{log}");
-    for (_, r) in &reports {
-        r.assert_clean();
-    }
-    assert_converged(&fleet, &to);
+    let log = converge(&mut fleet, &to);
     for (n, before) in fleet.nodes.iter().zip(&boot) {
         assert_ne!(&n.boot_id(), before, "{} did not reboot", n.name);
         assert_eq!(n.running_kernel(), "6.6.62-gentoo-dist", "{}", n.name);
     }
     // Member waves: in each farm at most one node (max_unavailable 1) out at a time.
     assert!(log.contains("[wave 1]") && log.contains("[wave 3]"), "{log}");
-    assert!(servers_out(&fleet, &[]).is_empty(), "{:?}", servers_out(&fleet, &[]));
 }
 
 #[test]
 fn php_switch_farm_by_farm() {
     let mut fleet = TestFleet::start("e2e-php", FleetOptions::full(Topology::standard()));
     let to = Target { php: "8.3.14".into(), ..Target::initial() };
-    let (json, reports, log) = converge(&mut fleet, &to);
-    assert_eq!(json["converged"], true, "{log}");
-    for (_, r) in &reports {
-        r.assert_clean();
-    }
-    assert_converged(&fleet, &to);
-    assert!(servers_out(&fleet, &[]).is_empty());
+    converge(&mut fleet, &to);
 }
 
 #[test]
 fn kernel_openssl_php_and_release_at_once() {
     let mut fleet = TestFleet::start("e2e-all", FleetOptions::full(Topology::standard()));
     let to = Target::upgraded();
-    let (json, reports, log) = converge(&mut fleet, &to);
-    assert_eq!(json["converged"], true, "{log}");
-    for (site, r) in &reports {
-        eprintln!("{site}: {}", r.summary());
-        r.assert_clean();
-    }
-    assert_converged(&fleet, &to);
+    converge(&mut fleet, &to);
     for n in &fleet.nodes {
         assert_eq!(n.running_kernel(), "6.6.62-gentoo-dist", "{}", n.name);
     }
-    assert!(servers_out(&fleet, &[]).is_empty());
 }
 
 #[test]
@@ -320,11 +311,7 @@ fn stop_mid_switch_then_resume(test: &str, signal: i32) {
     eprintln!("{seen}\n--- restarted ---\n{log}");
     let reports = stop_all(gens);
     assert_eq!(out.status.code(), Some(0), "{log}");
-    for (_, r) in &reports {
-        r.assert_clean();
-    }
-    assert_converged(&fleet, &to);
-    assert!(servers_out(&fleet, &[]).is_empty());
+    assert_rolled_out(&fleet, &to, &reports);
 }
 
 #[test]
