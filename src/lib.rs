@@ -2,6 +2,7 @@
 //! web clusters. The binary (`main.rs`) is a thin shell over this library.
 
 pub mod cli;
+pub mod daemon;
 pub mod diff;
 pub mod invariants;
 pub mod model;
@@ -11,3 +12,4 @@ pub mod real;
 pub mod render;
 pub mod sim;
 pub mod spec;
+pub mod status;

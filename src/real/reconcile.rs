@@ -20,7 +20,13 @@ use crate::plan::{self, Blocked, Estimates, World};
 /// `real::fleet::RealFleet` is the real one (SSH, HAProxy, memcached, HTTP);
 /// tests use an in-memory one. The planner and the journal are the same.
 pub trait Fleetside: Send + Sync + 'static {
-    fn fleet(&self) -> &Fleet;
+    /// The fleet this side was built for (the spec in force).
+    fn fleet(&self) -> Arc<Fleet>;
+    /// The fleet's clock in ms since the epoch: wall time for machines,
+    /// virtual time for the simulation. The journal's times are on it.
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
     /// The whole fleet now; `Err` when it cannot be observed at all (an LB
     /// that does not answer). A node that does not answer is not an error.
     fn observe(&self) -> impl std::future::Future<Output = Result<Observed, String>> + Send;
@@ -29,8 +35,8 @@ pub trait Fleetside: Send + Sync + 'static {
 }
 
 impl Fleetside for super::fleet::RealFleet {
-    fn fleet(&self) -> &Fleet {
-        &self.fleet
+    fn fleet(&self) -> Arc<Fleet> {
+        Arc::clone(&self.fleet)
     }
     async fn observe(&self) -> Result<Observed, String> {
         super::fleet::RealFleet::observe(self).await.map_err(|e| e.to_string())
@@ -106,7 +112,8 @@ pub async fn reconcile_once<F: Fleetside>(
     on: &mut (dyn FnMut(&Event) + Send),
 ) -> Summary {
     let t0 = Instant::now();
-    let fleet = real.fleet();
+    let fleet_arc = real.fleet();
+    let fleet = &*fleet_arc;
     let mut summary = Summary {
         finish: Finish::Converged,
         started: 0,
@@ -150,7 +157,7 @@ pub async fn reconcile_once<F: Fleetside>(
         for (action, outcome, took) in finished.drain(..) {
             running -= 1;
             last_progress = Instant::now();
-            memory.complete(&action, &outcome, now_ms(), farm_of(&action));
+            memory.complete(&action, &outcome, real.now_ms(), farm_of(&action));
             if let Err(e) = journal.save(&memory) {
                 return done(summary, Finish::Error(e));
             }
@@ -208,7 +215,7 @@ pub async fn reconcile_once<F: Fleetside>(
             }
         };
         summary.passes += 1;
-        let now = now_ms();
+        let now = real.now_ms();
         plan::gate::record(fleet, &observed, &mut memory, now);
         memory.observe(&observed, now);
         let pass =
@@ -347,8 +354,8 @@ mod tests {
     }
 
     impl Fleetside for InMemory {
-        fn fleet(&self) -> &Fleet {
-            &self.fleet
+        fn fleet(&self) -> Arc<Fleet> {
+            Arc::new(self.fleet.clone())
         }
         async fn observe(&self) -> Result<Observed, String> {
             Ok(self.state.lock().unwrap().clone())
@@ -451,8 +458,8 @@ mod stop_tests {
     }
 
     impl Fleetside for Still {
-        fn fleet(&self) -> &Fleet {
-            &self.fleet
+        fn fleet(&self) -> Arc<Fleet> {
+            Arc::new(self.fleet.clone())
         }
         async fn observe(&self) -> Result<Observed, String> {
             Ok(self.observed.clone())
