@@ -1,6 +1,7 @@
 //! Command-line shell: parse arguments, call the library, print, choose the
 //! exit code. Deciding happens in the library; printing happens here.
 
+mod daemon;
 mod plan;
 mod real;
 mod reconcile;

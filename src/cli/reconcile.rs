@@ -24,16 +24,47 @@ pub struct ReconcileArgs {
     pub sim: simulate::SimArgs,
     #[command(flatten)]
     pub real: real::RealArgs,
+    #[command(flatten)]
+    pub daemon: super::daemon::DaemonArgs,
+}
+
+/// Calls `first` on the first SIGINT or SIGTERM; a second one exits at
+/// once (130): the journal still knows what was in flight. Needs a runtime.
+pub(crate) fn on_stop_signals(first: impl FnOnce() + Send + 'static) {
+    tokio::spawn(async move {
+        let mut first = Some(first);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            let term_recv = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term_recv => {}
+            }
+            match first.take() {
+                Some(f) => f(),
+                None => {
+                    eprintln!("second signal: exiting now; the journal holds what was in flight");
+                    std::process::exit(i32::from(exit::INTERRUPTED));
+                }
+            }
+        }
+    });
 }
 
 pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
+    if !args.once {
+        return super::daemon::run(cli, args);
+    }
     let Some(fleet) = super::load_fleet(cli) else {
         return exit::ERROR;
     };
-    if !args.once {
-        eprintln!("error: the daemon mode is not available in this build yet; use --once");
-        return exit::USAGE;
-    }
     if args.simulate {
         return simulate::reconcile(cli, &fleet, &args.sim);
     }
@@ -59,30 +90,9 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
     let summary = rt.block_on(async {
         // SIGINT or SIGTERM: start nothing new, let what runs finish, exit.
         // A second signal exits at once (the journal still knows what was open).
-        tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            for n in 0.. {
-                let term_recv = async {
-                    match term.as_mut() {
-                        Some(t) => {
-                            t.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term_recv => {}
-                }
-                if n > 0 {
-                    eprintln!("second signal: exiting now; the journal holds what was in flight");
-                    std::process::exit(i32::from(exit::INTERRUPTED));
-                }
-                eprintln!(
-                    "stopping: no new action starts; waiting for the ones running (signal again to exit at once)"
-                );
-                stop.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
+        on_stop_signals(move || {
+            eprintln!("stopping: no new action starts; waiting for the ones running (signal again to exit at once)");
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         let rf = match real::connect(&fleet, &cli.specs, &args.real).await {
             Ok(rf) => rf,
@@ -101,17 +111,17 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
         let mut on = |e: &Event| {
             let at = simulate::clock(t0.elapsed().as_millis() as u64);
             let line = match e {
-                Event::Started { action, why, wave } => {
+                Event::Started { action, why, wave, .. } => {
                     running.insert(action.clone(), *wave);
                     let wave = wave.map(|w| format!("[wave {w}] ")).unwrap_or_default();
                     format!("{at} start  {wave}{action}  ({why})")
                 }
-                Event::Finished { action, outcome: Outcome::Ok, took } => {
+                Event::Finished { action, outcome: Outcome::Ok, took, .. } => {
                     running.remove(action);
                     done += 1;
                     format!("{at} done   {action}  in {:.1}s", took.as_secs_f64())
                 }
-                Event::Finished { action, outcome: Outcome::Failed(err), took } => {
+                Event::Finished { action, outcome: Outcome::Failed(err), took, .. } => {
                     running.remove(action);
                     failed += 1;
                     format!("{at} FAILED {action}  after {:.1}s: {err}", took.as_secs_f64())

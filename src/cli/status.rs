@@ -15,9 +15,81 @@ pub struct StatusArgs {
     pub sim: simulate::SimArgs,
     #[command(flatten)]
     pub real: real::RealArgs,
+    /// Ask the daemon listening here first (its `/status`); observe directly when none answers.
+    #[arg(long, default_value = "127.0.0.1:9731", env = "DROVER_LISTEN")]
+    pub daemon: String,
+    /// Observe directly even when a daemon runs.
+    #[arg(long)]
+    pub direct: bool,
+}
+
+/// The daemon's `/status`, or `None` when no daemon answers at `addr`.
+fn from_daemon(addr: &str) -> Option<serde_json::Value> {
+    let rt = real::runtime().ok()?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(3)).build().ok()?;
+        let r = client.get(format!("http://{addr}/status")).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json::<serde_json::Value>().await.ok()
+    })
+}
+
+fn print_daemon(v: &serde_json::Value, addr: &str) {
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+    let spec = &v["spec"];
+    let commit = spec["commit"].as_str().map(|c| format!(" commit {}", &c[..c.len().min(12)])).unwrap_or_default();
+    println!(
+        "daemon at {addr} ({} fleet{}): spec generation {}{commit} digest {}",
+        s(&v["fleet_kind"]),
+        if v["detect_only"] == true { ", detect-only" } else { "" },
+        spec["generation"],
+        s(&spec["digest"]),
+    );
+    if let Some(r) = spec["rejected"].as_object() {
+        let first = r.get("error").and_then(|e| e.as_str()).and_then(|e| e.lines().next()).unwrap_or("");
+        println!("  REJECTED spec (not applied): {first}");
+    }
+    if spec["pending"] == true {
+        println!("  a new spec applies once the running actions finish");
+    }
+    let r = &v["rollout"];
+    println!(
+        "rollout: {}  {} of {} nodes at target, {} drift item(s), {} running",
+        s(&r["phase"]),
+        r["nodes_at_target"],
+        r["nodes_total"],
+        r["drift_items"],
+        r["running"].as_array().map_or(0, Vec::len)
+    );
+    for (key, label) in [("running", "running"), ("pending", "pending"), ("blocked", "waiting"), ("held", "held"), ("failed", "failed")] {
+        for item in r[key].as_array().into_iter().flatten() {
+            println!("  {label}: {}", s(item));
+        }
+    }
+    if let Some(e) = v["last_error"].as_str() {
+        println!("  last error: {e}");
+    }
+    if let Some(e) = v["spec_source_error"].as_str() {
+        println!("  spec source error: {e}");
+    }
 }
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
+    if !args.direct && !args.simulate
+        && let Some(v) = from_daemon(&args.daemon)
+    {
+        super::quiet_on_closed_stdout();
+        match cli.output {
+            Output::Json => println!("{v}"),
+            Output::Text => {
+                print_daemon(&v, &args.daemon);
+                print_text(&v["fleet"]);
+            }
+        }
+        return exit::OK;
+    }
     let Some(fleet) = super::load_fleet(cli) else {
         return exit::ERROR;
     };

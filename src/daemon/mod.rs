@@ -7,4 +7,380 @@
 //! - `metrics`: Prometheus metrics.
 
 pub mod metrics;
+pub mod source;
 pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::diff::{drift_items, node_diff};
+use crate::model::Fleet;
+use crate::observe::Observed;
+use crate::plan::action::Outcome;
+use crate::real::journal::Journal;
+use crate::real::reconcile::{Controller, Event, Fleetside};
+use source::SpecUpdate;
+use state::{Rejected, Shared};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Re-plan at least this often while actions run or windows are open.
+    pub tick: Duration,
+    /// Re-plan this often while work is pending but nothing can start
+    /// (a soak, a change window, a back-off).
+    pub idle_tick: Duration,
+    /// Re-observe this often when converged, halted or detect-only (drift).
+    pub resync: Duration,
+    /// Observe, plan and report; start nothing.
+    pub detect_only: bool,
+    /// On stop, how long open windows may take to close before the daemon
+    /// exits leaving them to the next start (parked, in the journal).
+    pub stop_grace: Duration,
+    /// Rebuild the status document at most this often.
+    pub status_every: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tick: Duration::from_millis(500),
+            idle_tick: Duration::from_secs(5),
+            resync: Duration::from_secs(60),
+            detect_only: false,
+            stop_grace: Duration::from_secs(15 * 60),
+            status_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the daemon tells its caller as it goes (besides its logs).
+#[derive(Clone, Debug)]
+pub enum Note {
+    Action(Event),
+    SpecApplied { generation: u64, commit: Option<String>, digest: String },
+    SpecRejected { commit: Option<String>, error: String },
+    /// One observation of the whole fleet.
+    Observed { took: Duration },
+    /// A pass started these many actions.
+    Pass { started: usize, converged: bool },
+}
+
+/// How the daemon ended (on a stop request; errors are `Err`).
+#[derive(Clone, Debug, Default)]
+pub struct Stopped {
+    /// Windows still open (the grace period ran out): the journal has them
+    /// and the next start completes them.
+    pub parked: Vec<String>,
+    pub started: u64,
+    pub failed: Vec<String>,
+}
+
+/// Runs until `stop` turns true. `connect` builds the fleet side for a spec
+/// (for the real fleet: SSH pool and LB connections; for the simulation:
+/// the same world retargeted); it is called with the current side when the
+/// spec changes.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<F, C, Fut>(
+    mut connect: C,
+    mut specs: watch::Receiver<SpecUpdate>,
+    mut source_errors: Option<watch::Receiver<Option<String>>>,
+    journal: &Journal,
+    shared: Arc<Shared>,
+    opts: Options,
+    mut stop: watch::Receiver<bool>,
+    on: &mut (dyn FnMut(&Note) + Send),
+) -> Result<Stopped, String>
+where
+    F: Fleetside,
+    C: FnMut(Arc<Fleet>, Option<Arc<F>>) -> Fut,
+    Fut: Future<Output = Result<Arc<F>, String>>,
+{
+    let mut ctl: Option<Controller<'_, F>> = None;
+    let mut pending: Option<SpecUpdate> = None;
+    let mut generation = 0u64;
+    let mut stopping: Option<Instant> = None;
+    let mut last_view: Option<Instant> = None;
+    let mut passes = 0u64;
+    let mut specs_open = true;
+    let mut fresh_spec = true;
+    let mut source_error: Option<String> = None;
+    {
+        let mut st = shared.status();
+        st.detect_only = opts.detect_only;
+        st.rollout.phase = "starting".into();
+    }
+    loop {
+        shared.beat();
+        // The newest spec: valid ones wait for a quiet point, invalid ones are reported.
+        if fresh_spec || specs.has_changed().unwrap_or(false) {
+            fresh_spec = false;
+            let u = specs.borrow_and_update().clone();
+            match &u.fleet {
+                Ok(_) => pending = Some(u),
+                Err(e) if u.digest.is_empty() && u.commit.is_none() && e.starts_with("fetching ") => {}
+                Err(e) => {
+                    tracing::error!(commit = u.commit.as_deref(), digest = %u.digest, "spec rejected, the spec in force stays:\n{e}");
+                    shared.metrics.spec_rejected();
+                    shared.status().spec.rejected = Some(Rejected {
+                        commit: u.commit.clone(),
+                        digest: u.digest.clone(),
+                        at_ms: u.at_ms,
+                        error: e.clone(),
+                    });
+                    on(&Note::SpecRejected { commit: u.commit.clone(), error: e.clone() });
+                    // A later valid spec supersedes one still waiting; an invalid one does not.
+                }
+            }
+        }
+        if let Some(rx) = source_errors.as_mut()
+            && rx.has_changed().unwrap_or(false)
+        {
+            source_error = rx.borrow_and_update().clone();
+            if let Some(e) = &source_error {
+                tracing::warn!("spec source: {e}");
+            }
+        }
+        // Every action event is logged, counted and passed on.
+        macro_rules! log_event {
+            () => {
+                &mut |e: &Event| {
+                    log_action(&shared, e);
+                    on(&Note::Action(e.clone()));
+                }
+            };
+        }
+        if let Some(c) = ctl.as_mut() {
+            c.settle(log_event!())?;
+        }
+        // A stop request: nothing new opens; open windows close within the grace period.
+        if *stop.borrow() && stopping.is_none() {
+            stopping = Some(Instant::now() + opts.stop_grace);
+            let open = ctl.as_ref().map(|c| c.open_windows()).unwrap_or_default();
+            tracing::info!(open = open.len(), running = ctl.as_ref().map_or(0, |c| c.running_count()),
+                "stopping: no new window opens; open windows are closed first");
+            shared.status().rollout.phase = "stopping".into();
+        }
+        if let Some(deadline) = stopping {
+            let (running, open) =
+                ctl.as_ref().map(|c| (c.running_count(), c.open_windows())).unwrap_or_default();
+            let past = Instant::now() >= deadline;
+            if running == 0 && (open.is_empty() || past || opts.detect_only) {
+                if !open.is_empty() {
+                    tracing::warn!(?open, "stop grace ran out: windows parked in the journal for the next start");
+                }
+                let (started, failed) = ctl.as_ref().map(|c| (c.started, c.failed.clone())).unwrap_or_default();
+                return Ok(Stopped { parked: open, started, failed });
+            }
+            if past && let Some(c) = ctl.as_mut() {
+                c.next_completion().await;
+                continue;
+            }
+        }
+        // A new spec applies when nothing runs, so every completion lands on
+        // the spec it was planned with; meanwhile nothing new starts.
+        if stopping.is_none() && ctl.as_ref().is_none_or(|c| c.running_count() == 0)
+            && let Some(u) = pending.take()
+        {
+            let Ok(fleet) = u.fleet.clone() else { unreachable!("only valid specs wait") };
+            match connect(Arc::clone(&fleet), ctl.as_ref().map(|c| Arc::clone(c.side()))).await {
+                Ok(side) => {
+                    match ctl.as_mut() {
+                        None => ctl = Some(Controller::new(side, journal)?),
+                        Some(c) => c.retarget(side)?,
+                    }
+                    generation += 1;
+                    tracing::info!(generation, commit = u.commit.as_deref(), digest = %u.digest,
+                        nodes = fleet.nodes.len(), "spec applied");
+                    shared.metrics.spec_applied(generation, u.commit.as_deref(), &u.digest);
+                    {
+                        let mut st = shared.status();
+                        st.spec.generation = generation;
+                        st.spec.commit = u.commit.clone();
+                        st.spec.digest = u.digest.clone();
+                        st.spec.applied_at_ms = crate::real::reconcile::now_ms();
+                        st.spec.pending = false;
+                        if st.spec.rejected.as_ref().is_some_and(|r| r.at_ms <= u.at_ms) {
+                            st.spec.rejected = None;
+                        }
+                    }
+                    last_view = None;
+                    on(&Note::SpecApplied { generation, commit: u.commit.clone(), digest: u.digest.clone() });
+                }
+                Err(e) => {
+                    tracing::error!("cannot connect the fleet of the new spec (retrying): {e}");
+                    set_error(&shared, Some(format!("connecting the fleet: {e}")));
+                    pending = Some(u);
+                }
+            }
+        }
+        shared.status().spec.pending = pending.is_some();
+        let Some(c) = ctl.as_mut() else {
+            // No spec in force yet: wait for one (or a stop).
+            tokio::select! {
+                r = specs.changed(), if specs_open => if r.is_err() { specs_open = false },
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(opts.idle_tick) => {}
+            }
+            continue;
+        };
+        let t0 = Instant::now();
+        let observed = match c.observe().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!("observation failed (retrying): {e}");
+                set_error(&shared, Some(format!("observing the fleet: {e}")));
+                (log_event!())(&Event::ObserveFailed(e));
+                c.wait(opts.tick.max(Duration::from_millis(200))).await;
+                continue;
+            }
+        };
+        on(&Note::Observed { took: t0.elapsed() });
+        let (pass, now) = c.plan(&observed);
+        passes += 1;
+        let mut started = 0usize;
+        let mut held_back = Vec::new();
+        let fleet = Arc::clone(c.fleet());
+        for p in pass.actions.iter().cloned() {
+            let why_not = if opts.detect_only {
+                Some("detect-only")
+            } else if pending.is_some() {
+                Some("a new spec applies first")
+            } else if stopping.is_some() && !c.closes_open_window(&p.action) {
+                Some("stopping")
+            } else if c.cooling(p.action.subject()) {
+                Some("backing off after a failure")
+            } else {
+                None
+            };
+            match why_not {
+                Some(r) => held_back.push(format!("{} ({r})", p.action.describe(&fleet))),
+                None => {
+                    c.start(p, &observed, now, log_event!())?;
+                    started += 1;
+                }
+            }
+        }
+        shared.metrics.reconcile_pass(t0.elapsed());
+        if shared.status().last_error.is_some() {
+            set_error(&shared, None);
+        }
+        on(&Note::Pass { started, converged: pass.converged });
+        let busy = c.running_count() > 0 || !c.memory.node_ops.is_empty() || !c.memory.farm_ops.is_empty();
+        // The status document: at most once per `status_every`, and on every change of phase.
+        let phase = if stopping.is_some() {
+            "stopping"
+        } else if opts.detect_only {
+            "detect-only"
+        } else if pass.halted {
+            "halted"
+        } else if pass.converged {
+            "converged"
+        } else if busy {
+            "rolling"
+        } else {
+            "waiting"
+        };
+        let phase_changed = shared.status().rollout.phase != phase;
+        if phase_changed || last_view.is_none_or(|t| t.elapsed() >= opts.status_every) {
+            last_view = Some(Instant::now());
+            publish(&shared, c, &observed, &pass, phase, held_back, passes, now, source_error.clone());
+        }
+        let wait = if busy || started > 0 {
+            opts.tick
+        } else if pass.converged || pass.halted || opts.detect_only {
+            opts.resync
+        } else {
+            opts.idle_tick
+        };
+        tokio::select! {
+            _ = c.wait(wait) => {}
+            r = specs.changed(), if specs_open => if r.is_err() { specs_open = false },
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+fn set_error(shared: &Shared, e: Option<String>) {
+    shared.metrics.last_error(e.as_deref());
+    shared.status().last_error = e;
+}
+
+fn log_action(shared: &Shared, e: &Event) {
+    match e {
+        Event::Started { action, kind, why, wave } => {
+            shared.metrics.action_started(kind);
+            tracing::info!(target: "drover::action", action = %action, step = kind, wave = *wave, why = %why, "start");
+        }
+        Event::Finished { action, kind, outcome, took } => {
+            let ok = *outcome == Outcome::Ok;
+            shared.metrics.action_finished(kind, ok, *took);
+            match outcome {
+                Outcome::Ok => tracing::info!(target: "drover::action", action = %action, step = kind,
+                    duration_ms = took.as_millis() as u64, outcome = "ok", "done"),
+                Outcome::Failed(err) => tracing::warn!(target: "drover::action", action = %action, step = kind,
+                    duration_ms = took.as_millis() as u64, outcome = "failed", error = %err, "failed"),
+            }
+        }
+        Event::ObserveFailed(_) => {}
+    }
+}
+
+/// Rebuilds the status document and the fleet metrics from one pass.
+#[allow(clippy::too_many_arguments)]
+fn publish<F: Fleetside>(
+    shared: &Shared,
+    c: &Controller<'_, F>,
+    observed: &Observed,
+    pass: &crate::plan::Pass,
+    phase: &str,
+    pending: Vec<String>,
+    passes: u64,
+    now_ms: u64,
+    source_error: Option<String>,
+) {
+    let fleet = c.fleet();
+    let mut drift = 0u64;
+    let mut at_target = 0u64;
+    for (n, o) in observed.nodes.iter().enumerate() {
+        if !o.reachable {
+            continue;
+        }
+        let d = node_diff(fleet, n as u32, o);
+        let items = drift_items(fleet, n as u32, o, &d).len() as u64;
+        drift += items;
+        if items == 0 {
+            at_target += 1;
+        }
+    }
+    shared.metrics.fleet_observed(fleet, observed, &c.memory);
+    let errors = c.side().unreachable_errors();
+    let view = crate::status::view(fleet, observed, &c.memory, &errors);
+    let mut failed: Vec<String> = c
+        .memory
+        .failed_nodes
+        .iter()
+        .map(|(n, e)| format!("node {}: {e}", fleet.nodes[*n as usize].name))
+        .chain(c.memory.failed_farms.iter().map(|(f, e)| format!("farm {}: {e}", fleet.farms[*f as usize].name)))
+        .collect();
+    failed.sort();
+    let mut st = shared.status();
+    st.rollout = state::Rollout {
+        phase: phase.into(),
+        running: c.running().map(|a| a.describe(fleet)).collect(),
+        pending,
+        blocked: pass.blocked.iter().map(|b| format!("{}: {}", b.subject, b.reason)).collect(),
+        held: pass.held.clone(),
+        failed,
+        drift_items: drift,
+        nodes_at_target: at_target,
+        nodes_total: fleet.nodes.len() as u64,
+        last_pass_at_ms: now_ms,
+        passes,
+    };
+    st.spec_source_error = source_error;
+    st.fleet = view;
+    st.simulation = c.side().simulation_report();
+}

@@ -66,6 +66,8 @@ pub struct DaemonStatus {
     /// The last error of the loop (an observation that failed, a journal
     /// write), `None` once a pass succeeds again.
     pub last_error: Option<String>,
+    /// The spec source's last error (a Git fetch that failed), `None` when it works.
+    pub spec_source_error: Option<String>,
     /// The fleet as last observed: `status::view`'s document.
     pub fleet: serde_json::Value,
     /// Simulation only: invariant violations and requests so far.

@@ -203,6 +203,19 @@ pub struct SimulationSettings {
 }
 
 impl Fleet {
+    /// Same profiles, sites, farms and nodes (by name, in the same order,
+    /// in the same places): ids mean the same thing in both fleets.
+    pub fn same_topology(&self, other: &Fleet) -> bool {
+        self.profiles.iter().map(|p| &p.name).eq(other.profiles.iter().map(|p| &p.name))
+            && self.sites.iter().map(|s| &s.name).eq(other.sites.iter().map(|s| &s.name))
+            && self.farms.iter().map(|f| (&f.name, f.site)).eq(other.farms.iter().map(|f| (&f.name, f.site)))
+            && self
+                .nodes
+                .iter()
+                .map(|n| (&n.name, n.farm, n.profile))
+                .eq(other.nodes.iter().map(|n| (&n.name, n.farm, n.profile)))
+    }
+
     pub fn farm_target(&self, farm: FarmId) -> &Target {
         &self.targets[self.farms[farm as usize].target as usize]
     }

@@ -117,6 +117,50 @@ impl Memory {
         }
     }
 
+    /// This memory for another fleet (a new spec with nodes, farms or
+    /// profiles added, removed or reordered): every entry follows its node,
+    /// farm or profile by name; entries of those that are gone are dropped
+    /// (drover no longer manages them).
+    pub fn remap(&self, old: &crate::model::Fleet, new: &crate::model::Fleet) -> Memory {
+        let node = |n: &NodeId| {
+            let name = &old.nodes[*n as usize].name;
+            new.nodes.iter().position(|m| m.name == *name).map(|i| i as NodeId)
+        };
+        let farm = |f: &FarmId| {
+            let name = &old.farms[*f as usize].name;
+            new.farms.iter().position(|m| m.name == *name).map(|i| i as FarmId)
+        };
+        let profile = |p: &u32| {
+            let name = &old.profiles[*p as usize].name;
+            new.profiles.iter().position(|m| m.name == *name).map(|i| i as u32)
+        };
+        let subject = |s: &Subject| match s {
+            Subject::Node(n) => node(n).map(Subject::Node),
+            Subject::Farm(f) => farm(f).map(Subject::Farm),
+        };
+        Memory {
+            node_ops: self.node_ops.iter().filter_map(|(n, op)| Some((node(n)?, op.clone()))).collect(),
+            farm_ops: self
+                .farm_ops
+                .iter()
+                .filter_map(|(f, op)| {
+                    let mut op = op.clone();
+                    op.checked = op.checked.iter().filter_map(node).collect();
+                    Some((farm(f)?, op))
+                })
+                .collect(),
+            failed_nodes: self.failed_nodes.iter().filter_map(|(n, e)| Some((node(n)?, e.clone()))).collect(),
+            failed_farms: self.failed_farms.iter().filter_map(|(f, e)| Some((farm(f)?, e.clone()))).collect(),
+            gate: self
+                .gate
+                .iter()
+                .filter_map(|((p, c, v), r)| Some(((profile(p)?, c.clone(), v.clone()), r.clone())))
+                .collect(),
+            in_flight: self.in_flight.iter().filter_map(subject).collect(),
+            unreachable_since: self.unreachable_since.iter().filter_map(|(n, t)| Some((node(n)?, *t))).collect(),
+        }
+    }
+
     /// After a restart nothing of ours is running any more.
     pub fn restarted(&mut self) {
         self.in_flight.clear();

@@ -5,6 +5,7 @@
 //! or a reboot). The loop ends converged, halted on the failure budget, or
 //! stuck (nothing can start and nothing runs for longer than `stall`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +15,7 @@ use super::journal::Journal;
 use crate::model::Fleet;
 use crate::observe::Observed;
 use crate::plan::action::{Action, Outcome, Subject};
-use crate::plan::{self, Blocked, Estimates, World};
+use crate::plan::{self, Blocked, Estimates, Memory, World};
 
 /// What the loop needs from a fleet: observe it whole, carry out one action.
 /// `real::fleet::RealFleet` is the real one (SSH, HAProxy, memcached, HTTP);
@@ -32,6 +33,14 @@ pub trait Fleetside: Send + Sync + 'static {
     fn observe(&self) -> impl std::future::Future<Output = Result<Observed, String>> + Send;
     /// Runs one action to its end.
     fn execute(&self, action: &Action) -> impl std::future::Future<Output = Outcome> + Send;
+    /// Why each unreachable node did not answer its last probe.
+    fn unreachable_errors(&self) -> std::collections::BTreeMap<crate::model::NodeId, String> {
+        Default::default()
+    }
+    /// The simulation only: what its independent invariant checker saw so far.
+    fn simulation_report(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 impl Fleetside for super::fleet::RealFleet {
@@ -43,6 +52,9 @@ impl Fleetside for super::fleet::RealFleet {
     }
     async fn execute(&self, action: &Action) -> Outcome {
         super::fleet::RealFleet::execute(self, action).await
+    }
+    fn unreachable_errors(&self) -> std::collections::BTreeMap<crate::model::NodeId, String> {
+        self.last_errors.lock().map(|e| e.iter().map(|(k, v)| (*k, v.clone())).collect()).unwrap_or_default()
     }
 }
 
@@ -62,11 +74,14 @@ pub struct Options {
 pub enum Event {
     Started {
         action: String,
+        /// `ActionKind::name`.
+        kind: &'static str,
         why: String,
         wave: Option<u32>,
     },
     Finished {
         action: String,
+        kind: &'static str,
         outcome: Outcome,
         took: Duration,
     },
@@ -105,6 +120,245 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// What the loop is told about a pass, for status and metrics.
+pub struct PassView<'a> {
+    pub fleet: &'a Fleet,
+    pub observed: &'a Observed,
+    pub memory: &'a Memory,
+    pub pass: &'a plan::Pass,
+    pub now_ms: u64,
+}
+
+/// One completed action, as it came back from its task.
+type Completion = (Action, Outcome, Duration);
+
+/// The reconcile machinery both loops share (`reconcile_once` here, the
+/// daemon in `crate::daemon`): the journal-backed memory, the actions
+/// running in their own tasks, their completions, and the per-subject
+/// back-off after a failure. It decides nothing: the planner does.
+pub struct Controller<'j, F: Fleetside> {
+    side: Arc<F>,
+    fleet: Arc<Fleet>,
+    journal: &'j Journal,
+    pub memory: Memory,
+    tx: mpsc::UnboundedSender<Completion>,
+    rx: mpsc::UnboundedReceiver<Completion>,
+    finished: Vec<Completion>,
+    /// Actions running now, with when they started.
+    running: Vec<(Action, Instant)>,
+    /// A subject whose action failed waits before it is tried again (1 s,
+    /// doubling to a minute): the planner asks again at once, level-triggered.
+    cooldown: HashMap<Subject, (Instant, u32)>,
+    estimates: Estimates,
+    pub last_progress: Instant,
+    pub started: u64,
+    pub failed: Vec<String>,
+}
+
+impl<'j, F: Fleetside> Controller<'j, F> {
+    /// Loads the journal; whatever a previous run had in flight is
+    /// re-observed, not assumed.
+    pub fn new(side: Arc<F>, journal: &'j Journal) -> Result<Self, String> {
+        let mut memory = journal.load()?;
+        memory.restarted();
+        journal.save(&memory)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Controller {
+            fleet: side.fleet(),
+            side,
+            journal,
+            memory,
+            tx,
+            rx,
+            finished: Vec::new(),
+            running: Vec::new(),
+            cooldown: HashMap::new(),
+            estimates: Estimates::default(),
+            last_progress: Instant::now(),
+            started: 0,
+            failed: Vec::new(),
+        })
+    }
+
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+
+    pub fn side(&self) -> &Arc<F> {
+        &self.side
+    }
+
+    /// Actions running now.
+    pub fn running(&self) -> impl Iterator<Item = &Action> {
+        self.running.iter().map(|(a, _)| a)
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Moves to a new fleet side (a new spec): only when nothing runs, so
+    /// every completion lands on the fleet it was planned on. The memory is
+    /// carried over by name when the topology changed.
+    pub fn retarget(&mut self, side: Arc<F>) -> Result<(), String> {
+        assert!(self.running.is_empty(), "retarget with actions running");
+        let fleet = side.fleet();
+        if !self.fleet.same_topology(&fleet) {
+            self.memory = self.memory.remap(&self.fleet, &fleet);
+            self.journal.save(&self.memory)?;
+        }
+        self.cooldown.clear();
+        self.fleet = fleet;
+        self.side = side;
+        Ok(())
+    }
+
+    fn farm_of(&self, a: &Action) -> Option<crate::model::FarmId> {
+        match a.subject() {
+            Subject::Node(n) => Some(self.fleet.nodes[n as usize].farm),
+            Subject::Farm(f) => Some(f),
+        }
+    }
+
+    /// Waits for a completion, at most `timeout`; true if one arrived.
+    pub async fn wait(&mut self, timeout: Duration) -> bool {
+        tokio::select! {
+            Some(c) = self.rx.recv() => { self.finished.push(c); true }
+            _ = tokio::time::sleep(timeout) => false,
+        }
+    }
+
+    /// Waits for a completion (none running: never returns).
+    pub async fn next_completion(&mut self) {
+        if let Some(c) = self.rx.recv().await {
+            self.finished.push(c);
+        }
+    }
+
+    /// Records every completion that arrived: memory, journal, back-off.
+    pub fn settle(&mut self, on: &mut (dyn FnMut(&Event) + Send)) -> Result<(), String> {
+        while let Ok(c) = self.rx.try_recv() {
+            self.finished.push(c);
+        }
+        let fleet = Arc::clone(&self.fleet);
+        for (action, outcome, took) in std::mem::take(&mut self.finished) {
+            if let Some(i) = self.running.iter().position(|(a, _)| *a == action) {
+                self.running.swap_remove(i);
+            }
+            self.last_progress = Instant::now();
+            let farm = self.farm_of(&action);
+            self.memory.complete(&action, &outcome, self.side.now_ms(), farm);
+            self.journal.save(&self.memory)?;
+            match &outcome {
+                Outcome::Failed(e) => {
+                    let line = format!("{}: {e}", action.describe(&fleet));
+                    if !self.failed.contains(&line) {
+                        self.failed.push(line);
+                    }
+                    let entry = self.cooldown.entry(action.subject()).or_insert((Instant::now(), 0));
+                    entry.1 += 1;
+                    entry.0 =
+                        Instant::now() + Duration::from_secs(1 << entry.1.min(6)).min(Duration::from_secs(60));
+                }
+                Outcome::Ok => {
+                    self.cooldown.remove(&action.subject());
+                    // Giving up on a node is a failure to report, though nothing failed to run.
+                    if let Action::MarkFailed { .. } = &action {
+                        self.failed.push(action.describe(&fleet));
+                    }
+                }
+            }
+            on(&Event::Finished { action: action.describe(&fleet), kind: action.kind().name(), outcome, took });
+        }
+        Ok(())
+    }
+
+    /// Windows left open in the memory (a farm mid-switch, a node drained).
+    pub fn open_windows(&self) -> Vec<String> {
+        let fleet = &self.fleet;
+        self.memory
+            .farm_ops
+            .iter()
+            .map(|(f, op)| format!("farm {} ({:?})", fleet.farms[*f as usize].name, op.phase))
+            .chain(
+                self.memory
+                    .node_ops
+                    .iter()
+                    .map(|(n, op)| format!("node {} ({:?})", fleet.nodes[*n as usize].name, op.phase)),
+            )
+            .collect()
+    }
+
+    /// True when the action only carries an open window to its end (its
+    /// node or farm is already out): allowed while stopping.
+    pub fn closes_open_window(&self, a: &Action) -> bool {
+        match a.subject() {
+            Subject::Farm(f) => self.memory.farm_ops.contains_key(&f),
+            Subject::Node(n) => {
+                self.memory.node_ops.contains_key(&n)
+                    || self.memory.farm_ops.contains_key(&self.fleet.nodes[n as usize].farm)
+            }
+        }
+    }
+
+    pub async fn observe(&self) -> Result<Observed, String> {
+        self.side.observe().await
+    }
+
+    /// Records gate evidence and unreachable nodes, and plans.
+    pub fn plan(&mut self, observed: &Observed) -> (plan::Pass, u64) {
+        let now = self.side.now_ms();
+        plan::gate::record(&self.fleet, observed, &mut self.memory, now);
+        self.memory.observe(observed, now);
+        let pass = plan::plan(&World {
+            fleet: &self.fleet,
+            observed,
+            memory: &self.memory,
+            now_ms: now,
+            estimates: &self.estimates,
+        });
+        (pass, now)
+    }
+
+    /// A subject cooling down after a failure.
+    pub fn cooling(&self, s: Subject) -> bool {
+        self.cooldown.get(&s).is_some_and(|(until, _)| *until > Instant::now())
+    }
+
+    /// Journals and starts one action in its own task.
+    pub fn start(
+        &mut self,
+        p: plan::Planned,
+        observed: &Observed,
+        now: u64,
+        on: &mut (dyn FnMut(&Event) + Send),
+    ) -> Result<(), String> {
+        let farm = self.farm_of(&p.action);
+        let weight = farm.map(|f| observed.farms[f as usize].lb.weight).unwrap_or(0);
+        self.memory.begin(&p.action, now, farm, weight);
+        self.journal.save(&self.memory)?;
+        self.started += 1;
+        self.last_progress = Instant::now();
+        on(&Event::Started {
+            action: p.action.describe(&self.fleet),
+            kind: p.action.kind().name(),
+            why: p.why,
+            wave: p.wave,
+        });
+        self.running.push((p.action.clone(), Instant::now()));
+        let (side, tx) = (Arc::clone(&self.side), self.tx.clone());
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let run = std::panic::AssertUnwindSafe(side.execute(&p.action));
+            let outcome = futures::FutureExt::catch_unwind(run)
+                .await
+                .unwrap_or_else(|_| Outcome::Failed("drover's executor panicked (a bug): see the log".into()));
+            let _ = tx.send((p.action, outcome, t.elapsed()));
+        });
+        Ok(())
+    }
+}
+
 pub async fn reconcile_once<F: Fleetside>(
     real: Arc<F>,
     journal: &Journal,
@@ -112,8 +366,6 @@ pub async fn reconcile_once<F: Fleetside>(
     on: &mut (dyn FnMut(&Event) + Send),
 ) -> Summary {
     let t0 = Instant::now();
-    let fleet_arc = real.fleet();
-    let fleet = &*fleet_arc;
     let mut summary = Summary {
         finish: Finish::Converged,
         started: 0,
@@ -124,149 +376,72 @@ pub async fn reconcile_once<F: Fleetside>(
         elapsed: Duration::ZERO,
         open: Vec::new(),
     };
-    let done = |mut s: Summary, finish: Finish| {
+    let done = |mut s: Summary, ctl: Option<&Controller<'_, F>>, finish: Finish| {
+        if let Some(c) = ctl {
+            s.started = c.started;
+            s.failed = c.failed.clone();
+        }
         s.finish = finish;
         s.elapsed = t0.elapsed();
         s
     };
-    let mut memory = match journal.load() {
-        Ok(m) => m,
-        Err(e) => return done(summary, Finish::Error(e)),
+    let mut ctl = match Controller::new(real, journal) {
+        Ok(c) => c,
+        Err(e) => return done(summary, None, Finish::Error(e)),
     };
-    // Whatever a previous run had in flight is re-observed, not assumed.
-    memory.restarted();
-    if let Err(e) = journal.save(&memory) {
-        return done(summary, Finish::Error(e));
-    }
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Action, Outcome, Duration)>();
-    let mut running = 0usize;
-    let mut last_progress = Instant::now();
-    let estimates = Estimates::default();
-    let farm_of = |a: &Action| match a.subject() {
-        Subject::Node(n) => Some(fleet.nodes[n as usize].farm),
-        Subject::Farm(f) => Some(f),
-    };
-    let mut finished: Vec<(Action, Outcome, Duration)> = Vec::new();
-    // A subject whose action failed waits before it is tried again (1 s,
-    // doubling to a minute): the planner asks again at once, level-triggered.
-    let mut cooldown: std::collections::HashMap<Subject, (Instant, u32)> = std::collections::HashMap::new();
     loop {
-        while let Ok(c) = rx.try_recv() {
-            finished.push(c);
-        }
-        for (action, outcome, took) in finished.drain(..) {
-            running -= 1;
-            last_progress = Instant::now();
-            memory.complete(&action, &outcome, real.now_ms(), farm_of(&action));
-            if let Err(e) = journal.save(&memory) {
-                return done(summary, Finish::Error(e));
-            }
-            match &outcome {
-                Outcome::Failed(e) => {
-                    let line = format!("{}: {e}", action.describe(fleet));
-                    if !summary.failed.contains(&line) {
-                        summary.failed.push(line);
-                    }
-                    let entry = cooldown.entry(action.subject()).or_insert((Instant::now(), 0));
-                    entry.1 += 1;
-                    entry.0 = Instant::now() + Duration::from_secs(1 << entry.1.min(6)).min(Duration::from_secs(60));
-                }
-                Outcome::Ok => {
-                    cooldown.remove(&action.subject());
-                    // Giving up on a node is a failure to report, though nothing failed to run.
-                    if let Action::MarkFailed { .. } = &action {
-                        summary.failed.push(action.describe(fleet));
-                    }
-                }
-            }
-            on(&Event::Finished { action: action.describe(fleet), outcome, took });
+        if let Err(e) = ctl.settle(on) {
+            return done(summary, Some(&ctl), Finish::Error(e));
         }
         if opts.stop.load(std::sync::atomic::Ordering::SeqCst) {
-            if running == 0 {
-                summary.open = memory
-                    .farm_ops
-                    .iter()
-                    .map(|(f, op)| format!("farm {} ({:?})", fleet.farms[*f as usize].name, op.phase))
-                    .chain(
-                        memory
-                            .node_ops
-                            .iter()
-                            .map(|(n, op)| format!("node {} ({:?})", fleet.nodes[*n as usize].name, op.phase)),
-                    )
-                    .collect();
-                return done(summary, Finish::Interrupted);
+            if ctl.running_count() == 0 {
+                summary.open = ctl.open_windows();
+                return done(summary, Some(&ctl), Finish::Interrupted);
             }
-            if let Some(c) = rx.recv().await {
-                finished.push(c);
-            }
+            ctl.next_completion().await;
             continue;
         }
-        let observed = match real.observe().await {
+        let observed = match ctl.observe().await {
             Ok(o) => o,
             Err(e) => {
-                if running == 0 {
-                    return done(summary, Finish::Error(e));
+                if ctl.running_count() == 0 {
+                    return done(summary, Some(&ctl), Finish::Error(e));
                 }
                 on(&Event::ObserveFailed(e));
-                if let Some(c) = rx.recv().await {
-                    finished.push(c);
-                }
+                ctl.next_completion().await;
                 continue;
             }
         };
         summary.passes += 1;
-        let now = real.now_ms();
-        plan::gate::record(fleet, &observed, &mut memory, now);
-        memory.observe(&observed, now);
-        let pass =
-            plan::plan(&World { fleet, observed: &observed, memory: &memory, now_ms: now, estimates: &estimates });
+        let (pass, now) = ctl.plan(&observed);
         summary.blocked = pass.blocked.clone();
         summary.held = pass.held.clone();
-        if running == 0 && pass.actions.is_empty() {
+        let idle = ctl.running_count() == 0;
+        if idle && pass.actions.is_empty() {
             if pass.converged {
-                return done(summary, Finish::Converged);
+                return done(summary, Some(&ctl), Finish::Converged);
             }
             if pass.halted {
-                return done(summary, Finish::Halted);
+                return done(summary, Some(&ctl), Finish::Halted);
             }
-            if last_progress.elapsed() > opts.stall {
-                return done(summary, Finish::Stuck);
+            if ctl.last_progress.elapsed() > opts.stall {
+                return done(summary, Some(&ctl), Finish::Stuck);
             }
         }
-        let cooling = |s: Subject| cooldown.get(&s).is_some_and(|(until, _)| *until > Instant::now());
-        let waiting = pass.actions.iter().filter(|p| cooling(p.action.subject())).count();
-        if running == 0
-            && waiting == pass.actions.len()
-            && !pass.actions.is_empty()
-            && last_progress.elapsed() > opts.stall
+        let waiting = pass.actions.iter().filter(|p| ctl.cooling(p.action.subject())).count();
+        if idle && waiting == pass.actions.len() && !pass.actions.is_empty() && ctl.last_progress.elapsed() > opts.stall
         {
-            return done(summary, Finish::Stuck);
+            return done(summary, Some(&ctl), Finish::Stuck);
         }
-        for p in pass.actions.into_iter().filter(|p| !cooling(p.action.subject())) {
-            let farm = farm_of(&p.action);
-            let weight = farm.map(|f| observed.farms[f as usize].lb.weight).unwrap_or(0);
-            memory.begin(&p.action, now, farm, weight);
-            if let Err(e) = journal.save(&memory) {
-                return done(summary, Finish::Error(e));
+        for p in pass.actions {
+            if ctl.cooling(p.action.subject()) {
+                continue;
             }
-            summary.started += 1;
-            running += 1;
-            last_progress = Instant::now();
-            on(&Event::Started { action: p.action.describe(fleet), why: p.why, wave: p.wave });
-            let (real, tx) = (Arc::clone(&real), tx.clone());
-            tokio::spawn(async move {
-                let t = Instant::now();
-                let run = std::panic::AssertUnwindSafe(real.execute(&p.action));
-                let outcome = futures::FutureExt::catch_unwind(run)
-                    .await
-                    .unwrap_or_else(|_| Outcome::Failed("drover's executor panicked (a bug): see the log".into()));
-                let _ = tx.send((p.action, outcome, t.elapsed()));
-            });
+            if let Err(e) = ctl.start(p, &observed, now, on) {
+                return done(summary, Some(&ctl), Finish::Error(e));
+            }
         }
-        tokio::select! {
-            Some(c) = rx.recv() => finished.push(c),
-            _ = tokio::time::sleep(opts.tick) => {}
-        }
+        ctl.wait(opts.tick).await;
     }
 }
 

@@ -341,7 +341,7 @@ fn an_unreachable_node_fails_alone_and_an_operators_maint_is_respected() {
     assert!(log.contains("unreachable: node fra1-f2-n2"), "{log}");
     assert!(!log.contains("held by an operator (not touched): node fra1-f2-n2"), "{log}");
     // `drover status` shows the same fleet, node by node.
-    let status = drover(&fleet, &state_dir(&fleet), &["--output", "json", "status"]).output().unwrap();
+    let status = drover(&fleet, &state_dir(&fleet), &["--output", "json", "status", "--direct"]).output().unwrap();
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
     let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let nodes: Vec<&serde_json::Value> = doc["sites"]

@@ -1,0 +1,205 @@
+//! `drover reconcile` without `--once`: the daemon, against the real fleet
+//! or (`--simulate`) the simulated one in scaled time.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Cli, exit, real, reconcile::ReconcileArgs};
+use crate::daemon::source::{self, GitSource};
+use crate::daemon::state::{DaemonStatus, Shared};
+use crate::daemon::{self as d, http};
+use crate::real::journal::Journal;
+use crate::real::lease::{FileLeases, LeaseStore};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// Serve /healthz, /readyz, /metrics and /status here (loopback only).
+    #[arg(long, default_value = "127.0.0.1:9731", env = "DROVER_LISTEN")]
+    pub listen: String,
+    /// Follow this Git repository instead of watching `--specs`; `--specs`
+    /// is then the spec directory inside the repository (`.` for its root).
+    #[arg(long)]
+    pub git: Option<String>,
+    /// The branch to follow with `--git`.
+    #[arg(long, default_value = "main", requires = "git")]
+    pub branch: String,
+    /// How often to fetch the branch.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub git_interval: Duration,
+    /// Observe, plan and report drift; start nothing.
+    #[arg(long)]
+    pub detect_only: bool,
+    /// Re-observe the whole fleet this often when it is converged (drift detection).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub resync: Duration,
+    /// On SIGTERM, how long open windows may take to close before the daemon exits leaving them parked.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub stop_grace: Duration,
+    /// Quiet period after a change in the spec directory before it is read.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub debounce: Duration,
+    /// Log lines as text (default) or JSON objects.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// `--simulate`: simulated seconds per real second.
+    #[arg(long, default_value_t = 60.0)]
+    pub time_scale: f64,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => b.json().flatten_event(true).try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+}
+
+pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
+    let da = &args.daemon;
+    init_logs(da.log_format);
+    if args.simulate && !(da.time_scale > 0.0 && da.time_scale.is_finite()) {
+        eprintln!("error: --time-scale must be a positive number");
+        return exit::USAGE;
+    }
+    let rt = match real::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    match rt.block_on(serve(cli, args)) {
+        Ok(stopped) => {
+            tracing::info!(started = stopped.started, failed = stopped.failed.len(),
+                parked = stopped.parked.len(), "stopped");
+            exit::OK
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
+    let da = &args.daemon;
+    let state_dir = &args.real.state_dir;
+    std::fs::create_dir_all(state_dir).map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+    // One drover per fleet (the simulation has its own state in a temporary directory).
+    let sim_dir = args.simulate.then(|| std::env::temp_dir().join(format!("drover-sim-{}", std::process::id())));
+    let dir = sim_dir.clone().unwrap_or_else(|| state_dir.clone());
+    let _lease = FileLeases::new(&dir).try_acquire(&crate::real::lease::this_process())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    super::reconcile::on_stop_signals(move || {
+        tracing::info!("signal: stopping (signal again to exit at once)");
+        let _ = stop_tx.send(true);
+    });
+    // The spec: a Git branch, or the directory watched.
+    let (specs, source_errors, _watch, _git, spec_dir): (_, _, Option<source::Watching>, _, PathBuf) =
+        match &da.git {
+            Some(url) => {
+                let src = GitSource {
+                    url: url.clone(),
+                    branch: da.branch.clone(),
+                    subdir: cli.specs.clone(),
+                    checkout: state_dir.join("spec-repo"),
+                    interval: da.git_interval,
+                };
+                let spec_dir = src.spec_dir();
+                let (rx, err, task) = source::follow_git(src);
+                (rx, Some(err), None, Some(AbortOnDrop(task)), spec_dir)
+            }
+            None => {
+                let (rx, w) = source::watch_dir(cli.specs.clone(), da.debounce, Duration::from_secs(30))?;
+                (rx, None, Some(w), None, cli.specs.clone())
+            }
+        };
+    let shared = Arc::new(Shared::new(DaemonStatus {
+        version: env!("CARGO_PKG_VERSION").into(),
+        fleet_kind: if args.simulate { "simulated" } else { "real" }.into(),
+        ..Default::default()
+    }));
+    let listener = http::bind(&da.listen).await?;
+    tracing::info!(listen = %da.listen, "serving /healthz /readyz /metrics /status");
+    let (down_tx, down_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&shared), async {
+        let _ = down_rx.await;
+    }));
+    let journal = Journal::new(&dir.join("journal.json"));
+    let mut on = |_: &d::Note| {};
+    let result = if args.simulate {
+        let opts = d::Options {
+            tick: Duration::from_millis(20),
+            idle_tick: Duration::from_millis(100),
+            resync: Duration::from_secs(1),
+            detect_only: da.detect_only,
+            stop_grace: da.stop_grace,
+            status_every: Duration::from_millis(500),
+        };
+        let seed = args.sim.seed;
+        let scale = da.time_scale;
+        let connect = |fleet: Arc<crate::model::Fleet>, current: Option<Arc<crate::sim::live::LiveSim>>| async move {
+            match current {
+                Some(sim) => sim.set_fleet(fleet).map(|()| sim),
+                None => {
+                    let cfg = crate::sim::SimConfig::new(&fleet, seed);
+                    Ok(crate::sim::live::LiveSim::new(fleet, cfg, scale))
+                }
+            }
+        };
+        d::run(connect, specs, source_errors, &journal, Arc::clone(&shared), opts, stop_rx, &mut on).await
+    } else {
+        let opts = d::Options {
+            resync: da.resync,
+            detect_only: da.detect_only,
+            stop_grace: da.stop_grace,
+            ..Default::default()
+        };
+        let (real_args, dir) = (args.real.clone(), spec_dir.clone());
+        // The side in force, to close its connections at the end.
+        let last: Arc<std::sync::Mutex<Option<Arc<crate::real::fleet::RealFleet>>>> = Default::default();
+        let slot = Arc::clone(&last);
+        let connect = move |fleet: Arc<crate::model::Fleet>, current: Option<Arc<crate::real::fleet::RealFleet>>| {
+            let (real_args, dir, slot) = (real_args.clone(), dir.clone(), Arc::clone(&slot));
+            async move {
+                // Nothing runs at a spec change: the old connections close, the new fleet's open.
+                if let Some(cur) = current {
+                    real::disconnect(&cur).await;
+                }
+                let side = real::connect(&fleet, &dir, &real_args).await?;
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&side));
+                Ok(side)
+            }
+        };
+        let r = d::run(connect, specs, source_errors, &journal, Arc::clone(&shared), opts, stop_rx, &mut on).await;
+        let side = last.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(cur) = side {
+            real::disconnect(&cur).await;
+        }
+        r
+    };
+    let _ = down_tx.send(());
+    let _ = server.await;
+    if let Some(d) = sim_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    result
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

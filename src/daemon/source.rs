@@ -1,0 +1,270 @@
+//! Where the daemon's spec comes from: a directory watched with `notify`, or
+//! a Git branch fetched on an interval. Either way the daemon receives
+//! `SpecUpdate`s on a `watch` channel: the newest spec seen, valid (a
+//! `Fleet`) or not (its rendered diagnostics). Deciding what to apply is the
+//! daemon's business; this module only reads.
+//!
+//! Debouncing: any file-system event starts (or restarts) a quiet period;
+//! when it ends the directory is rescanned and its content digest compared,
+//! so an editor's atomic save or a `git checkout` of many files is one
+//! change, and events that change nothing (a `touch`) are no change. A slow
+//! periodic rescan covers events inotify dropped.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::model::Fleet;
+
+/// One spec as read from its source.
+#[derive(Clone, Debug)]
+pub struct SpecUpdate {
+    /// The Git commit it was read from (`--git`).
+    pub commit: Option<String>,
+    /// Fingerprint of the spec files' paths and contents (not cryptographic).
+    pub digest: String,
+    /// When it was read (wall-clock ms).
+    pub at_ms: u64,
+    /// The fleet, or the rendered diagnostics (file:line:col: error: ...).
+    pub fleet: Result<Arc<Fleet>, String>,
+}
+
+/// Reads and validates the spec directory.
+pub fn read(dir: &Path, commit: Option<String>) -> SpecUpdate {
+    let at_ms = crate::real::reconcile::now_ms();
+    let files = match crate::spec::load_dir(dir) {
+        Ok(f) => f,
+        Err(e) => return SpecUpdate { commit, digest: String::new(), at_ms, fleet: Err(e.to_string()) },
+    };
+    let digest = digest_of(&files);
+    let fleet = match crate::spec::validate::check(&files) {
+        Ok(fleet) => Ok(Arc::new(fleet)),
+        Err(diags) => Err(format!(
+            "{}{} errors in {}",
+            crate::spec::diag::render(&diags, &files),
+            diags.len(),
+            dir.display()
+        )),
+    };
+    SpecUpdate { commit, digest, at_ms, fleet }
+}
+
+fn digest_of(files: &[crate::spec::SourceFile]) -> String {
+    // SipHash with fixed keys: stable within a build, enough to tell contents apart.
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    for f in files {
+        f.path.hash(&mut h);
+        f.text.hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// The digest of what is in the directory now, without validating
+/// (`None` when it cannot be read: that is reported by `read`).
+fn current_digest(dir: &Path) -> Option<String> {
+    crate::spec::load_dir(dir).ok().map(|f| digest_of(&f))
+}
+
+/// Keeps the watcher alive; dropping it stops watching.
+pub struct Watching {
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Watches `dir` (recursively): the first update is the spec as it is now.
+pub fn watch_dir(
+    dir: PathBuf,
+    debounce: Duration,
+    rescan: Duration,
+) -> Result<(watch::Receiver<SpecUpdate>, Watching), String> {
+    use notify::Watcher;
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Any event (or an error, e.g. a queue overflow) means "look again".
+        if res.as_ref().map(|e| !e.kind.is_access()).unwrap_or(true) {
+            let _ = ev_tx.send(());
+        }
+    })
+    .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::Recursive)
+        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    let first = read(&dir, None);
+    let mut last = first.digest.clone();
+    let (tx, rx) = watch::channel(first);
+    let task = tokio::spawn(async move {
+        loop {
+            // Wait for an event or the periodic rescan ...
+            tokio::select! {
+                got = ev_rx.recv() => if got.is_none() { return },
+                _ = tokio::time::sleep(rescan) => {}
+            }
+            // ... then for a quiet period.
+            loop {
+                tokio::select! {
+                    got = ev_rx.recv() => if got.is_none() { return },
+                    _ = tokio::time::sleep(debounce) => break,
+                }
+            }
+            let dir2 = dir.clone();
+            let now = tokio::task::spawn_blocking(move || current_digest(&dir2)).await.ok().flatten();
+            if now.as_deref() == Some(last.as_str()) {
+                continue;
+            }
+            let dir2 = dir.clone();
+            let Ok(update) = tokio::task::spawn_blocking(move || read(&dir2, None)).await else {
+                continue;
+            };
+            last = update.digest.clone();
+            if tx.send(update).is_err() {
+                return;
+            }
+        }
+    });
+    Ok((rx, Watching { _watcher: watcher, task }))
+}
+
+/// A Git branch to follow.
+#[derive(Clone, Debug)]
+pub struct GitSource {
+    pub url: String,
+    pub branch: String,
+    /// The spec directory inside the repository (`.` for its root).
+    pub subdir: PathBuf,
+    /// Where the checkout lives (under the state directory).
+    pub checkout: PathBuf,
+    pub interval: Duration,
+}
+
+impl GitSource {
+    /// The spec directory of the checkout.
+    pub fn spec_dir(&self) -> PathBuf {
+        self.checkout.join(&self.subdir)
+    }
+}
+
+async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new("git");
+    if let Some(d) = dir {
+        cmd.arg("-C").arg(d);
+    }
+    cmd.args(args).env("GIT_TERMINAL_PROMPT", "0").stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .map_err(|_| format!("git {} timed out after 120 s", args.join(" ")))?
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl GitSource {
+    /// Fetches the branch and checks its tip out (detached); returns the commit.
+    pub async fn sync(&self) -> Result<String, String> {
+        if !self.checkout.join(".git").exists() {
+            if let Some(parent) = self.checkout.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            let _ = std::fs::remove_dir_all(&self.checkout);
+            let dir = self.checkout.to_string_lossy().to_string();
+            git(None, &["init", "-q", &dir]).await?;
+            git(Some(&self.checkout), &["remote", "add", "origin", &self.url]).await?;
+        } else {
+            git(Some(&self.checkout), &["remote", "set-url", "origin", &self.url]).await?;
+        }
+        let refspec = format!("+refs/heads/{}:refs/remotes/origin/{}", self.branch, self.branch);
+        git(Some(&self.checkout), &["fetch", "-q", "--depth", "1", "origin", &refspec]).await?;
+        let tip = format!("refs/remotes/origin/{}", self.branch);
+        let commit = git(Some(&self.checkout), &["rev-parse", &tip]).await?;
+        git(Some(&self.checkout), &["checkout", "-q", "--force", "--detach", &commit]).await?;
+        git(Some(&self.checkout), &["clean", "-q", "-fdx"]).await?;
+        Ok(commit)
+    }
+}
+
+/// Follows a Git branch: the first update is its tip now (or the fetch error).
+/// A failed fetch is reported on `errors` and retried at the next interval;
+/// the spec in force does not change.
+pub fn follow_git(
+    src: GitSource,
+) -> (watch::Receiver<SpecUpdate>, watch::Receiver<Option<String>>, tokio::task::JoinHandle<()>) {
+    let pending = SpecUpdate {
+        commit: None,
+        digest: String::new(),
+        at_ms: crate::real::reconcile::now_ms(),
+        fleet: Err(format!("fetching {} ({}) ...", src.url, src.branch)),
+    };
+    let (tx, rx) = watch::channel(pending);
+    let (err_tx, err_rx) = watch::channel(None);
+    let task = tokio::spawn(async move {
+        let mut last: Option<String> = None;
+        loop {
+            match src.sync().await {
+                Err(e) => {
+                    let _ = err_tx.send(Some(e));
+                }
+                Ok(commit) => {
+                    let _ = err_tx.send(None);
+                    if last.as_deref() != Some(commit.as_str()) {
+                        last = Some(commit.clone());
+                        let dir = src.spec_dir();
+                        if let Ok(update) = tokio::task::spawn_blocking(move || read(&dir, Some(commit))).await
+                            && tx.send(update).is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(src.interval).await;
+        }
+    });
+    (rx, err_rx, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal/spec.yaml")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_edit_is_one_update_and_a_touch_is_none() {
+        let text = example();
+        let dir = std::env::temp_dir().join(format!("drover-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("fleet.yaml"), &text).unwrap();
+        let (mut rx, _w) = watch_dir(dir.clone(), Duration::from_millis(80), Duration::from_secs(3600)).unwrap();
+        assert!(rx.borrow_and_update().fleet.is_ok());
+        // A touch changes no content: no update.
+        std::fs::write(dir.join("fleet.yaml"), &text).unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(600), rx.changed()).await.is_err());
+        // An atomic save (write elsewhere, rename over) of a broken file: one update, rejected.
+        std::fs::write(dir.join(".tmp"), format!("{text}\nbogus: [")).unwrap();
+        std::fs::rename(dir.join(".tmp"), dir.join("fleet.yaml")).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx.changed()).await.unwrap().unwrap();
+        let u = rx.borrow_and_update().clone();
+        let err = u.fleet.unwrap_err();
+        assert!(err.contains("fleet.yaml:"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
