@@ -58,6 +58,7 @@ pub mod procs;
 pub mod slot;
 pub mod topology;
 
+mod daemon;
 mod e2e;
 mod haproxy_semantics;
 mod smoke;
