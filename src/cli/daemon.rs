@@ -98,7 +98,7 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
     // One drover per fleet (the simulation has its own state in a temporary directory).
     let sim_dir = args.simulate.then(|| std::env::temp_dir().join(format!("drover-sim-{}", std::process::id())));
     let dir = sim_dir.clone().unwrap_or_else(|| state_dir.clone());
-    let _lease = FileLeases::new(&dir).try_acquire(&crate::real::lease::this_process())?;
+    let _lease = FileLeases::new(&dir).try_acquire(&crate::real::lease::this_process()).map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     super::reconcile::on_stop_signals(move || {
         tracing::info!("signal: stopping (signal again to exit at once)");

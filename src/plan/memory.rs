@@ -301,3 +301,48 @@ mod pairs {
         Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::fleetgen::{Shape, fleet};
+
+    #[test]
+    fn remap_follows_nodes_and_farms_by_name_and_drops_the_gone() {
+        let small = fleet(&Shape { farms_per_site: 2, ..Shape::default() }).unwrap();
+        let big = fleet(&Shape { farms_per_site: 3, ..Shape::default() }).unwrap();
+        assert!(small.same_topology(&small.clone()));
+        assert!(!small.same_topology(&big));
+        let id = |f: &crate::model::Fleet, name: &str| f.nodes.iter().position(|n| n.name == name).unwrap() as NodeId;
+        let farm = |f: &crate::model::Fleet, name: &str| f.farms.iter().position(|n| n.name == name).unwrap() as FarmId;
+        // In the big fleet s0 has a third farm: s1's nodes move to other ids.
+        let n = id(&small, "s1-f1-n002");
+        assert_ne!(n, id(&big, "s1-f1-n002"));
+        let mut m = Memory::default();
+        m.node_ops.insert(n, NodeOp { phase: NodePhase::Out, since_ms: 5, healthy: false });
+        m.farm_ops.insert(
+            farm(&small, "s1-f0"),
+            FarmOp {
+                phase: FarmPhase::Working,
+                since_ms: 7,
+                checked: [id(&small, "s1-f0-n001")].into(),
+                switched: true,
+                weight_before: 100,
+            },
+        );
+        m.failed_nodes.insert(id(&small, "s0-f0-n001"), "emerge exited 1".into());
+        m.in_flight.insert(Subject::Node(n));
+        let there = m.remap(&small, &big);
+        assert_eq!(there.node_ops[&id(&big, "s1-f1-n002")].phase, NodePhase::Out);
+        let op = &there.farm_ops[&farm(&big, "s1-f0")];
+        assert!(op.checked.contains(&id(&big, "s1-f0-n001")) && op.switched);
+        assert!(there.failed_nodes.contains_key(&id(&big, "s0-f0-n001")));
+        assert!(there.in_flight.contains(&Subject::Node(id(&big, "s1-f1-n002"))));
+        // And back: s0-f2 does not exist in the small fleet; its entries go.
+        let mut m2 = there.clone();
+        m2.node_ops.insert(id(&big, "s0-f2-n001"), NodeOp { phase: NodePhase::Draining, since_ms: 1, healthy: false });
+        let back = m2.remap(&big, &small);
+        assert_eq!(back.node_ops.len(), 1);
+        assert_eq!(back, m);
+    }
+}
