@@ -5,6 +5,8 @@
 //!
 //! - `state`: the status document and the shared state of loop and endpoints.
 //! - `metrics`: Prometheus metrics.
+//! - `http`: the endpoints on localhost (`/healthz`, `/readyz`, `/metrics`, `/status`).
 
+pub mod http;
 pub mod metrics;
 pub mod state;
