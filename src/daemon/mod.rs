@@ -5,7 +5,9 @@
 //!
 //! - `state`: the status document and the shared state of loop and endpoints.
 //! - `metrics`: Prometheus metrics.
+//! - `http`: the endpoints on localhost (`/healthz`, `/readyz`, `/metrics`, `/status`).
 
+pub mod http;
 pub mod metrics;
 pub mod source;
 pub mod state;
