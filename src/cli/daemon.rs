@@ -129,7 +129,7 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
         fleet_kind: if args.simulate { "simulated" } else { "real" }.into(),
         ..Default::default()
     }));
-    let listener = http::bind(&da.listen).await?;
+    let listener = http::bind(&da.listen, false).await?;
     tracing::info!(listen = %da.listen, "serving /healthz /readyz /metrics /status");
     let (down_tx, down_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(listener, Arc::clone(&shared), async {

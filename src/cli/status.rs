@@ -32,7 +32,7 @@ fn from_daemon(addr: &str) -> Option<serde_json::Value> {
         if !r.status().is_success() {
             return None;
         }
-        r.json::<serde_json::Value>().await.ok()
+        serde_json::from_str(&r.text().await.ok()?).ok()
     })
 }
 
