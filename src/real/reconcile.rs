@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use super::journal::Journal;
+use super::journal::{Journal, OpRecord};
 use crate::model::Fleet;
 use crate::observe::Observed;
 use crate::plan::action::{Action, Outcome, Subject};
@@ -157,8 +157,9 @@ pub async fn reconcile_once<F: Fleetside>(
         for (action, outcome, took) in finished.drain(..) {
             running -= 1;
             last_progress = Instant::now();
-            memory.complete(&action, &outcome, real.now_ms(), farm_of(&action));
-            if let Err(e) = journal.save(&memory) {
+            let at = real.now_ms();
+            memory.complete(&action, &outcome, at, farm_of(&action));
+            if let Err(e) = journal.save_with(&memory, Some(&OpRecord::of(fleet, &action, at, Some(&outcome)))) {
                 return done(summary, Finish::Error(e));
             }
             match &outcome {
@@ -246,7 +247,7 @@ pub async fn reconcile_once<F: Fleetside>(
             let farm = farm_of(&p.action);
             let weight = farm.map(|f| observed.farms[f as usize].lb.weight).unwrap_or(0);
             memory.begin(&p.action, now, farm, weight);
-            if let Err(e) = journal.save(&memory) {
+            if let Err(e) = journal.save_with(&memory, Some(&OpRecord::of(fleet, &p.action, now, None))) {
                 return done(summary, Finish::Error(e));
             }
             summary.started += 1;
@@ -278,6 +279,7 @@ mod tests {
     use super::*;
     use crate::model::Needs;
     use crate::observe::{Admin, Health, Str};
+    use crate::real::journal::OpEvent;
     use crate::sim::fleetgen::{self, Change, Shape};
 
     /// A fleet in memory: each action takes effect at once. Exercises the
@@ -400,7 +402,7 @@ mod tests {
     fn journal(name: &str) -> (std::path::PathBuf, Journal) {
         let dir = std::env::temp_dir().join(format!("drover-loop-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let j = Journal::new(&dir.join("journal.json"));
+        let j = Journal::new(&dir.join("journal.redb"));
         (dir, j)
     }
 
@@ -411,10 +413,19 @@ mod tests {
         assert!(!converged(&world), "the generated fleet starts behind its targets");
         let (dir, j) = journal("converge");
         let s = reconcile_once(Arc::clone(&world), &j, &opts(), &mut |_| {}).await;
+        let ops = j.recent(usize::MAX).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(s.finish, Finish::Converged, "{s:?}");
         assert!(converged(&world));
         assert!(s.failed.is_empty());
+        // The operations log: every action began, then ended ok, in seq order.
+        assert_eq!(ops.len() as u64, 2 * s.started, "one begin and one end per action");
+        assert!(ops.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        for end in ops.iter().filter(|r| r.event == OpEvent::End) {
+            assert_eq!(end.outcome.as_deref(), Some("ok"));
+            let begin = ops.iter().rfind(|r| r.seq < end.seq && r.action == end.action).unwrap();
+            assert_eq!(begin.event, OpEvent::Begin, "{end:?} ended without beginning");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,7 +504,7 @@ mod stop_tests {
         let stop = Arc::new(AtomicBool::new(false));
         let world = Arc::new(Still { fleet, observed, executed: AtomicUsize::new(0), stop: Arc::clone(&stop) });
         let dir = std::env::temp_dir().join(format!("drover-stop-{}", std::process::id()));
-        let j = Journal::new(&dir.join("journal.json"));
+        let j = Journal::new(&dir.join("journal.redb"));
         let opts = Options { tick: Duration::from_millis(5), stall: Duration::from_secs(5), stop };
         let mut finished = 0;
         let s = reconcile_once(Arc::clone(&world), &j, &opts, &mut |e| {
