@@ -463,3 +463,115 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
     }
 }
+
+/// Crash safety: a child process (this test binary again) saves in a loop
+/// and is killed with SIGKILL at a random instant; the journal it leaves
+/// holds exactly one of the memories it saved, with the log record of the
+/// same transaction, and no save it had reported done is lost.
+#[cfg(test)]
+mod crash {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::plan::memory::{FarmOp, FarmPhase, GateRecord, NodeOp, NodePhase};
+
+    const CHILD_ENV: &str = "DROVER_JOURNAL_CRASH_CHILD";
+
+    /// The memory of save number `c`: every field depends on it.
+    fn memory_for(c: u64) -> Memory {
+        let mut m = Memory::default();
+        m.unreachable_since.insert(0, c);
+        for n in 0..40u32 {
+            let phase = [NodePhase::Draining, NodePhase::Out, NodePhase::Upgrading][(c as usize + n as usize) % 3];
+            m.node_ops.insert(n, NodeOp { phase, since_ms: c * 1000 + n as u64, healthy: (c + n as u64) % 2 == 0 });
+        }
+        m.farm_ops.insert(
+            (c % 7) as u32,
+            FarmOp {
+                phase: FarmPhase::Working,
+                since_ms: c,
+                checked: (0..(c % 5) as u32).collect(),
+                switched: c % 2 == 1,
+                weight_before: 100,
+            },
+        );
+        m.gate.insert((1, "php".into(), format!("8.3.{c}")), GateRecord { since_ms: c, passed: false });
+        m
+    }
+
+    /// The child's side: runs only under `CHILD_ENV` (otherwise passes at once).
+    #[test]
+    fn child_saves_until_killed() {
+        let Ok(path) = std::env::var(CHILD_ENV) else { return };
+        let j = Journal::open(Path::new(&path)).unwrap();
+        let mut c = j.load().unwrap().unreachable_since.get(&0).copied().unwrap_or(0);
+        loop {
+            c += 1;
+            let op = OpRecord {
+                seq: 0,
+                at_ms: c,
+                event: OpEvent::Begin,
+                action: format!("save {c}"),
+                kind: "test".into(),
+                subject: "journal".into(),
+                outcome: None,
+            };
+            j.save_with(&memory_for(c), Some(&op)).unwrap();
+            println!("saved {c}");
+        }
+    }
+
+    #[test]
+    fn a_writer_killed_at_any_instant_leaves_a_saved_memory() {
+        let dir = std::env::temp_dir().join(format!("drover-journal-crash-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let path = dir.join("journal.redb");
+        let exe = std::env::current_exe().unwrap();
+        let mut last = 0u64;
+        for round in 0..6u64 {
+            let mut child = Command::new(&exe)
+                .args(["--exact", "real::journal::crash::child_saves_until_killed", "--nocapture", "--test-threads=1"])
+                .env(CHILD_ENV, &path)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            // Read what the child reports done on a thread; kill it at a
+            // random instant once it has saved at least once.
+            let out = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel::<u64>();
+            let reader = std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Some(c) = line.strip_prefix("saved ").and_then(|c| c.parse().ok()) {
+                        let _ = tx.send(c);
+                    }
+                }
+            });
+            let first = rx.recv_timeout(Duration::from_secs(30)).expect("the child never saved");
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+            let wait = Duration::from_micros(u64::from(nanos) % 300_000 + round * 7_000);
+            let t = Instant::now();
+            while t.elapsed() < wait {
+                std::hint::spin_loop();
+            }
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            reader.join().unwrap();
+            let acked = rx.try_iter().last().unwrap_or(first);
+            assert!(first > last, "round {round}: the child resumed from the journal ({first} after {last})");
+
+            let j = Journal::open(&path).unwrap();
+            let m = j.load().unwrap();
+            let c = m.unreachable_since[&0];
+            assert_eq!(m, memory_for(c), "round {round}: a whole memory, one that was saved");
+            assert!(c >= acked && c <= acked + 1, "round {round}: found save {c}, the child had reported {acked} done");
+            let ops = j.recent(2).unwrap();
+            let top = ops.last().unwrap();
+            assert_eq!((top.seq, top.at_ms), (c, c), "round {round}: the log's last record is the memory's");
+            last = c;
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
