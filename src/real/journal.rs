@@ -485,7 +485,8 @@ mod crash {
         m.unreachable_since.insert(0, c);
         for n in 0..40u32 {
             let phase = [NodePhase::Draining, NodePhase::Out, NodePhase::Upgrading][(c as usize + n as usize) % 3];
-            m.node_ops.insert(n, NodeOp { phase, since_ms: c * 1000 + n as u64, healthy: (c + n as u64) % 2 == 0 });
+            m.node_ops
+                .insert(n, NodeOp { phase, since_ms: c * 1000 + n as u64, healthy: (c + n as u64).is_multiple_of(2) });
         }
         m.farm_ops.insert(
             (c % 7) as u32,
@@ -493,7 +494,7 @@ mod crash {
                 phase: FarmPhase::Working,
                 since_ms: c,
                 checked: (0..(c % 5) as u32).collect(),
-                switched: c % 2 == 1,
+                switched: !c.is_multiple_of(2),
                 weight_before: 100,
             },
         );
