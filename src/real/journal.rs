@@ -563,8 +563,11 @@ mod crash {
             let acked = rx.try_iter().last().unwrap_or(first);
             assert!(first > last, "round {round}: the child resumed from the journal ({first} after {last})");
 
+            // As `drover status` reads it after the crash (recovers the file), then as drover does.
+            let (peeked, _) = Journal::peek(&path, 1).unwrap();
             let j = Journal::open(&path).unwrap();
             let m = j.load().unwrap();
+            assert_eq!(peeked, m, "round {round}: status and drover read the same memory");
             let c = m.unreachable_since[&0];
             assert_eq!(m, memory_for(c), "round {round}: a whole memory, one that was saved");
             assert!(c >= acked && c <= acked + 1, "round {round}: found save {c}, the child had reported {acked} done");
