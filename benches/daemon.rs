@@ -115,7 +115,7 @@ fn reaction_latency(rounds: usize) {
         let jdir = dir.with_extension("state");
         let _ = std::fs::remove_dir_all(&jdir);
         std::fs::create_dir_all(&jdir).unwrap();
-        let journal = Journal::new(&jdir.join("journal.json"));
+        let journal = Journal::new(&jdir.join(drover::real::journal::FILE));
         let opts = daemon::Options {
             tick: Duration::from_millis(20),
             idle_tick: Duration::from_millis(100),

@@ -135,7 +135,7 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
     let server = tokio::spawn(http::serve(listener, Arc::clone(&shared), async {
         let _ = down_rx.await;
     }));
-    let journal = Journal::new(&dir.join("journal.json"));
+    let journal = Journal::new(&dir.join(crate::real::journal::FILE));
     let mut on = |_: &d::Note| {};
     let result = if args.simulate {
         let opts = d::Options {

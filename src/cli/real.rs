@@ -32,7 +32,7 @@ pub struct RealArgs {
     /// How long a node may take to come back from a reboot.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub reboot_timeout: Duration,
-    /// Directory of drover's state: the journal (`journal.json`) and control sockets.
+    /// Directory of drover's state: the journal (`journal.redb`, which imports an older `journal.json` once) and control sockets.
     #[arg(long, default_value = ".drover", env = "DROVER_STATE_DIR")]
     pub state_dir: PathBuf,
 }
@@ -98,8 +98,8 @@ pub struct Observation {
 
 /// Connects, observes every node and LB once, and disconnects.
 pub fn observe_once(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Observation, String> {
-    let journal = crate::real::journal::Journal::new(&args.state_dir.join("journal.json"));
-    let memory = journal.load()?;
+    // Read-only: a reconcile may be running and writing it.
+    let (memory, _) = crate::real::journal::Journal::peek(&args.state_dir.join(crate::real::journal::FILE), 0)?;
     let rt = runtime()?;
     rt.block_on(async {
         let rf = connect(fleet, specs, args).await?;

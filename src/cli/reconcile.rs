@@ -83,7 +83,7 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
             return exit::ERROR;
         }
     };
-    let journal = Journal::new(&args.real.state_dir.join("journal.json"));
+    let journal = Journal::new(&args.real.state_dir.join(crate::real::journal::FILE));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let opts = Options { tick: Duration::from_millis(500), stall: args.stall, stop: std::sync::Arc::clone(&stop) };
     let tty = std::io::stderr().is_terminal();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use super::journal::Journal;
+use super::journal::{Journal, OpRecord};
 use crate::model::Fleet;
 use crate::observe::Observed;
 use crate::plan::action::{Action, Outcome, Subject};
@@ -247,8 +247,9 @@ impl<'j, F: Fleetside> Controller<'j, F> {
             }
             self.last_progress = Instant::now();
             let farm = self.farm_of(&action);
-            self.memory.complete(&action, &outcome, self.side.now_ms(), farm);
-            self.journal.save(&self.memory)?;
+            let at = self.side.now_ms();
+            self.memory.complete(&action, &outcome, at, farm);
+            self.journal.save_with(&self.memory, Some(&OpRecord::of(&fleet, &action, at, Some(&outcome))))?;
             match &outcome {
                 Outcome::Failed(e) => {
                     let line = format!("{}: {e}", action.describe(&fleet));
@@ -336,7 +337,7 @@ impl<'j, F: Fleetside> Controller<'j, F> {
         let farm = self.farm_of(&p.action);
         let weight = farm.map(|f| observed.farms[f as usize].lb.weight).unwrap_or(0);
         self.memory.begin(&p.action, now, farm, weight);
-        self.journal.save(&self.memory)?;
+        self.journal.save_with(&self.memory, Some(&OpRecord::of(&self.fleet, &p.action, now, None)))?;
         self.started += 1;
         self.last_progress = Instant::now();
         on(&Event::Started {
@@ -453,6 +454,7 @@ mod tests {
     use super::*;
     use crate::model::Needs;
     use crate::observe::{Admin, Health, Str};
+    use crate::real::journal::OpEvent;
     use crate::sim::fleetgen::{self, Change, Shape};
 
     /// A fleet in memory: each action takes effect at once. Exercises the
@@ -575,7 +577,7 @@ mod tests {
     fn journal(name: &str) -> (std::path::PathBuf, Journal) {
         let dir = std::env::temp_dir().join(format!("drover-loop-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let j = Journal::new(&dir.join("journal.json"));
+        let j = Journal::new(&dir.join("journal.redb"));
         (dir, j)
     }
 
@@ -586,10 +588,19 @@ mod tests {
         assert!(!converged(&world), "the generated fleet starts behind its targets");
         let (dir, j) = journal("converge");
         let s = reconcile_once(Arc::clone(&world), &j, &opts(), &mut |_| {}).await;
+        let ops = j.recent(usize::MAX).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(s.finish, Finish::Converged, "{s:?}");
         assert!(converged(&world));
         assert!(s.failed.is_empty());
+        // The operations log: every action began, then ended ok, in seq order.
+        assert_eq!(ops.len() as u64, 2 * s.started, "one begin and one end per action");
+        assert!(ops.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        for end in ops.iter().filter(|r| r.event == OpEvent::End) {
+            assert_eq!(end.outcome.as_deref(), Some("ok"));
+            let begin = ops.iter().rfind(|r| r.seq < end.seq && r.action == end.action).unwrap();
+            assert_eq!(begin.event, OpEvent::Begin, "{end:?} ended without beginning");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -668,7 +679,7 @@ mod stop_tests {
         let stop = Arc::new(AtomicBool::new(false));
         let world = Arc::new(Still { fleet, observed, executed: AtomicUsize::new(0), stop: Arc::clone(&stop) });
         let dir = std::env::temp_dir().join(format!("drover-stop-{}", std::process::id()));
-        let j = Journal::new(&dir.join("journal.json"));
+        let j = Journal::new(&dir.join("journal.redb"));
         let opts = Options { tick: Duration::from_millis(5), stall: Duration::from_secs(5), stop };
         let mut finished = 0;
         let s = reconcile_once(Arc::clone(&world), &j, &opts, &mut |e| {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod corpus;
+mod dist;
 mod examples;
 mod fleet;
 mod fuzz;
