@@ -1,0 +1,244 @@
+//! The daemon (`drover::daemon::run`) against the live simulation, in
+//! paused tokio time (virtual time advances whenever every task waits): new
+//! specs while a rollout runs, invalid specs, crashes and stop requests at
+//! random instants. The simulation's independent checker must see zero
+//! violations, and the daemon must converge to the newest valid spec.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover::daemon::source::SpecUpdate;
+use drover::daemon::state::{DaemonStatus, Shared};
+use drover::daemon::{self, Note};
+use drover::model::Fleet;
+use drover::real::journal::Journal;
+use drover::real::reconcile::Event;
+use drover::sim::fleetgen::{Shape, spec_text};
+use drover::sim::live::LiveSim;
+use drover::sim::rng::Rng;
+use drover::sim::{Report, SimConfig};
+use tokio::sync::watch;
+
+fn shape() -> Shape {
+    Shape { prod_sites: 2, farms_per_site: 3, nodes_per_farm: 4, sessions_per_site: 300, ..Shape::default() }
+}
+
+fn parse(text: &str) -> Result<Arc<Fleet>, String> {
+    let files = [drover::spec::SourceFile { path: "fleet.yaml".into(), text: text.to_string() }];
+    drover::spec::validate::check(&files)
+        .map(Arc::new)
+        .map_err(|d| drover::spec::diag::render(&d, &files))
+}
+
+fn update(text: &str, commit: &str) -> SpecUpdate {
+    SpecUpdate { commit: Some(commit.into()), digest: format!("d-{commit}"), at_ms: 0, fleet: parse(text) }
+}
+
+/// The generated spec with the fleet's release changed (the default release is its first `2026.11.2`).
+fn with_release(text: &str, release: &str) -> String {
+    text.replacen("release: \"2026.11.2\"", &format!("release: \"{release}\""), 1)
+}
+
+struct Harness {
+    dir: std::path::PathBuf,
+    sim: Arc<Mutex<Option<Arc<LiveSim>>>>,
+    notes: Arc<Mutex<Vec<Note>>>,
+}
+
+impl Harness {
+    fn new(name: &str) -> Harness {
+        let dir = std::env::temp_dir().join(format!("drover-daemon-sim-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Harness { dir, sim: Default::default(), notes: Default::default() }
+    }
+
+    fn journal(&self) -> Journal {
+        Journal::new(&self.dir.join(drover::real::journal::FILE))
+    }
+
+    fn opts() -> daemon::Options {
+        daemon::Options {
+            tick: Duration::from_millis(500),
+            idle_tick: Duration::from_secs(5),
+            resync: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(3600),
+            ..Default::default()
+        }
+    }
+
+    /// One daemon run until `stop` (or until dropped: a crash).
+    async fn run(
+        &self,
+        specs: watch::Receiver<SpecUpdate>,
+        shared: Arc<Shared>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<daemon::Stopped, String> {
+        let slot = Arc::clone(&self.sim);
+        let connect = move |fleet: Arc<Fleet>, _current: Option<Arc<LiveSim>>| {
+            let slot = Arc::clone(&slot);
+            async move {
+                // The world outlives the daemon: a restarted daemon finds it as it was.
+                let existing = slot.lock().unwrap().clone();
+                match existing {
+                    Some(sim) => sim.set_fleet(fleet).map(|()| sim),
+                    None => {
+                        let sim = LiveSim::new(Arc::clone(&fleet), SimConfig::new(&fleet, 7), 1.0)?;
+                        *slot.lock().unwrap() = Some(Arc::clone(&sim));
+                        Ok(sim)
+                    }
+                }
+            }
+        };
+        let notes = Arc::clone(&self.notes);
+        let mut on = move |n: &Note| notes.lock().unwrap().push(n.clone());
+        let journal = self.journal();
+        daemon::run(connect, specs, None, &journal, shared, Self::opts(), stop, &mut on).await
+    }
+
+    fn started(&self) -> usize {
+        self.notes.lock().unwrap().iter().filter(|n| matches!(n, Note::Action(Event::Started { .. }))).count()
+    }
+
+    fn report(&self) -> Report {
+        self.sim.lock().unwrap().as_ref().expect("a simulation").report()
+    }
+
+    /// Every node runs `release` (the world as the checker sees it).
+    async fn assert_release(&self, release: &str) {
+        let sim = self.sim.lock().unwrap().clone().unwrap();
+        let observed = drover::real::reconcile::Fleetside::observe(&*sim).await;
+        for (n, o) in observed.unwrap().nodes.iter().enumerate() {
+            assert_eq!(o.release_active.as_ref().map(|r| r.to_string()).as_deref(), Some(release), "node {n}");
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn shared() -> Arc<Shared> {
+    Arc::new(Shared::new(DaemonStatus::default()))
+}
+
+async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = tokio::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "timed out (virtual {limit:?}) waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn converged_at(shared: &Shared, generation: u64) -> bool {
+    let st = shared.status();
+    st.spec.generation == generation && st.rollout.phase == "converged"
+}
+
+fn assert_clean(r: &Report) {
+    assert_eq!(r.violations, 0, "{:?} {:?}", r.violations_by_invariant, r.violation_samples);
+    assert_eq!(r.failed_requests, 0);
+    assert!(r.requests > 1000, "{} requests", r.requests);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_new_spec_mid_rollout_supersedes_the_old_and_an_invalid_one_changes_nothing() {
+    let h = Harness::new("supersede");
+    let text = spec_text(&shape());
+    let (tx, rx) = watch::channel(update(&text, "c1"));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sh = shared();
+    let driver = async {
+        until("the rollout to start", Duration::from_secs(3600), || h.started() > 30).await;
+        // A newer release while farms are mid-switch.
+        tx.send(update(&with_release(&text, "2026.11.3"), "c2")).unwrap();
+        until("the new spec applied", Duration::from_secs(3600), || sh.status().spec.generation == 2).await;
+        let started = h.started();
+        // An invalid spec: reported, not applied, the rollout goes on.
+        tx.send(update(&with_release(&text, "not a release!"), "c3")).unwrap();
+        until("the invalid spec reported", Duration::from_secs(600), || sh.status().spec.rejected.is_some()).await;
+        let rejected = sh.status().spec.rejected.clone().unwrap();
+        assert_eq!(rejected.commit.as_deref(), Some("c3"));
+        assert!(rejected.error.contains("fleet.yaml:"), "{}", rejected.error);
+        assert_eq!(sh.status().spec.generation, 2);
+        until("convergence on the second spec", Duration::from_secs(6 * 3600), || converged_at(&sh, 2)).await;
+        assert!(h.started() > started, "the rollout stopped at the invalid spec");
+        stop_tx.send(true).unwrap();
+    };
+    let (r, ()) = tokio::join!(h.run(rx, Arc::clone(&sh), stop_rx), driver);
+    let stopped = r.unwrap();
+    assert!(stopped.parked.is_empty(), "{:?}", stopped.parked);
+    assert_eq!(sh.status().spec.commit.as_deref(), Some("c2"));
+    assert_clean(&h.report());
+    h.assert_release("2026.11.3").await;
+}
+
+/// Crashes (the daemon's future dropped, as a SIGKILL would) at random
+/// instants, each followed by a restart on the same journal and world.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn crashes_at_random_instants_resume_without_violation() {
+    for seed in 1..=4u64 {
+        let h = Harness::new(&format!("crash{seed}"));
+        let mut rng = Rng::new(seed);
+        let text = spec_text(&shape());
+        let (_tx, rx) = watch::channel(update(&text, "c1"));
+        let mut crashes = 0;
+        loop {
+            let sh = shared();
+            let (_stop_tx, stop_rx) = watch::channel(false);
+            let life = Duration::from_millis(rng.range(5_000, 900_000));
+            let run = h.run(rx.clone(), Arc::clone(&sh), stop_rx);
+            let converged = async {
+                until("convergence", Duration::from_secs(6 * 3600), || converged_at(&sh, 1)).await;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(life), if crashes < 3 => { crashes += 1; }
+                _ = converged => break,
+                r = run => panic!("the daemon ended by itself: {r:?}"),
+            }
+            // Down for a while; the world goes on (actions in flight complete unobserved).
+            tokio::time::sleep(Duration::from_millis(rng.range(1_000, 20_000))).await;
+        }
+        assert!(crashes > 0, "seed {seed}: converged before any crash");
+        assert_clean(&h.report());
+        h.assert_release("2026.11.2").await;
+    }
+}
+
+/// A stop request (SIGTERM) at a random instant: open windows close, nothing
+/// new opens, the daemon returns with nothing parked; a restart converges.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_stop_at_a_random_instant_closes_open_windows_then_a_restart_converges() {
+    for seed in 11..=14u64 {
+        let h = Harness::new(&format!("stop{seed}"));
+        let mut rng = Rng::new(seed);
+        let text = spec_text(&shape());
+        let (_tx, rx) = watch::channel(update(&text, "c1"));
+        let sh = shared();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let at = Duration::from_millis(rng.range(60_000, 1_500_000));
+        let driver = async {
+            tokio::time::sleep(at).await;
+            stop_tx.send(true).unwrap();
+        };
+        let (r, ()) = tokio::join!(h.run(rx.clone(), Arc::clone(&sh), stop_rx), driver);
+        let stopped = r.unwrap();
+        assert!(stopped.parked.is_empty(), "seed {seed}: parked {:?}", stopped.parked);
+        let memory = h.journal().load().unwrap();
+        assert!(memory.farm_ops.is_empty() && memory.node_ops.is_empty(), "seed {seed}: {memory:?}");
+        assert_eq!(h.sim.lock().unwrap().as_ref().unwrap().running(), 0, "seed {seed}: an action still runs");
+        // Restarted, it finishes the rollout.
+        let sh = shared();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let driver = async {
+            until("convergence after the restart", Duration::from_secs(6 * 3600), || converged_at(&sh, 1)).await;
+            stop_tx.send(true).unwrap();
+        };
+        let (r, ()) = tokio::join!(h.run(rx.clone(), Arc::clone(&sh), stop_rx), driver);
+        r.unwrap();
+        assert_clean(&h.report());
+        h.assert_release("2026.11.2").await;
+    }
+}
