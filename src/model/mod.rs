@@ -170,6 +170,27 @@ pub struct Policy {
     pub waive_preproduction_gate: bool,
     pub failure_budget: u32,
     pub releases_kept: u32,
+    /// When disruptive and farm-level work may start (UTC); empty: any time.
+    pub change_windows: Vec<ChangeWindow>,
+}
+
+/// A weekly change window in UTC: on each of `days` from `start_min` to
+/// `end_min` (minutes after midnight, end exclusive). An end at or before the
+/// start wraps past midnight: the window belongs to the day it starts on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChangeWindow {
+    /// Bit d set: open on weekday d (Monday = 0 … Sunday = 6).
+    pub days: u8,
+    pub start_min: u32,
+    /// 0..=1440 (1440, written 24:00: the end of the day).
+    pub end_min: u32,
+}
+
+impl ChangeWindow {
+    /// Does the window start on weekday `d` (Monday = 0)?
+    pub fn on(&self, d: u8) -> bool {
+        self.days & (1 << d) != 0
+    }
 }
 
 impl Policy {

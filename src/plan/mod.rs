@@ -9,6 +9,7 @@
 
 pub mod action;
 pub mod bound;
+pub mod change_windows;
 pub mod gate;
 pub mod memory;
 
@@ -102,6 +103,10 @@ pub struct Pass {
     pub halted: bool,
     /// Nodes and farms an operator put out of service (respected, not touched).
     pub held: Vec<String>,
+    /// Disruptive or farm-level work waits for a change window that opens
+    /// then (ms since the epoch): a driver wakes up for it, and is not stuck.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_window_opens_ms: Option<u64>,
 }
 
 /// Per-farm facts computed once per pass.
@@ -138,6 +143,9 @@ struct Planner<'a, 'w> {
     site_full: Vec<u64>,
     /// Subjects that already have an action in this pass.
     planned: std::collections::HashSet<Subject>,
+    /// Outside every change window: why new disruptive and farm-level work
+    /// waits, and when the next window opens.
+    closed: Option<(String, Option<u64>)>,
 }
 
 impl<'a, 'w> Planner<'a, 'w> {
@@ -196,6 +204,15 @@ impl<'a, 'w> Planner<'a, 'w> {
             }
         }
         let halted = mem.halted(fleet.policy.failure_budget);
+        let windows = &fleet.policy.change_windows;
+        let closed = (!change_windows::open_at(windows, w.now_ms)).then(|| {
+            let next = change_windows::next_open(windows, w.now_ms);
+            let why = match next {
+                Some(t) => format!("outside change windows; next opens {}", change_windows::format_utc(t)),
+                None => "outside change windows; none ever opens".to_string(),
+            };
+            (why, next)
+        });
         Planner {
             w,
             diffs,
@@ -206,6 +223,7 @@ impl<'a, 'w> Planner<'a, 'w> {
             site_serving,
             site_full,
             planned: std::collections::HashSet::new(),
+            closed,
         }
     }
 
@@ -254,6 +272,15 @@ impl<'a, 'w> Planner<'a, 'w> {
 
     fn block(&mut self, subject: impl Into<String>, reason: impl Into<String>) {
         self.pass.blocked.push(Blocked { subject: subject.into(), reason: reason.into() });
+    }
+
+    /// Reports `subject`, whose disruptive or farm-level work does not start
+    /// outside every change window, as waiting for the next one.
+    fn wait_for_change_window(&mut self, subject: impl Into<String>) {
+        if let Some((why, next)) = self.closed.clone() {
+            self.block(subject, why);
+            self.pass.change_window_opens_ms = next;
+        }
     }
 
     fn node_failed(&self, n: NodeId) -> bool {
@@ -543,7 +570,11 @@ impl<'a, 'w> Planner<'a, 'w> {
                 let full_weight = fleet.farms[f as usize].lb_weight;
                 let want = if steer_now && v.pending_switch { 0 } else { full_weight };
                 let have = w.observed.farms[f as usize].lb.weight;
-                if have != want {
+                // Steering a farm away from new sessions prepares its switch:
+                // outside every change window it does not start (the farm's
+                // switch is reported as waiting); giving weight back does.
+                let prepares_switch = want == 0 && have > 0;
+                if have != want && !(prepares_switch && self.closed.is_some()) {
                     let why = if want == 0 {
                         format!("site {}: new sessions only to upgraded farms", site.name)
                     } else if v.pending_switch && any_upgraded {
@@ -657,6 +688,10 @@ impl<'a, 'w> Planner<'a, 'w> {
                 }
                 if v.node_windows > 0 {
                     self.block(format!("farm {name}"), "node-level windows still open in this farm");
+                    continue;
+                }
+                if self.closed.is_some() {
+                    self.wait_for_change_window(format!("farm {name}"));
                     continue;
                 }
                 if let Err(why) = self.farm_capacity_ok(s as SiteId, f) {
@@ -807,6 +842,10 @@ impl<'a, 'w> Planner<'a, 'w> {
                     self.block(format!("node {}", node.name), "preproduction has not run these packages long enough");
                     continue;
                 }
+                if self.closed.is_some() {
+                    self.wait_for_change_window(format!("node {}", node.name));
+                    continue;
+                }
                 let cap = fleet.profiles[node.profile as usize].capacity as u64;
                 let after = serving_cap.saturating_sub(cap);
                 if after == 0 {
@@ -907,5 +946,224 @@ impl<'a, 'w> Planner<'a, 'w> {
                 || (fo.lb.admin == Admin::Ready && fo.lb.weight > 0)
         });
         nodes_ok && farms_ok
+    }
+}
+
+#[cfg(test)]
+mod change_window_tests {
+    //! Change windows in the planner: what waits outside every window, what
+    //! still runs, and that a farm switch already under way completes.
+
+    use super::*;
+    use crate::observe::Health;
+    use crate::sim::fleetgen::{Change, Shape, spec_text};
+    use crate::sim::{Sim, SimConfig};
+
+    const HOUR: u64 = 3_600_000;
+    /// 01:00 to 05:00 UTC every day: virtual time 0 (Thursday 00:00) is outside.
+    const WINDOW: &str = "    change_windows: [{ start: \"01:00\", end: \"05:00\" }]\n";
+
+    /// A generated fleet behind on `change`, the preproduction gate waived
+    /// (the gate is not what these tests look at), with `windows` as policy.
+    fn fleet(change: Change, windows: &str) -> Fleet {
+        let text = spec_text(&Shape { change, ..Shape::default() })
+            .replace("preproduction: { soak: 10m }", "preproduction: { soak: 10m, waive_gate: true }")
+            .replace("    failure_budget:", &format!("{windows}    failure_budget:"));
+        let files = [crate::spec::SourceFile { path: "g.yaml".into(), text }];
+        crate::spec::validate::check(&files).map_err(|d| crate::spec::diag::render(&d, &files)).unwrap()
+    }
+
+    fn initial(fleet: &Fleet) -> Observed {
+        Sim::new(fleet, SimConfig::new(fleet, 1)).observe()
+    }
+
+    /// Every node has fetched its target packages and holds its target PHP
+    /// tree and release: only windows remain to be opened.
+    fn staged(fleet: &Fleet) -> Observed {
+        let mut obs = initial(fleet);
+        for (n, o) in obs.nodes.iter_mut().enumerate() {
+            let t = fleet.node_target(n as NodeId);
+            o.fetched = t.packages.iter().map(|a| (a.key().into(), a.version.clone())).collect();
+            o.php_installed.push(t.php.clone());
+            o.releases_installed.push(t.release.clone());
+        }
+        obs
+    }
+
+    fn plan_at(fleet: &Fleet, obs: &Observed, memory: &Memory, now_ms: u64) -> Pass {
+        plan(&World { fleet, observed: obs, memory, now_ms, estimates: &Estimates::default() })
+    }
+
+    fn takes_out(a: &Action) -> bool {
+        matches!(
+            a,
+            Action::SetNode { admin: Admin::Drain | Admin::Maint, .. }
+                | Action::SetFarm { admin: Admin::Maint, .. }
+                | Action::SetFarmWeight { weight: 0, .. }
+                | Action::Upgrade { .. }
+                | Action::Activate { .. }
+        )
+    }
+
+    #[test]
+    fn outside_every_window_staging_runs_and_nothing_goes_out() {
+        let fleet = fleet(Change::ALL, WINDOW);
+        let memory = Memory::default();
+        let pass = plan_at(&fleet, &initial(&fleet), &memory, 0);
+        assert!(pass.actions.iter().any(|p| matches!(p.action, Action::Fetch { .. })), "{:#?}", pass.actions);
+        assert!(!pass.actions.iter().any(|p| takes_out(&p.action)), "{:#?}", pass.actions);
+
+        let obs = staged(&fleet);
+        let pass = plan_at(&fleet, &obs, &memory, 30 * 60_000);
+        let kinds: Vec<&str> = pass.actions.iter().map(|p| p.action.kind().name()).collect();
+        assert!(!pass.actions.iter().any(|p| takes_out(&p.action)), "{kinds:?}");
+        assert!(kinds.iter().all(|&k| k == "install_online"), "only online installs run: {kinds:?}");
+        assert_eq!(kinds.len(), fleet.nodes.len(), "every node installs its non-disruptive packages");
+        // Every farm waits for the window, and says when it opens.
+        for farm in &fleet.farms {
+            let b = pass.blocked.iter().find(|b| b.subject == format!("farm {}", farm.name));
+            assert_eq!(
+                b.map(|b| b.reason.as_str()),
+                Some("outside change windows; next opens 1970-01-01 01:00 UTC"),
+                "{:#?}",
+                pass.blocked
+            );
+        }
+        assert_eq!(pass.change_window_opens_ms, Some(HOUR));
+        assert!(!pass.converged);
+    }
+
+    #[test]
+    fn inside_a_window_farm_switches_start() {
+        let fleet = fleet(Change::ALL, WINDOW);
+        let pass = plan_at(&fleet, &staged(&fleet), &Memory::default(), HOUR);
+        let out: Vec<FarmId> = pass
+            .actions
+            .iter()
+            .filter_map(|p| match p.action {
+                Action::SetFarm { farm, admin: Admin::Maint } => Some(farm),
+                _ => None,
+            })
+            .collect();
+        // One farm per site (max_farms_down 1), every site at once.
+        assert_eq!(out.len(), fleet.sites.len(), "{:#?}", pass.actions);
+        assert!(!pass.blocked.iter().any(|b| b.reason.contains("change windows")), "{:#?}", pass.blocked);
+        assert_eq!(pass.change_window_opens_ms, None);
+        // The window's last minute still starts work; its end does not.
+        let last = plan_at(&fleet, &staged(&fleet), &Memory::default(), 5 * HOUR - 1);
+        assert!(last.actions.iter().any(|p| matches!(p.action, Action::SetFarm { admin: Admin::Maint, .. })));
+        let closed = plan_at(&fleet, &staged(&fleet), &Memory::default(), 5 * HOUR);
+        assert!(!closed.actions.iter().any(|p| takes_out(&p.action)));
+        assert_eq!(closed.change_window_opens_ms, Some(25 * HOUR), "the next day's window");
+    }
+
+    #[test]
+    fn disruptive_node_windows_wait_for_a_change_window() {
+        let fleet = fleet(Change { disruptive_restart: true, ..Change::NONE }, WINDOW);
+        let obs = staged(&fleet);
+        let pass = plan_at(&fleet, &obs, &Memory::default(), 6 * HOUR);
+        assert!(!pass.actions.iter().any(|p| takes_out(&p.action)), "{:#?}", pass.actions);
+        // The front of each farm's member wave is reported as waiting.
+        let waiting: Vec<&str> = pass
+            .blocked
+            .iter()
+            .filter(|b| b.reason == "outside change windows; next opens 1970-01-02 01:00 UTC")
+            .map(|b| b.subject.as_str())
+            .collect();
+        assert_eq!(waiting.len(), fleet.farms.len(), "{:#?}", pass.blocked);
+        assert!(waiting.iter().all(|s| s.starts_with("node ")), "{waiting:?}");
+
+        let pass = plan_at(&fleet, &obs, &Memory::default(), 25 * HOUR);
+        let drained =
+            pass.actions.iter().filter(|p| matches!(p.action, Action::SetNode { admin: Admin::Drain, .. })).count();
+        assert_eq!(drained, fleet.farms.len(), "member 1 of every farm: {:#?}", pass.actions);
+    }
+
+    #[test]
+    fn no_windows_means_work_starts_at_any_time() {
+        let fleet = fleet(Change { disruptive_restart: true, ..Change::NONE }, "");
+        assert!(fleet.policy.change_windows.is_empty());
+        let pass = plan_at(&fleet, &staged(&fleet), &Memory::default(), 6 * HOUR);
+        assert!(pass.actions.iter().any(|p| matches!(p.action, Action::SetNode { admin: Admin::Drain, .. })));
+        assert_eq!(pass.change_window_opens_ms, None);
+    }
+
+    /// Carries out `action` on the observation as a perfect fleet would.
+    fn apply(fleet: &Fleet, obs: &mut Observed, action: &Action) {
+        match action {
+            Action::SetFarm { farm, admin } => obs.farms[*farm as usize].lb.admin = *admin,
+            Action::SetFarmWeight { farm, weight } => obs.farms[*farm as usize].lb.weight = *weight,
+            Action::SetNode { node, admin } => obs.nodes[*node as usize].lb.admin = *admin,
+            Action::Activate { node, .. } => {
+                let t = fleet.node_target(*node);
+                let o = &mut obs.nodes[*node as usize];
+                o.php_active = Some(t.php.clone());
+                o.release_active = Some(t.release.clone());
+            }
+            Action::HealthCheck { node } => obs.nodes[*node as usize].health = Health::Passing,
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn a_farm_switch_under_way_completes_after_its_window_closes() {
+        let fleet = fleet(Change { release: true, ..Change::NONE }, WINDOW);
+        let mut obs = staged(&fleet);
+        let mut memory = Memory::default();
+        // 04:59: the last minute of the window; the switches start.
+        let t0 = 5 * HOUR - 60_000;
+        let pass = plan_at(&fleet, &obs, &memory, t0);
+        let started: Vec<FarmId> = pass
+            .actions
+            .iter()
+            .filter_map(|p| match p.action {
+                Action::SetFarm { farm, admin: Admin::Maint } => Some(farm),
+                _ => None,
+            })
+            .collect();
+        assert!(!started.is_empty());
+        for &f in &started {
+            let a = Action::SetFarm { farm: f, admin: Admin::Maint };
+            memory.begin(&a, t0, Some(f), obs.farms[f as usize].lb.weight);
+            apply(&fleet, &mut obs, &a);
+            memory.complete(&a, &Outcome::Ok, t0, Some(f));
+            obs.farms[f as usize].sessions = 0;
+            obs.farms[f as usize].lb.active = 0;
+        }
+        // The window closes; each farm under way goes on to the end of its switch.
+        let mut now = 5 * HOUR;
+        for _ in 0..20 {
+            if memory.farm_ops.is_empty() {
+                break;
+            }
+            let pass = plan_at(&fleet, &obs, &memory, now);
+            for p in &pass.actions {
+                let farm = match p.action.subject() {
+                    Subject::Node(n) => fleet.nodes[n as usize].farm,
+                    Subject::Farm(f) => f,
+                };
+                assert!(
+                    started.contains(&farm) || !takes_out(&p.action),
+                    "outside the window, farm {} starts {:?}",
+                    fleet.farms[farm as usize].name,
+                    p.action
+                );
+                memory.begin(&p.action, now, Some(farm), obs.farms[farm as usize].lb.weight);
+                apply(&fleet, &mut obs, &p.action);
+                memory.complete(&p.action, &Outcome::Ok, now, Some(farm));
+            }
+            now += 60_000;
+        }
+        assert!(memory.farm_ops.is_empty(), "a switch was left half-done: {:?}", memory.farm_ops);
+        for &f in &started {
+            assert_eq!(obs.farms[f as usize].lb.admin, Admin::Ready);
+            for &n in &fleet.farms[f as usize].nodes {
+                assert_eq!(obs.nodes[n as usize].release_active.as_ref(), Some(&fleet.node_target(n).release));
+            }
+        }
+        // The other farms still wait for the next window.
+        let pass = plan_at(&fleet, &obs, &memory, now);
+        assert_eq!(pass.change_window_opens_ms, Some(25 * HOUR));
+        assert!(!pass.actions.iter().any(|p| takes_out(&p.action)), "{:#?}", pass.actions);
     }
 }

@@ -236,6 +236,8 @@ pub struct Sim<'f> {
     /// Halted and settled: nothing more will happen.
     stopped: bool,
     last_activity: u64,
+    /// Work waits for a change window opening then: idle, but not stuck.
+    change_window_opens: Option<u64>,
     action_counts: BTreeMap<String, u64>,
     started: Vec<Started>,
     blocked: Vec<plan::Blocked>,
@@ -356,6 +358,7 @@ impl<'f> Sim<'f> {
             halted: false,
             stopped: false,
             last_activity: 0,
+            change_window_opens: None,
             action_counts: BTreeMap::new(),
             started: Vec::new(),
             blocked: Vec::new(),
@@ -583,9 +586,11 @@ impl<'f> Sim<'f> {
         // Stuck: nothing in flight, no gate soaking, nothing started for a while
         // (capacity waits resolve within minutes as sessions end).
         let soaking = self.journal.gate.values().any(|r| !r.passed);
+        let window_ahead = self.change_window_opens.is_some_and(|t| t > self.now);
         self.alive
             && self.in_flight.is_empty()
             && !soaking
+            && !window_ahead
             && self.now.saturating_sub(self.last_activity) > IDLE_LIMIT_MS
     }
 
@@ -793,6 +798,11 @@ impl<'f> Sim<'f> {
             let weight = farm.map(|f| self.farms[f as usize].weight).unwrap_or(0);
             self.journal.begin(&p.action, self.now, farm, weight);
             self.dispatch(p.action, p.why);
+        }
+        // Wake up when a change window opens, so waiting work starts on time.
+        self.change_window_opens = pass.change_window_opens_ms;
+        if let Some(t) = self.change_window_opens {
+            self.wake_at(t);
         }
         // Wake up when a gate opens, so production starts right after the soak.
         let next_gate = self

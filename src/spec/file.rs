@@ -93,6 +93,38 @@ pub struct PolicySpec {
     pub failure_budget: Option<Sp<u32>>,
     /// Releases kept on each node for rollback (the active one included). Default 5.
     pub releases_kept: Option<Sp<u32>>,
+    /// When disruptive node work and farm switches may start (UTC). Outside every window drover still stages, installs online and finishes what is under way. Default: any time.
+    #[serde(default)]
+    pub change_windows: Vec<ChangeWindowSpec>,
+}
+
+/// A weekly window in UTC, e.g. `{ days: [mon, tue, wed, thu, fri], start: "02:00", end: "06:00" }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeWindowSpec {
+    /// Days the window starts on. Default: every day.
+    #[schemars(with = "Option<Vec<Weekday>>")]
+    pub days: Option<Sp<Vec<Sp<String>>>>,
+    /// Opening time, "HH:MM" in UTC (quote it).
+    pub start: Sp<String>,
+    /// Closing time, "HH:MM" in UTC, exclusive. Earlier than `start`: wraps past midnight (the window belongs to the day it starts on). "24:00" is the end of the day.
+    pub end: Sp<String>,
+}
+
+// Only the schema uses this type (editors complete the days): days are
+// parsed by `values::parse_weekday`, so a wrong one is reported at its position.
+/// A day of the week.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

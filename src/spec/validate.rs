@@ -776,7 +776,59 @@ impl Cx {
             waive_preproduction_gate: p.preproduction.waive_gate.as_ref().map(|b| b.value).unwrap_or(false),
             failure_budget: p.failure_budget.as_ref().map(|b| b.value).unwrap_or(2),
             releases_kept,
+            change_windows: p.change_windows.iter().filter_map(|w| self.change_window(w)).collect(),
         }
+    }
+
+    fn change_window(&mut self, w: &ChangeWindowSpec) -> Option<model::ChangeWindow> {
+        let mut days = 0u8;
+        let mut ok = true;
+        match &w.days {
+            None => days = 0x7f,
+            Some(list) if list.is_empty() => {
+                self.err(
+                    list.pos,
+                    "a change window without days never opens",
+                    "name the days it opens on, e.g. days: [mon, tue, wed, thu, fri], or leave `days` out for every day",
+                );
+                ok = false;
+            }
+            Some(list) => {
+                let mut first: [Option<Pos>; 7] = [None; 7];
+                for d in list.iter() {
+                    let Some(i) = self.value(d.pos, values::parse_weekday(d)) else {
+                        ok = false;
+                        continue;
+                    };
+                    if let Some(at) = first[i as usize] {
+                        self.err(
+                            d.pos,
+                            format!(
+                                "day `{}` appears twice in this window (first at line {}, column {})",
+                                d.value, at.line, at.col
+                            ),
+                            "name each day once; write a second window for other hours of the same day",
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    first[i as usize] = Some(d.pos);
+                    days |= 1 << i;
+                }
+            }
+        }
+        let start = self.value(w.start.pos, values::parse_time_of_day(&w.start, false));
+        let end = self.value(w.end.pos, values::parse_time_of_day(&w.end, true));
+        let (start, end) = (start?, end?);
+        if start == end {
+            self.err(
+                w.end.pos,
+                format!("change window from {} to {} is empty", w.start.value, w.end.value),
+                "give the window a length (`end` before `start` wraps past midnight); for a whole day write start \"00:00\", end \"24:00\"",
+            );
+            return None;
+        }
+        ok.then_some(model::ChangeWindow { days, start_min: start, end_min: end })
     }
 
     fn fraction(&mut self, v: &Option<Sp<f64>>, default: f64, zero_ok: bool, what: &str) -> f64 {
@@ -929,7 +981,68 @@ pub fn expand(pattern: &str, member: u32) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::expand;
+    use super::{check, expand};
+    use crate::model::ChangeWindow;
+    use crate::spec::SourceFile;
+
+    /// The corpus's valid base spec with `windows` appended to its policy.
+    fn with_windows(windows: &str) -> Vec<SourceFile> {
+        let base = include_str!("../../tests/invalid/00-valid-base.yaml.txt");
+        assert!(base.contains("    releases_kept: 5\n"), "the policy of the base spec ends with releases_kept");
+        let text = base.replace("    releases_kept: 5\n", &format!("    releases_kept: 5\n{windows}"));
+        vec![SourceFile { path: "spec.yaml".into(), text }]
+    }
+
+    /// (line, column, message) of every diagnostic.
+    fn errors(windows: &str) -> Vec<(u32, u32, String)> {
+        check(&with_windows(windows)).unwrap_err().into_iter().map(|d| (d.line, d.column, d.message)).collect()
+    }
+
+    #[test]
+    fn change_windows_resolve_to_days_and_minutes() {
+        let fleet = check(&with_windows(
+            "    change_windows:\n      - { days: [mon, fri], start: 02:00, end: \"06:30\" }\n      - { start: \"22:00\", end: \"02:00\" }\n      - { days: [sun], start: \"00:00\", end: \"24:00\" }\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            fleet.policy.change_windows,
+            [
+                ChangeWindow { days: 0b001_0001, start_min: 120, end_min: 390 },
+                ChangeWindow { days: 0x7f, start_min: 1320, end_min: 120 },
+                ChangeWindow { days: 0b100_0000, start_min: 0, end_min: 1440 },
+            ]
+        );
+        assert!(check(&with_windows("")).unwrap().policy.change_windows.is_empty());
+    }
+
+    #[test]
+    fn bad_change_windows_are_reported_where_they_are_written() {
+        // Line 13 is `change_windows:`, the windows start on line 14.
+        let e = errors("    change_windows:\n      - { days: [mon, tue], start: \"25:00\", end: \"24:00\" }\n");
+        assert_eq!(e, [(14, 36, "time \"25:00\" does not exist".to_string())]);
+        let e = errors("    change_windows:\n      - { start: \"24:00\", end: \"01:00\" }\n");
+        assert_eq!(e, [(14, 18, "time \"24:00\" does not exist".to_string())], "24:00 only ends a window");
+        let e = errors("    change_windows:\n      - { start: \"02:00\", end: \"02:00\" }\n");
+        assert_eq!(e, [(14, 32, "change window from 02:00 to 02:00 is empty".to_string())]);
+        let e = errors(
+            "    change_windows:\n      - days: [mon, Tue, mon]\n        start: \"01:00\"\n        end: \"02:00\"\n",
+        );
+        assert_eq!(
+            e,
+            [
+                (14, 21, "unknown day \"Tue\"".to_string()),
+                (14, 26, "day `mon` appears twice in this window (first at line 14, column 16)".to_string()),
+            ]
+        );
+        let e = errors("    change_windows:\n      - { days: [], start: \"1:00\", end: \"02:00\" }\n");
+        assert_eq!(
+            e,
+            [
+                (14, 17, "a change window without days never opens".to_string()),
+                (14, 28, "malformed time \"1:00\" (expected HH:MM)".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn patterns() {

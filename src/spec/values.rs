@@ -346,6 +346,38 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, ValueError> {
     })
 }
 
+const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// A day of a change window: `mon` … `sun`, as Monday = 0 … Sunday = 6.
+pub fn parse_weekday(s: &str) -> Result<u8, ValueError> {
+    match WEEKDAYS.iter().position(|d| *d == s) {
+        Some(i) => Ok(i as u8),
+        None => Err(err(format!("unknown day {s:?}"), format!("write days as {}", WEEKDAYS.join(", ")))),
+    }
+}
+
+/// A time of day `HH:MM` (24-hour, UTC) as minutes after midnight. `24:00`
+/// (the end of the day) only when `end_of_day` is allowed.
+pub fn parse_time_of_day(s: &str, end_of_day: bool) -> Result<u32, ValueError> {
+    let hint = if end_of_day {
+        "write a UTC time as \"HH:MM\" from \"00:00\" to \"24:00\", e.g. \"06:00\""
+    } else {
+        "write a UTC time as \"HH:MM\" from \"00:00\" to \"23:59\", e.g. \"02:00\""
+    };
+    let two_digits =
+        |p: &str| if p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()) { p.parse::<u32>().ok() } else { None };
+    let Some((h, m)) = s.split_once(':').and_then(|(h, m)| Some((two_digits(h)?, two_digits(m)?))) else {
+        return Err(err(format!("malformed time {s:?} (expected HH:MM)"), hint));
+    };
+    if (h, m) == (24, 0) && end_of_day {
+        return Ok(24 * 60);
+    }
+    if h > 23 || m > 59 {
+        return Err(err(format!("time {s:?} does not exist"), hint));
+    }
+    Ok(h * 60 + m)
+}
+
 /// A `*` glob on `category/package`, as used by the disruptive-atom policy.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
@@ -427,6 +459,25 @@ mod tests {
         assert!(parse_host("web1 .example").is_err());
         assert_eq!(parse_endpoint("127.0.0.1:11211").unwrap().1, 11211);
         assert!(parse_endpoint("127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn times_and_days() {
+        assert_eq!(parse_time_of_day("02:00", false), Ok(120));
+        assert_eq!(parse_time_of_day("23:59", false), Ok(1439));
+        assert_eq!(parse_time_of_day("00:00", true), Ok(0));
+        assert_eq!(parse_time_of_day("24:00", true), Ok(1440));
+        assert!(parse_time_of_day("24:00", false).unwrap_err().message.contains("does not exist"));
+        for bad in ["25:00", "12:60", "24:01"] {
+            assert!(parse_time_of_day(bad, true).unwrap_err().message.contains("does not exist"), "{bad}");
+        }
+        for bad in ["2:00", "02:0", "0200", "02:00:00", "", "+2:00", "aa:bb", "02 00"] {
+            assert!(parse_time_of_day(bad, true).unwrap_err().message.contains("malformed"), "{bad}");
+        }
+        assert_eq!(parse_weekday("mon"), Ok(0));
+        assert_eq!(parse_weekday("sun"), Ok(6));
+        assert!(parse_weekday("Monday").is_err());
+        assert!(parse_weekday("thurs").unwrap_err().hint.contains("mon, tue"));
     }
 
     #[test]

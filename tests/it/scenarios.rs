@@ -352,3 +352,83 @@ fn the_checker_catches_an_unsafe_strategy() {
         );
     }
 }
+
+/// The default generated fleet behind on everything, with `windows` as its
+/// policy's change windows.
+fn fleet_with_windows(windows: &str) -> Fleet {
+    let text = drover::sim::fleetgen::spec_text(&Shape::default())
+        .replace("    failure_budget:", &format!("    change_windows: {windows}\n    failure_budget:"));
+    let files = [drover::spec::SourceFile { path: "g.yaml".into(), text }];
+    drover::spec::validate::check(&files).map_err(|d| drover::spec::diag::render(&d, &files)).unwrap()
+}
+
+/// Takes a node or farm out of service, changes what it runs, or steers a
+/// farm away from new sessions: what only a change window may start.
+fn starts_disruption(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::SetNode { admin: Admin::Drain | Admin::Maint, .. }
+            | Action::SetFarm { admin: Admin::Maint, .. }
+            | Action::SetFarmWeight { weight: 0, .. }
+    )
+}
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+#[test]
+fn a_change_window_holds_the_rollout_until_it_opens() {
+    // Virtual time starts on Thursday 1970-01-01 00:00 UTC; the window opens at 01:00.
+    let fleet = fleet_with_windows(r#"[{ start: "01:00", end: "06:00" }]"#);
+    let mut cfg = SimConfig::new(&fleet, 11);
+    cfg.record_actions = true;
+    let r = Sim::new(&fleet, cfg).run();
+    assert!(r.converged, "did not converge: {:?}", r.blocked);
+    assert_eq!(r.violations, 0, "violations: {:#?}", r.violation_samples);
+    assert!(r.requests > 10_000, "traffic was simulated ({} requests)", r.requests);
+    // Staging ran ahead, before the window.
+    for kind in ["fetch", "stage_php", "stage_release"] {
+        assert!(
+            r.started.iter().any(|s| s.action.kind().name() == kind && s.at_ms < HOUR_MS),
+            "no {kind} before the window opened"
+        );
+    }
+    // Nothing went out before 01:00, and the first drain or farm switch came right at it.
+    let first = r.started.iter().filter(|s| starts_disruption(&s.action)).map(|s| s.at_ms).min().unwrap();
+    assert!((HOUR_MS..HOUR_MS + 60_000).contains(&first), "first disruptive start at {first} ms");
+    assert!(r.makespan_s * 1000.0 > HOUR_MS as f64, "converged at {} s, before the window", r.makespan_s);
+    assert_farm_switches(&fleet, &r);
+}
+
+#[test]
+fn short_windows_spread_the_rollout_over_days_and_finish_what_they_start() {
+    // Four minutes on Mondays and Fridays. Virtual day 0 is a Thursday:
+    // preproduction goes on Friday (day 1), soaks, and production waits over
+    // the weekend for Monday (day 4), where a site's three farm switches take
+    // longer than the window: the last one runs past the close.
+    let fleet = fleet_with_windows(r#"[{ days: [mon, fri], start: "01:00", end: "01:04" }]"#);
+    let mut cfg = SimConfig::new(&fleet, 7);
+    cfg.record_actions = true;
+    cfg.max_virtual_s = 8.0 * 24.0 * 3600.0;
+    let r = Sim::new(&fleet, cfg).run();
+    assert!(r.converged, "did not converge: {:?}", r.blocked);
+    assert_eq!(r.violations, 0, "violations: {:#?}", r.violation_samples);
+    let open = |t: u64| {
+        let weekday = (t / DAY_MS + 3) % 7; // Monday = 0
+        (weekday == 0 || weekday == 4) && (HOUR_MS..HOUR_MS + 4 * 60_000).contains(&(t % DAY_MS))
+    };
+    for s in r.started.iter().filter(|s| starts_disruption(&s.action)) {
+        assert!(open(s.at_ms), "{:?} started at {} ms, outside the windows ({})", s.action, s.at_ms, s.why);
+    }
+    let days: std::collections::BTreeSet<u64> =
+        r.started.iter().filter(|s| starts_disruption(&s.action)).map(|s| s.at_ms / DAY_MS).collect();
+    assert_eq!(days.into_iter().collect::<Vec<_>>(), [1, 4], "Friday, then Monday after the weekend");
+    // Work under way when the window closed went on to its end: farms came back after the close.
+    let late: Vec<&Started> = r
+        .started
+        .iter()
+        .filter(|s| matches!(s.action, Action::SetFarm { admin: Admin::Ready, .. }) && !open(s.at_ms))
+        .collect();
+    assert!(!late.is_empty(), "every farm switch happened to fit inside a window");
+    assert_farm_switches(&fleet, &r);
+}
