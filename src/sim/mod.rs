@@ -10,10 +10,12 @@
 
 pub mod faults;
 pub mod fleetgen;
+pub mod live;
 pub mod rng;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -153,7 +155,8 @@ struct SimNode {
     php_active: Option<PhpVersion>,
     releases: Vec<ReleaseId>,
     release_active: Option<ReleaseId>,
-    rank: u16,
+    /// The active release as an index into `Releases`.
+    release: u16,
     admin: Admin,
     active: u32,
     left_ready_at: u64,
@@ -182,8 +185,52 @@ struct SimFarm {
 struct Session {
     site: SiteId,
     farm: Option<FarmId>,
+    /// The newest release the session has been served (an index into
+    /// `Releases`), or `NONE_SEEN`.
     seen: u16,
     ended: bool,
+}
+
+const NONE_SEEN: u16 = u16::MAX;
+
+/// Every release the simulation has met, each under an index that never
+/// changes (sessions and nodes hold it), and each index's rank in
+/// `ReleaseId`'s order, which the monotonic-sessions check compares. A
+/// release added later (a new spec) gets the next index and the ranks are
+/// recomputed, so a release between two known ones ranks between them and
+/// what sessions have seen keeps its meaning.
+#[derive(Clone, Debug, Default)]
+struct Releases {
+    ids: Vec<ReleaseId>,
+    rank: Vec<u16>,
+}
+
+impl Releases {
+    /// Indices stay below `NONE_SEEN`.
+    const MAX: usize = NONE_SEEN as usize;
+
+    /// The index of `r`, added when new; `None` when the table is full.
+    fn index(&mut self, r: &ReleaseId) -> Option<u16> {
+        if let Some(i) = self.ids.iter().position(|x| x == r) {
+            return Some(i as u16);
+        }
+        if self.ids.len() >= Self::MAX {
+            return None;
+        }
+        self.ids.push(r.clone());
+        let mut order: Vec<usize> = (0..self.ids.len()).collect();
+        order.sort_by(|&a, &b| self.ids[a].cmp(&self.ids[b]));
+        self.rank = vec![0; self.ids.len()];
+        for (rank, i) in order.into_iter().enumerate() {
+            self.rank[i] = rank as u16;
+        }
+        Some((self.ids.len() - 1) as u16)
+    }
+
+    /// The rank of an index; nothing seen ranks lowest.
+    fn rank(&self, i: u16) -> u16 {
+        if i == NONE_SEEN { 0 } else { self.rank[i as usize] }
+    }
 }
 
 struct InFlight {
@@ -191,6 +238,20 @@ struct InFlight {
     incarnation: u32,
     outcome: Outcome,
     farm: Option<FarmId>,
+    /// External driver only: the executor waiting for this outcome is gone
+    /// (the reconciler crashed); the world still changes, nobody learns.
+    abandoned: bool,
+}
+
+/// Who decides the actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Driver {
+    /// `run()`: the planner (or the serial strategy) inside the event loop,
+    /// with its crashes and restarts.
+    Builtin,
+    /// `live::LiveSim`: a reconciler outside calls `dispatch` and collects
+    /// outcomes with `deliver`; no reconciler events are queued.
+    External,
 }
 
 /// Serial-batches driver state.
@@ -201,8 +262,12 @@ struct Serial {
     step: BTreeMap<NodeId, u8>,
 }
 
+/// Receives milestone lines (virtual ms, text).
+type Progress<'f> = Box<dyn FnMut(u64, &str) + Send + 'f>;
+
 pub struct Sim<'f> {
-    fleet: &'f Fleet,
+    fleet: Arc<Fleet>,
+    driver: Driver,
     cfg: SimConfig,
     now: u64,
     seq: u64,
@@ -213,7 +278,10 @@ pub struct Sim<'f> {
     nodes: Vec<SimNode>,
     farms: Vec<SimFarm>,
     sessions: Vec<Session>,
-    ranks: Vec<ReleaseId>,
+    /// External driver only: slots of ended sessions no event refers to,
+    /// reused so that a simulation running for days stays small.
+    free_sessions: Vec<u32>,
+    releases: Releases,
     // reconciler
     journal: Memory,
     alive: bool,
@@ -241,7 +309,12 @@ pub struct Sim<'f> {
     action_counts: BTreeMap<String, u64>,
     started: Vec<Started>,
     blocked: Vec<plan::Blocked>,
-    progress: Option<Box<dyn FnMut(u64, &str) + 'f>>,
+    progress: Option<Progress<'f>>,
+    // external driver
+    /// Finished actions whose outcome the executor has not collected yet.
+    completed: BTreeMap<u64, InFlight>,
+    /// Outcomes nobody collected (their executor was dropped).
+    lost_outcomes: u64,
 }
 
 fn kernel_of(fleet: &Fleet, pkgs: &[(Str, Str)]) -> Option<Str> {
@@ -264,12 +337,20 @@ pub(crate) fn packages_of(t: &Target) -> Vec<(Str, Str)> {
 impl<'f> Sim<'f> {
     /// A fleet where every node runs `initial` (the spec's `simulation.initial`,
     /// or its targets when the spec has none).
-    pub fn new(fleet: &'f Fleet, cfg: SimConfig) -> Self {
-        let mut releases: BTreeSet<ReleaseId> = fleet.targets.iter().map(|t| t.release.clone()).collect();
+    pub fn new(fleet: &Fleet, cfg: SimConfig) -> Self {
+        Sim::build(Arc::new(fleet.clone()), cfg, Driver::Builtin)
+    }
+
+    fn build(fleet: Arc<Fleet>, cfg: SimConfig, driver: Driver) -> Self {
+        let mut initial: BTreeSet<ReleaseId> = fleet.targets.iter().map(|t| t.release.clone()).collect();
         if let Some(s) = &fleet.simulation {
-            releases.insert(s.initial.release.clone());
+            initial.insert(s.initial.release.clone());
         }
-        let ranks: Vec<ReleaseId> = releases.into_iter().collect();
+        // Sorted first: the initial indices are the ranks.
+        let mut releases = Releases::default();
+        for r in &initial {
+            releases.index(r);
+        }
         let mut rng = Rng::new(cfg.seed);
         let fault_rng = rng.fork();
         let traffic_rng = rng.fork();
@@ -280,7 +361,7 @@ impl<'f> Sim<'f> {
             .map(|(n, node)| {
                 let t = fleet.simulation.as_ref().map(|s| &s.initial).unwrap_or_else(|| fleet.node_target(n as NodeId));
                 let packages = packages_of(t);
-                let kernel = kernel_of(fleet, &packages);
+                let kernel = kernel_of(&fleet, &packages);
                 SimNode {
                     dead: false,
                     down_until: 0,
@@ -293,7 +374,7 @@ impl<'f> Sim<'f> {
                     php_active: Some(t.php.clone()),
                     releases: vec![t.release.clone()],
                     release_active: Some(t.release.clone()),
-                    rank: ranks.iter().position(|r| *r == t.release).unwrap_or(0) as u16,
+                    release: releases.index(&t.release).unwrap_or(0),
                     admin: Admin::Ready,
                     active: 0,
                     left_ready_at: 0,
@@ -330,6 +411,7 @@ impl<'f> Sim<'f> {
         };
         Sim {
             fleet,
+            driver,
             cfg,
             now: 0,
             seq: 0,
@@ -340,7 +422,8 @@ impl<'f> Sim<'f> {
             nodes,
             farms,
             sessions: Vec::new(),
-            ranks,
+            free_sessions: Vec::new(),
+            releases,
             journal: Memory::default(),
             alive: true,
             incarnation: 0,
@@ -363,11 +446,13 @@ impl<'f> Sim<'f> {
             started: Vec::new(),
             blocked: Vec::new(),
             progress: None,
+            completed: BTreeMap::new(),
+            lost_outcomes: 0,
         }
     }
 
     /// Receives milestone lines (virtual ms, text) as the run goes.
-    pub fn on_progress(&mut self, f: impl FnMut(u64, &str) + 'f) {
+    pub fn on_progress(&mut self, f: impl FnMut(u64, &str) + Send + 'f) {
         self.progress = Some(Box::new(f));
     }
 
@@ -390,7 +475,8 @@ impl<'f> Sim<'f> {
     }
 
     fn request_plan(&mut self) {
-        if !self.plan_pending {
+        // An external reconciler plans on its own schedule.
+        if self.driver == Driver::Builtin && !self.plan_pending {
             self.plan_pending = true;
             let now = self.now;
             self.at(now, Ev::Plan);
@@ -418,7 +504,7 @@ impl<'f> Sim<'f> {
                 packages: n.packages.clone(),
                 fetched: n.fetched.clone(),
                 kernel_running: n.kernel_running.clone(),
-                kernel_installed: kernel_of(self.fleet, &n.packages),
+                kernel_installed: kernel_of(&self.fleet, &n.packages),
                 boot_id: Str::from(n.boot.to_string()),
                 php_installed: n.php_installed.clone(),
                 php_active: n.php_active.clone(),
@@ -463,37 +549,9 @@ impl<'f> Sim<'f> {
     // ---- the run -----------------------------------------------------------
 
     pub fn run(mut self) -> Report {
-        let fleet = self.fleet;
         let initial = self.observe();
-        let bound = plan::bound::lower_bound(fleet, &initial, &self.cfg.estimates);
-        if self.cfg.traffic {
-            for (s, site) in fleet.sites.iter().enumerate() {
-                let n = self.site_sessions(site.environment);
-                for _ in 0..n {
-                    let sid = self.new_session(s as SiteId);
-                    let first = (self.traffic_rng.f64() * self.cfg.think_s * 1000.0) as u64;
-                    self.at(first, Ev::Request(sid));
-                }
-                let gap = self.gap_ms(site.environment);
-                self.at(gap, Ev::Arrive(s as SiteId));
-            }
-        }
-        // Faults scheduled over the rollout's expected span.
-        let span_ms = ((bound.total_s.max(60.0)) * 1000.0) as u64;
-        for _ in 0..self.cfg.faults.crash {
-            let t = self.fault_rng.range(1, span_ms);
-            self.at(t, Ev::Crash);
-        }
-        for _ in 0..self.cfg.faults.node_death {
-            let t = self.fault_rng.range(1, span_ms);
-            let n = self.fault_rng.range(0, fleet.nodes.len() as u64 - 1) as NodeId;
-            self.at(t, Ev::NodeDeath(n));
-        }
-        if self.cfg.faults.flush_fail > 0.0 {
-            for f in 0..self.farms.len() {
-                self.farms[f].flush_broken = self.fault_rng.chance(self.cfg.faults.flush_fail);
-            }
-        }
+        let bound = plan::bound::lower_bound(&self.fleet, &initial, &self.cfg.estimates);
+        self.start_world(bound.total_s);
         self.at(0, Ev::Plan);
         self.plan_pending = true;
         let resync = (self.cfg.resync_s * 1000.0) as u64;
@@ -516,67 +574,131 @@ impl<'f> Sim<'f> {
                 break;
             }
             self.now = t;
-            match ev {
-                Ev::Plan => {
-                    self.plan_pending = false;
-                    while self.wakeups.first().is_some_and(|&w| w <= t) {
-                        self.wakeups.pop_first();
-                    }
-                    if self.alive {
-                        self.reconcile();
-                    }
-                }
-                Ev::Resync => {
-                    self.request_plan();
-                    self.at(t + resync, Ev::Resync);
-                }
-                Ev::ActionDone(id) => self.action_done(id),
-                Ev::Arrive(s) => {
-                    let sid = self.new_session(s);
-                    self.at(t, Ev::Request(sid));
-                    let gap = self.gap_ms(fleet.sites[s as usize].environment);
-                    self.at(t + gap, Ev::Arrive(s));
-                }
-                Ev::Request(sid) => self.request(sid),
-                Ev::RequestEnd(n, f) => {
-                    let node = &mut self.nodes[n as usize];
-                    node.active = node.active.saturating_sub(1);
-                    let farm = &mut self.farms[f as usize];
-                    farm.active = farm.active.saturating_sub(1);
-                    if node.active == 0 && node.admin != Admin::Ready || farm.active == 0 && farm.admin == Admin::Maint
-                    {
-                        self.request_plan();
-                    }
-                }
-                Ev::SessionEnd(sid) => self.end_session(sid),
-                Ev::Crash => {
-                    if self.alive {
-                        self.alive = false;
-                        self.crashes += 1;
-                        self.say("reconciler crashed (SIGKILL): in-memory state lost, journal kept");
-                        let back = self.fault_rng.range(1000, 10_000);
-                        self.at(t + back, Ev::Restart);
-                    }
-                }
-                Ev::Restart => {
-                    self.alive = true;
-                    self.incarnation += 1;
-                    self.journal.restarted();
-                    self.say("reconciler restarted from its journal");
-                    self.request_plan();
-                }
-                Ev::NodeDeath(n) => {
-                    self.nodes[n as usize].dead = true;
-                    let name = fleet.nodes[n as usize].name.clone();
-                    self.say(&format!("fault: node {name} died"));
-                    self.request_plan();
-                }
-            }
+            self.handle(ev);
             if self.finished() {
                 break;
             }
         }
         self.report(bound.total_s)
+    }
+
+    /// Starts what the world does by itself: sessions and their requests,
+    /// and the injected faults, spread over `span_s` (the rollout's lower
+    /// bound). Reconciler crashes are the built-in driver's only: an
+    /// external reconciler is crashed by whoever runs it.
+    fn start_world(&mut self, span_s: f64) {
+        let fleet = Arc::clone(&self.fleet);
+        let fleet = &*fleet;
+        if self.cfg.traffic {
+            for (s, site) in fleet.sites.iter().enumerate() {
+                let n = self.site_sessions(site.environment);
+                for _ in 0..n {
+                    let sid = self.new_session(s as SiteId);
+                    let first = (self.traffic_rng.f64() * self.cfg.think_s * 1000.0) as u64;
+                    self.at(first, Ev::Request(sid));
+                }
+                let gap = self.gap_ms(site.environment);
+                self.at(gap, Ev::Arrive(s as SiteId));
+            }
+        }
+        // Faults scheduled over the rollout's expected span.
+        let span_ms = ((span_s.max(60.0)) * 1000.0) as u64;
+        if self.driver == Driver::Builtin {
+            for _ in 0..self.cfg.faults.crash {
+                let t = self.fault_rng.range(1, span_ms);
+                self.at(t, Ev::Crash);
+            }
+        }
+        for _ in 0..self.cfg.faults.node_death {
+            let t = self.fault_rng.range(1, span_ms);
+            let n = self.fault_rng.range(0, fleet.nodes.len() as u64 - 1) as NodeId;
+            self.at(t, Ev::NodeDeath(n));
+        }
+        if self.cfg.faults.flush_fail > 0.0 {
+            for f in 0..self.farms.len() {
+                self.farms[f].flush_broken = self.fault_rng.chance(self.cfg.faults.flush_fail);
+            }
+        }
+    }
+
+    /// Processes every event due at or before `t`, in order, and leaves the
+    /// clock at `t` (never earlier than it was). The external driver's way
+    /// of letting virtual time pass; bounded because every event the world
+    /// schedules for itself lies strictly in the future of the one that
+    /// schedules it, except a new session's first request.
+    fn advance_to(&mut self, t: u64) {
+        while let Some(&Reverse((at, _, _))) = self.queue.peek() {
+            if at > t {
+                break;
+            }
+            let Some(Reverse((at, _, ev))) = self.queue.pop() else {
+                break;
+            };
+            self.now = self.now.max(at);
+            self.handle(ev);
+        }
+        self.now = self.now.max(t);
+    }
+
+    /// One event at `self.now`.
+    fn handle(&mut self, ev: Ev) {
+        let t = self.now;
+        match ev {
+            Ev::Plan => {
+                self.plan_pending = false;
+                while self.wakeups.first().is_some_and(|&w| w <= t) {
+                    self.wakeups.pop_first();
+                }
+                if self.alive {
+                    self.reconcile();
+                }
+            }
+            Ev::Resync => {
+                self.request_plan();
+                let resync = (self.cfg.resync_s * 1000.0) as u64;
+                self.at(t + resync, Ev::Resync);
+            }
+            Ev::ActionDone(id) => self.action_done(id),
+            Ev::Arrive(s) => {
+                let sid = self.new_session(s);
+                self.at(t, Ev::Request(sid));
+                let gap = self.gap_ms(self.fleet.sites[s as usize].environment);
+                self.at(t + gap, Ev::Arrive(s));
+            }
+            Ev::Request(sid) => self.request(sid),
+            Ev::RequestEnd(n, f) => {
+                let node = &mut self.nodes[n as usize];
+                node.active = node.active.saturating_sub(1);
+                let farm = &mut self.farms[f as usize];
+                farm.active = farm.active.saturating_sub(1);
+                if node.active == 0 && node.admin != Admin::Ready || farm.active == 0 && farm.admin == Admin::Maint {
+                    self.request_plan();
+                }
+            }
+            Ev::SessionEnd(sid) => self.end_session(sid),
+            Ev::Crash => {
+                if self.alive {
+                    self.alive = false;
+                    self.crashes += 1;
+                    self.say("reconciler crashed (SIGKILL): in-memory state lost, journal kept");
+                    let back = self.fault_rng.range(1000, 10_000);
+                    self.at(t + back, Ev::Restart);
+                }
+            }
+            Ev::Restart => {
+                self.alive = true;
+                self.incarnation += 1;
+                self.journal.restarted();
+                self.say("reconciler restarted from its journal");
+                self.request_plan();
+            }
+            Ev::NodeDeath(n) => {
+                self.nodes[n as usize].dead = true;
+                let name = self.fleet.nodes[n as usize].name.clone();
+                self.say(&format!("fault: node {name} died"));
+                self.request_plan();
+            }
+        }
     }
 
     fn finished(&self) -> bool {
@@ -600,8 +722,17 @@ impl<'f> Sim<'f> {
     }
 
     fn new_session(&mut self, site: SiteId) -> u32 {
-        let sid = self.sessions.len() as u32;
-        self.sessions.push(Session { site, farm: None, seen: 0, ended: false });
+        let fresh = Session { site, farm: None, seen: NONE_SEEN, ended: false };
+        let sid = match self.free_sessions.pop() {
+            Some(sid) => {
+                self.sessions[sid as usize] = fresh;
+                sid
+            }
+            None => {
+                self.sessions.push(fresh);
+                (self.sessions.len() - 1) as u32
+            }
+        };
         let life = (self.traffic_rng.exp(self.cfg.session_life_s) * 1000.0) as u64 + 1;
         let end = self.now + life;
         self.at(end, Ev::SessionEnd(sid));
@@ -668,12 +799,19 @@ impl<'f> Sim<'f> {
     fn request(&mut self, sid: u32) {
         let s = self.sessions[sid as usize];
         if s.ended {
+            // The session's last event: its end came first, and this request
+            // schedules no other. The slot is free (kept in batch runs, whose
+            // violation texts name sessions by slot).
+            if self.driver == Driver::External {
+                self.free_sessions.push(sid);
+            }
             return;
         }
         let now = self.now;
         match self.pick_farm(s.site, s.farm) {
             None => {
-                let fleet = self.fleet;
+                let fleet = Arc::clone(&self.fleet);
+                let fleet = &*fleet;
                 let site = &fleet.sites[s.site as usize];
                 let deaths = site
                     .farms
@@ -712,11 +850,19 @@ impl<'f> Sim<'f> {
                     self.checker.failed_request(now, || "farm has no serving node".into());
                     return;
                 };
-                let served = self.nodes[n as usize].rank;
+                let served_ix = self.nodes[n as usize].release;
+                let served = self.releases.rank(served_ix);
+                let mut seen = self.releases.rank(s.seen);
+                if served < seen && self.on_rollback_target(n) {
+                    // The operator asked for this release back: sessions
+                    // that saw a newer one go back with it, as declared.
+                    seen = served;
+                }
                 let name = &self.fleet.nodes[n as usize].name;
-                self.checker.request(now, s.seen, served, sid as u64, name);
-                let seen = &mut self.sessions[sid as usize].seen;
-                *seen = (*seen).max(served);
+                self.checker.request(now, seen, served, sid as u64, name);
+                if served > self.releases.rank(s.seen) || s.seen == NONE_SEEN {
+                    self.sessions[sid as usize].seen = served_ix;
+                }
                 self.nodes[n as usize].active += 1;
                 self.farms[f as usize].active += 1;
                 let (lo, hi) = self.cfg.request_ms;
@@ -730,6 +876,13 @@ impl<'f> Sim<'f> {
         }
         let think = (self.traffic_rng.exp(self.cfg.think_s) * 1000.0) as u64 + 1;
         self.at(now + think, Ev::Request(sid));
+    }
+
+    /// The node runs its target's release and that target allows going
+    /// backwards (`allow_rollback`): an explicit rollback.
+    fn on_rollback_target(&self, n: NodeId) -> bool {
+        let target = self.fleet.node_target(n);
+        target.allow_rollback && self.nodes[n as usize].release_active.as_ref() == Some(&target.release)
     }
 
     /// Invariant 1: a farm never carries more sessions than its serving nodes hold.
@@ -768,7 +921,8 @@ impl<'f> Sim<'f> {
             self.serial_step();
             return;
         }
-        let fleet = self.fleet;
+        let fleet = Arc::clone(&self.fleet);
+        let fleet = &*fleet;
         let obs = self.observe();
         plan::gate::record(fleet, &obs, &mut self.journal, self.now);
         self.journal.observe(&obs, self.now);
@@ -842,8 +996,10 @@ impl<'f> Sim<'f> {
         }
     }
 
-    fn dispatch(&mut self, action: Action, why: String) {
-        let fleet = self.fleet;
+    /// Starts an action now; returns its id and the virtual instant it ends.
+    fn dispatch(&mut self, action: Action, why: String) -> (u64, u64) {
+        let fleet = Arc::clone(&self.fleet);
+        let fleet = &*fleet;
         let now = self.now;
         let kind = action.kind().name().to_string();
         *self.action_counts.entry(kind).or_default() += 1;
@@ -952,15 +1108,31 @@ impl<'f> Sim<'f> {
         };
         let id = self.next_action;
         self.next_action += 1;
-        self.in_flight.insert(id, InFlight { action, incarnation: self.incarnation, outcome, farm });
+        self.in_flight.insert(id, InFlight { action, incarnation: self.incarnation, outcome, farm, abandoned: false });
         self.at(now + dur, Ev::ActionDone(id));
+        (id, now + dur)
     }
 
     fn action_done(&mut self, id: u64) {
         let Some(f) = self.in_flight.remove(&id) else {
             return;
         };
-        let fleet = self.fleet;
+        if self.driver == Driver::External {
+            // The world changes at the action's end whoever waits for it;
+            // drover learns a failure only when its executor collects it.
+            if f.outcome == Outcome::Ok {
+                self.apply(&f.action);
+            }
+            if let Action::MarkFailed { node, .. } = &f.action {
+                self.failed.insert(*node);
+            }
+            if f.abandoned {
+                self.lost_outcomes += 1;
+            } else {
+                self.completed.insert(id, f);
+            }
+            return;
+        }
         let now = self.now;
         // An outcome that reaches no live reconciler is lost (the node is
         // re-observed and the step retried): it only counts as a failure
@@ -969,21 +1141,7 @@ impl<'f> Sim<'f> {
         if f.outcome == Outcome::Ok {
             self.apply(&f.action);
         } else if delivered {
-            match &f.action {
-                Action::Upgrade { node, .. } | Action::Activate { node, .. } | Action::HealthCheck { node } => {
-                    self.failed.insert(*node);
-                    self.nodes[*node as usize].last_health = Health::Failing;
-                    let name = fleet.nodes[*node as usize].name.clone();
-                    let outcome = f.outcome.to_string();
-                    self.say(&format!("{name}: {} {outcome}", f.action.kind().name()));
-                }
-                Action::FlushCache { farm } => {
-                    self.failed_farms.insert(*farm);
-                    let name = fleet.farms[*farm as usize].name.clone();
-                    self.say(&format!("farm {name}: memcached flush failed: the switch stops there"));
-                }
-                _ => {}
-            }
+            self.learn_failure(&f.action, &f.outcome);
         }
         if let Action::MarkFailed { node, .. } = &f.action {
             self.failed.insert(*node);
@@ -1004,10 +1162,52 @@ impl<'f> Sim<'f> {
         self.request_plan();
     }
 
+    /// A failed outcome reaches drover: the node (or farm) is failed from
+    /// now on, for the checker as for the planner.
+    fn learn_failure(&mut self, action: &Action, outcome: &Outcome) {
+        let fleet = Arc::clone(&self.fleet);
+        let fleet = &*fleet;
+        match action {
+            Action::Upgrade { node, .. } | Action::Activate { node, .. } | Action::HealthCheck { node } => {
+                self.failed.insert(*node);
+                self.nodes[*node as usize].last_health = Health::Failing;
+                let name = fleet.nodes[*node as usize].name.clone();
+                self.say(&format!("{name}: {} {outcome}", action.kind().name()));
+            }
+            Action::FlushCache { farm } => {
+                self.failed_farms.insert(*farm);
+                let name = fleet.farms[*farm as usize].name.clone();
+                self.say(&format!("farm {name}: memcached flush failed: the switch stops there"));
+            }
+            _ => {}
+        }
+    }
+
+    /// External driver: the outcome of action `id` if it has ended (and
+    /// drover now knows it), else `None`.
+    fn deliver(&mut self, id: u64) -> Option<Outcome> {
+        let f = self.completed.remove(&id)?;
+        if f.outcome != Outcome::Ok {
+            self.learn_failure(&f.action, &f.outcome);
+        }
+        Some(f.outcome)
+    }
+
+    /// External driver: the executor of action `id` is gone. A running
+    /// action still ends in the world; an ended one's outcome is dropped.
+    fn abandon(&mut self, id: u64) {
+        if let Some(f) = self.in_flight.get_mut(&id) {
+            f.abandoned = true;
+        } else if self.completed.remove(&id).is_some() {
+            self.lost_outcomes += 1;
+        }
+    }
+
     /// Effects of a successful action on the simulated world.
     fn apply(&mut self, action: &Action) {
         let now = self.now;
-        let fleet = self.fleet;
+        let fleet = Arc::clone(&self.fleet);
+        let fleet = &*fleet;
         match action {
             Action::Fetch { node, atoms } => {
                 let n = &mut self.nodes[*node as usize];
@@ -1059,7 +1259,10 @@ impl<'f> Sim<'f> {
                 }
                 if let Some(r) = release {
                     n.release_active = Some(r.clone());
-                    n.rank = self.ranks.iter().position(|x| x == r).unwrap_or(0) as u16;
+                    // Every target's release is in the table (`set_fleet`
+                    // refuses a spec that would overflow it); one that is
+                    // not would rank lowest.
+                    n.release = self.releases.index(r).unwrap_or(NONE_SEEN);
                 }
             }
             Action::HealthCheck { node } => {
@@ -1099,7 +1302,8 @@ impl<'f> Sim<'f> {
     // ---- the independent checker's view of action starts --------------------
 
     fn update_gate_tracker(&mut self) {
-        let fleet = self.fleet;
+        let fleet = Arc::clone(&self.fleet);
+        let fleet = &*fleet;
         let soak = fleet.policy.soak.as_millis() as u64;
         let mut per_profile: BTreeMap<u32, Option<BTreeSet<(String, String)>>> = BTreeMap::new();
         for (n, node) in fleet.nodes.iter().enumerate() {
@@ -1149,7 +1353,8 @@ impl<'f> Sim<'f> {
     }
 
     fn prod_gate_ok(&self, n: NodeId, component: &str, value: &str) -> bool {
-        let fleet = self.fleet;
+        let fleet = Arc::clone(&self.fleet);
+        let fleet = &*fleet;
         let node = &fleet.nodes[n as usize];
         fleet.sites[node.site as usize].environment == Environment::Preproduction
             || fleet.policy.waive_preproduction_gate
@@ -1157,7 +1362,8 @@ impl<'f> Sim<'f> {
     }
 
     fn check_start(&mut self, action: &Action) {
-        let fleet = self.fleet;
+        let fleet = Arc::clone(&self.fleet);
+        let fleet = &*fleet;
         let p = &fleet.policy;
         let now = self.now;
         let budget_spent = self.failed.len() + self.failed_farms.len() > p.failure_budget as usize;
@@ -1333,7 +1539,8 @@ impl<'f> Sim<'f> {
     // ---- the naive strategy --------------------------------------------------
 
     fn serial_step(&mut self) {
-        let fleet = self.fleet;
+        let fleet = Arc::clone(&self.fleet);
+        let fleet = &*fleet;
         let Some(mut serial) = self.serial.take() else {
             return;
         };
@@ -1394,10 +1601,10 @@ impl<'f> Sim<'f> {
         }
     }
 
-    fn report(self, lower_bound_s: f64) -> Report {
-        let fleet = self.fleet;
+    fn report(&self, lower_bound_s: f64) -> Report {
+        let fleet = &*self.fleet;
         // Invariant 5: nothing left out that did not fail.
-        let mut checker = self.checker;
+        let mut checker = self.checker.clone();
         let end = self.now;
         if self.converged_at.is_some() || self.halted {
             for (n, s) in self.nodes.iter().enumerate() {
@@ -1424,7 +1631,7 @@ impl<'f> Sim<'f> {
             makespan_s,
             lower_bound_s,
             ratio: if lower_bound_s > 0.0 { makespan_s / lower_bound_s } else { 1.0 },
-            actions: self.action_counts,
+            actions: self.action_counts.clone(),
             failed_nodes: self.failed.iter().map(|&n| fleet.nodes[n as usize].name.clone()).collect(),
             failed_farms: self.failed_farms.iter().map(|&f| fleet.farms[f as usize].name.clone()).collect(),
             preproduction_failed: self
@@ -1432,8 +1639,8 @@ impl<'f> Sim<'f> {
                 .iter()
                 .any(|&n| fleet.sites[fleet.nodes[n as usize].site as usize].environment == Environment::Preproduction),
             crashes: self.crashes,
-            blocked: self.blocked,
-            started: self.started,
+            blocked: self.blocked.clone(),
+            started: self.started.clone(),
         }
     }
 }

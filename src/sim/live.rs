@@ -1,0 +1,582 @@
+//! The simulated fleet as a `Fleetside`: the same world as `Sim::run()`
+//! (nodes, HAProxy farm cookies, memcached, sessions, faults, the
+//! independent `invariants::Checker`), but with no reconciler inside. A
+//! reconciler outside (`real::reconcile::reconcile_once`, the daemon) observes
+//! it and executes actions on it, in real time scaled by a factor, so that a
+//! 48-minute rollout takes seconds, and so that it can be crashed or stopped
+//! at any instant while the checker watches.
+//!
+//! Virtual time is `(tokio::time::Instant::now() - start) * scale`: under
+//! `#[tokio::test(start_paused = true)]` it advances only when every task
+//! waits, so tests run in little wall time. The world moves lazily: each
+//! call processes the events due up to now (requests, session ends, action
+//! ends) before it looks or acts. It never plans, never reads the wall
+//! clock, and keeps no journal: only what a real fleet would hold.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Driver, Releases, Report, Sim, SimConfig, Strategy};
+use crate::diff::node_diff;
+use crate::model::{Fleet, NodeId, ReleaseId};
+use crate::observe::{Admin, Observed};
+use crate::plan::{self, Action, Outcome};
+use crate::real::reconcile::Fleetside;
+
+/// A simulated fleet that runs in scaled real time, driven from outside.
+pub struct LiveSim {
+    start: Instant,
+    /// Virtual ms per wall ms.
+    scale: f64,
+    state: Mutex<State>,
+}
+
+struct State {
+    sim: Sim<'static>,
+    /// When the target in force was set (start or `set_fleet`), virtual ms.
+    epoch_ms: u64,
+    /// The rollout's lower bound from the state at `epoch_ms` to that target.
+    bound_s: f64,
+    /// The first observation since `epoch_ms` that found the fleet at its target.
+    at_target_since: Option<u64>,
+}
+
+impl LiveSim {
+    /// The fleet of `fleet.simulation.initial` (as `Sim::new`), its traffic
+    /// started, with virtual time 0 now. `scale` is virtual ms per wall ms.
+    /// Of the faults, node deaths (spread over the rollout's lower bound),
+    /// memcached flush failures and every per-action fault apply; reconciler
+    /// crashes (`faults.crash`) are the caller's to cause. `max_virtual_s`,
+    /// `resync_s` and `strategy` belong to `Sim::run()`: the strategy must be
+    /// `Drover` (the reconciler is the caller's).
+    pub fn new(fleet: Arc<Fleet>, cfg: SimConfig, scale: f64) -> Result<Arc<LiveSim>, String> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(format!("the time scale must be a positive number of virtual ms per wall ms, not {scale}"));
+        }
+        if cfg.strategy != Strategy::Drover {
+            return Err(format!(
+                "a live simulation is driven by the reconciler outside it: strategy {:?} belongs to `Sim::run()`",
+                cfg.strategy
+            ));
+        }
+        let mut sim = Sim::build(fleet, cfg, Driver::External);
+        let bound_s = plan::bound::lower_bound(&sim.fleet, &sim.observe(), &sim.cfg.estimates).total_s;
+        sim.start_world(bound_s);
+        let state = State { sim, epoch_ms: 0, bound_s, at_target_since: None };
+        Ok(Arc::new(LiveSim { start: Instant::now(), scale, state: Mutex::new(state) }))
+    }
+
+    /// Virtual ms since the start.
+    fn virtual_ms(&self) -> u64 {
+        (self.start.elapsed().as_nanos() as f64 * self.scale / 1e6) as u64
+    }
+
+    /// The instant virtual time reaches `t_ms` (rounded up).
+    fn instant_of(&self, t_ms: u64) -> Instant {
+        self.start + Duration::from_nanos((t_ms as f64 * 1e6 / self.scale).ceil() as u64 + 1)
+    }
+
+    /// The world, advanced to now. A panic while it was held (a bug) leaves
+    /// the world as it was at that event; it is still the best state to show.
+    fn world(&self) -> MutexGuard<'_, State> {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = self.virtual_ms();
+        st.sim.advance_to(now);
+        st
+    }
+
+    /// The spec changed: new targets, new policy, same topology (the sites,
+    /// farms and nodes, by name and in order; `Err` names the first
+    /// difference). Actions running finish under the new spec. Releases the
+    /// new targets bring in rank by `ReleaseId`'s order among those already
+    /// seen, which keep their meaning for sessions. Makespan and lower bound
+    /// count from here.
+    pub fn set_fleet(&self, fleet: Arc<Fleet>) -> Result<(), String> {
+        let mut st = self.world();
+        same_topology(&st.sim.fleet, &fleet)?;
+        let new: BTreeSet<&ReleaseId> =
+            fleet.targets.iter().map(|t| &t.release).filter(|r| !st.sim.releases.ids.contains(r)).collect();
+        if st.sim.releases.ids.len() + new.len() > Releases::MAX {
+            return Err(format!(
+                "the simulation has seen {} releases, the most it can rank: restart it",
+                st.sim.releases.ids.len()
+            ));
+        }
+        for r in new {
+            st.sim.releases.index(r);
+        }
+        for (n, node) in fleet.nodes.iter().enumerate() {
+            st.sim.nodes[n].capacity = fleet.profiles[node.profile as usize].capacity;
+        }
+        st.sim.fleet = fleet;
+        st.epoch_ms = st.sim.now;
+        st.at_target_since = None;
+        let observed = st.sim.observe();
+        st.bound_s = plan::bound::lower_bound(&st.sim.fleet, &observed, &st.sim.cfg.estimates).total_s;
+        Ok(())
+    }
+
+    /// What the checker has seen so far, at any time. `converged`: the
+    /// fleet is at its target now (every node's diff clean, every node and
+    /// farm ready with a weight). `makespan_s`: virtual seconds from the
+    /// start (or the last `set_fleet`) to the first observation that found
+    /// the fleet at its target, or to now while it is not yet;
+    /// `lower_bound_s`: the schedule-independent bound over the same span,
+    /// from the state it started from. `halted`, `blocked` and
+    /// `failed_farms` are the reconciler's business and stay empty here but
+    /// for what drover learnt; `crashes` is 0 (see `lost_outcomes`).
+    pub fn report(&self) -> Report {
+        let st = self.world();
+        let mut r = st.sim.report(st.bound_s);
+        r.converged = at_target(&st.sim.fleet, &st.sim.observe());
+        let end = st.at_target_since.unwrap_or(st.sim.now);
+        r.makespan_s = end.saturating_sub(st.epoch_ms) as f64 / 1000.0;
+        r.ratio = if r.lower_bound_s > 0.0 { r.makespan_s / r.lower_bound_s } else { 1.0 };
+        r
+    }
+
+    /// Actions running in the world now (started, not yet ended).
+    pub fn running(&self) -> usize {
+        self.world().sim.in_flight.len()
+    }
+
+    /// Outcomes nobody collected: actions whose executor was dropped.
+    pub fn lost_outcomes(&self) -> u64 {
+        self.world().sim.lost_outcomes
+    }
+}
+
+/// The same sites, farms and nodes, by name, in order, in the same places.
+fn same_topology(old: &Fleet, new: &Fleet) -> Result<(), String> {
+    let refuse = |what: String| {
+        Err(format!(
+            "the new spec changes the fleet's topology ({what}): a running simulation keeps its sites, farms and \
+             nodes; start a new one for another topology"
+        ))
+    };
+    let sites = |f: &Fleet| f.sites.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    if sites(old) != sites(new) {
+        return refuse(format!("sites {:?} become {:?}", sites(old), sites(new)));
+    }
+    if old.farms.len() != new.farms.len() {
+        return refuse(format!("{} farms become {}", old.farms.len(), new.farms.len()));
+    }
+    for (a, b) in old.farms.iter().zip(&new.farms) {
+        if a.name != b.name || a.site != b.site {
+            return refuse(format!("farm {} becomes {}", a.name, b.name));
+        }
+    }
+    if old.nodes.len() != new.nodes.len() {
+        return refuse(format!("{} nodes become {}", old.nodes.len(), new.nodes.len()));
+    }
+    for (a, b) in old.nodes.iter().zip(&new.nodes) {
+        if a.name != b.name || a.farm != b.farm {
+            return refuse(format!("node {} becomes {}", a.name, b.name));
+        }
+    }
+    Ok(())
+}
+
+/// Every node at its target and in service, every farm in service.
+fn at_target(fleet: &Fleet, observed: &Observed) -> bool {
+    observed
+        .nodes
+        .iter()
+        .enumerate()
+        .all(|(n, o)| o.lb.admin == Admin::Ready && o.reachable && node_diff(fleet, n as NodeId, o).is_clean())
+        && observed.farms.iter().all(|f| f.lb.admin == Admin::Ready && f.lb.weight > 0)
+}
+
+/// The executor's claim on an action's outcome: dropped uncollected, the
+/// outcome is lost, as when drover dies while a node works.
+struct Claim<'a> {
+    live: &'a LiveSim,
+    id: u64,
+    collected: bool,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.collected {
+            self.live.world().sim.abandon(self.id);
+        }
+    }
+}
+
+impl Fleetside for LiveSim {
+    fn fleet(&self) -> Arc<Fleet> {
+        Arc::clone(&self.world().sim.fleet)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.virtual_ms()
+    }
+
+    async fn observe(&self) -> Result<Observed, String> {
+        let mut st = self.world();
+        st.sim.update_gate_tracker();
+        let observed = st.sim.observe();
+        if st.at_target_since.is_none() && at_target(&st.sim.fleet, &observed) {
+            st.at_target_since = Some(st.sim.now);
+        }
+        Ok(observed)
+    }
+
+    async fn execute(&self, action: &Action) -> Outcome {
+        let (id, due) = {
+            let mut st = self.world();
+            // The checker judges the start against the preproduction it saw up to now.
+            st.sim.update_gate_tracker();
+            st.sim.dispatch(action.clone(), String::new())
+        };
+        let mut claim = Claim { live: self, id, collected: false };
+        tokio::time::sleep_until(self.instant_of(due)).await;
+        // Bounded: each turn waits a wall ms or more, and `due` is fixed.
+        loop {
+            if let Some(outcome) = self.world().sim.deliver(id) {
+                claim.collected = true;
+                return outcome;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::real::journal::Journal;
+    use crate::real::reconcile::{Finish, Options, Summary, reconcile_once};
+    use crate::sim::fleetgen::{self, Change, Shape};
+    use crate::sim::rng::Rng;
+
+    /// Virtual ms per wall ms: a 48-minute rollout in under five seconds.
+    const SCALE: f64 = 600.0;
+
+    fn shape() -> Shape {
+        Shape {
+            prod_sites: 2,
+            farms_per_site: 3,
+            nodes_per_farm: 3,
+            profiles: 2,
+            max_unavailable: 1,
+            max_farms_down: 1,
+            capacity_floor: 0.5,
+            soak: "2m".into(),
+            failure_budget: 2,
+            change: Change::ALL,
+            sessions_per_site: 300,
+        }
+    }
+
+    fn spec(text: &str) -> Arc<Fleet> {
+        let files = [crate::spec::SourceFile { path: "g.yaml".into(), text: text.into() }];
+        Arc::new(
+            crate::spec::validate::check(&files)
+                .unwrap_or_else(|d| panic!("{}", crate::spec::diag::render(&d, &files))),
+        )
+    }
+
+    fn live(fleet: &Arc<Fleet>, seed: u64) -> Arc<LiveSim> {
+        LiveSim::new(Arc::clone(fleet), SimConfig::new(fleet, seed), SCALE).unwrap()
+    }
+
+    fn opts() -> Options {
+        Options { tick: Duration::from_millis(5), stall: Duration::from_secs(10), stop: Default::default() }
+    }
+
+    /// A journal in a directory of its own, removed when dropped.
+    struct TempJournal(PathBuf);
+
+    impl TempJournal {
+        fn new(name: &str) -> TempJournal {
+            let dir = std::env::temp_dir().join(format!("drover-live-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            TempJournal(dir)
+        }
+        fn journal(&self) -> Journal {
+            Journal::new(&self.0.join("journal.json"))
+        }
+    }
+
+    impl Drop for TempJournal {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// One reconcile run, bounded in virtual time (six hours).
+    async fn reconcile<F: Fleetside>(side: Arc<F>, j: &Journal, o: &Options) -> Summary {
+        let mut quiet = |_: &crate::real::reconcile::Event| {};
+        let run = reconcile_once(side, j, o, &mut quiet);
+        tokio::time::timeout(Duration::from_secs_f64(6.0 * 3600.0 * 1000.0 / SCALE / 1000.0), run)
+            .await
+            .expect("the reconcile loop ends within six virtual hours")
+    }
+
+    /// Waits until virtual time `t_ms`.
+    async fn until(live: &LiveSim, t_ms: u64) {
+        tokio::time::sleep_until(live.instant_of(t_ms)).await;
+    }
+
+    /// Every node runs exactly its target (packages, kernel, PHP, release)
+    /// and serves; every farm serves. Judged on the observation, not on
+    /// the simulation's own report.
+    async fn assert_at_target(live: &LiveSim) {
+        let fleet = live.fleet();
+        let observed = live.observe().await.unwrap();
+        for (n, o) in observed.nodes.iter().enumerate() {
+            let name = &fleet.nodes[n].name;
+            let d = node_diff(&fleet, n as NodeId, o);
+            assert!(d.is_clean(), "{name} differs from its target: {d:?}");
+            let t = fleet.node_target(n as NodeId);
+            assert_eq!(o.release_active.as_ref(), Some(&t.release), "{name}");
+            assert_eq!(o.php_active.as_ref(), Some(&t.php), "{name}");
+            assert_eq!(o.lb.admin, Admin::Ready, "{name}");
+        }
+        assert!(observed.farms.iter().all(|f| f.lb.admin == Admin::Ready && f.lb.weight > 0));
+    }
+
+    fn assert_clean(r: &Report) {
+        assert_eq!(r.violations, 0, "{:?}: {:#?}", r.violations_by_invariant, r.violation_samples);
+        assert_eq!(r.failed_requests, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outside_reconciler_converges_the_live_fleet() {
+        let fleet = Arc::new(fleetgen::fleet(&shape()).unwrap());
+        let live = live(&fleet, 1);
+        assert!(!live.report().converged, "the generated fleet starts behind its targets");
+        let tmp = TempJournal::new("converge");
+        let s = reconcile(Arc::clone(&live), &tmp.journal(), &opts()).await;
+        assert_eq!(s.finish, Finish::Converged, "{s:?}");
+        assert!(s.failed.is_empty(), "{:?}", s.failed);
+        assert_at_target(&live).await;
+        let r = live.report();
+        eprintln!(
+            "live rollout: makespan {:.0} s, lower bound {:.0} s, {} requests, {} actions",
+            r.makespan_s, r.lower_bound_s, r.requests, s.started
+        );
+        assert_clean(&r);
+        assert!(r.converged);
+        assert!(r.requests > 10_000, "traffic ran the whole rollout: {} requests", r.requests);
+        assert_eq!(r.actions.values().sum::<u64>(), s.started, "every action the loop started ran in the world");
+        assert!(r.makespan_s >= r.lower_bound_s && r.lower_bound_s > 0.0, "{} vs {}", r.makespan_s, r.lower_bound_s);
+        assert_eq!(live.running(), 0);
+        assert_eq!(live.lost_outcomes(), 0);
+    }
+
+    /// `LiveSim` as a process that can be killed: once `dead` is set, every
+    /// execute of this incarnation is dropped (the world goes on with it).
+    struct Mortal {
+        live: Arc<LiveSim>,
+        dead: watch::Receiver<bool>,
+    }
+
+    impl Fleetside for Mortal {
+        fn fleet(&self) -> Arc<Fleet> {
+            self.live.fleet()
+        }
+        fn now_ms(&self) -> u64 {
+            self.live.now_ms()
+        }
+        async fn observe(&self) -> Result<Observed, String> {
+            self.live.observe().await
+        }
+        async fn execute(&self, action: &Action) -> Outcome {
+            let mut dead = self.dead.clone();
+            let killed = async move {
+                loop {
+                    let now_dead = *dead.borrow_and_update();
+                    if now_dead || dead.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                outcome = self.live.execute(action) => outcome,
+                _ = killed => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Runs a reconcile loop until virtual `at_ms`, then kills it (the loop
+    /// and its executors are dropped mid-flight). Returns whether it was
+    /// still running then.
+    async fn kill_at(live: &Arc<LiveSim>, tmp: &TempJournal, at_ms: u64) -> bool {
+        let (kill, dead) = watch::channel(false);
+        let side = Arc::new(Mortal { live: Arc::clone(live), dead });
+        let j = tmp.journal();
+        let task = tokio::spawn(async move { reconcile(side, &j, &opts()).await });
+        until(live, at_ms).await;
+        let running = !task.is_finished();
+        task.abort();
+        let _ = kill.send(true);
+        let _ = task.await;
+        running
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconciler_killed_at_any_instant_resumes_from_its_journal() {
+        let fleet = Arc::new(fleetgen::fleet(&shape()).unwrap());
+        let mut lost = 0;
+        for seed in 1..=4 {
+            let live = live(&fleet, seed);
+            let tmp = TempJournal::new(&format!("crash-{seed}"));
+            let mut rng = Rng::new(seed);
+            // Somewhere in the rollout (about 12 minutes long).
+            let at = rng.range(30_000, 10 * 60_000);
+            assert!(kill_at(&live, &tmp, at).await, "seed {seed}: killed mid-rollout at {at} ms");
+            assert!(!live.report().converged, "seed {seed}");
+            // Down for a while: what ran goes on in the world.
+            until(&live, at + rng.range(1_000, 60_000)).await;
+            lost += live.lost_outcomes();
+            let s = reconcile(Arc::clone(&live), &tmp.journal(), &opts()).await;
+            assert_eq!(s.finish, Finish::Converged, "seed {seed}: {s:?}");
+            assert_at_target(&live).await;
+            let r = live.report();
+            assert_clean(&r);
+            assert!(r.requests > 0);
+        }
+        assert!(lost > 0, "some kill dropped an action in flight");
+    }
+
+    /// The fleetgen spec with its target release (and rollback permission) replaced.
+    fn with_release(release: &str, allow_rollback: bool) -> Arc<Fleet> {
+        let text = fleetgen::spec_text(&shape());
+        let from = "    release: \"2026.11.2\"\n  policy:";
+        assert!(text.contains(from));
+        let allow = if allow_rollback { "    allow_rollback: true\n" } else { "" };
+        spec(&text.replace(from, &format!("    release: \"{release}\"\n{allow}  policy:")))
+    }
+
+    /// Some farm is back in service with every node on `release`.
+    fn farm_serving(live: &LiveSim, release: &str) -> bool {
+        let st = live.world();
+        let sim = &st.sim;
+        sim.fleet.farms.iter().enumerate().any(|(f, farm)| {
+            sim.farms[f].admin == Admin::Ready
+                && farm
+                    .nodes
+                    .iter()
+                    .all(|&n| sim.nodes[n as usize].release_active.as_ref().is_some_and(|r| &*r.0 == release))
+        })
+    }
+
+    fn releases_running(live: &LiveSim) -> BTreeSet<String> {
+        let st = live.world();
+        st.sim.nodes.iter().filter_map(|n| n.release_active.as_ref().map(|r| r.to_string())).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_spec_mid_rollout_forward_then_back() {
+        let first = with_release("2026.11.2", false);
+        for seed in [3, 8] {
+            let live = live(&first, seed);
+            let tmp = TempJournal::new(&format!("respec-{seed}"));
+            let mut rng = Rng::new(seed);
+            // A newer release while the first rollout runs (the daemon
+            // applies a spec between loops; here the old loop dies first).
+            let at = rng.range(2 * 60_000, 8 * 60_000);
+            assert!(kill_at(&live, &tmp, at).await);
+            live.set_fleet(with_release("2026.11.10", false)).unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let o = Options { stop: Arc::clone(&stop), ..opts() };
+            let j = tmp.journal();
+            let side = Arc::clone(&live);
+            let task = tokio::spawn(async move { reconcile(side, &j, &o).await });
+            // Stop once a farm serves the newest release, then roll back to the first.
+            let mut t = live.now_ms();
+            while !farm_serving(&live, "2026.11.10") {
+                assert!(!task.is_finished(), "seed {seed}: the second loop ended before any switch");
+                t += 10_000;
+                until(&live, t).await;
+            }
+            stop.store(true, Ordering::SeqCst);
+            let s = task.await.unwrap();
+            assert!(matches!(s.finish, Finish::Interrupted | Finish::Converged), "{s:?}");
+            // Backwards without permission: the planner refuses and says why
+            // (the loop gives up at once: `stall` is wall time).
+            live.set_fleet(with_release("2026.11.2", false)).unwrap();
+            let o = Options { stall: Duration::from_millis(200), ..opts() };
+            let s = reconcile(Arc::clone(&live), &tmp.journal(), &o).await;
+            assert_eq!(s.finish, Finish::Stuck, "seed {seed}");
+            assert!(s.blocked.iter().any(|b| b.reason.contains("allow_rollback")), "{:?}", s.blocked);
+            assert!(farm_serving(&live, "2026.11.10"), "seed {seed}: no rollback without permission");
+            live.set_fleet(with_release("2026.11.2", true)).unwrap();
+            let s = reconcile(Arc::clone(&live), &tmp.journal(), &opts()).await;
+            assert_eq!(s.finish, Finish::Converged, "seed {seed}: {s:?}");
+            assert_at_target(&live).await;
+            assert_eq!(releases_running(&live), BTreeSet::from(["2026.11.2".to_string()]));
+            let r = live.report();
+            assert_clean(&r);
+            assert!(r.actions.get("activate").is_some_and(|&a| a > fleet_nodes(&first)), "switched more than once");
+        }
+    }
+
+    fn fleet_nodes(f: &Fleet) -> u64 {
+        f.nodes.len() as u64
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_release_ranks_among_the_known_ones() {
+        let live = live(&with_release("2026.11.2", false), 1);
+        live.set_fleet(with_release("2026.11.10", false)).unwrap();
+        live.set_fleet(with_release("2026.11.1a", false)).unwrap();
+        let st = live.world();
+        let r = &st.sim.releases;
+        let rank = |id: &str| r.rank(r.ids.iter().position(|x| &*x.0 == id).unwrap() as u16);
+        // 2026.11.1 (initial) < 2026.11.1a < 2026.11.2 < 2026.11.10.
+        assert!(rank("2026.11.1") < rank("2026.11.1a"));
+        assert!(rank("2026.11.1a") < rank("2026.11.2"));
+        assert!(rank("2026.11.2") < rank("2026.11.10"));
+        assert_eq!(r.rank(super::super::NONE_SEEN), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_topology_is_refused() {
+        let live = live(&with_release("2026.11.2", false), 1);
+        let bigger = Arc::new(fleetgen::fleet(&Shape { nodes_per_farm: 4, ..shape() }).unwrap());
+        let e = live.set_fleet(bigger).unwrap_err();
+        assert!(e.contains("topology"), "{e}");
+        let more_sites = Arc::new(fleetgen::fleet(&Shape { prod_sites: 3, ..shape() }).unwrap());
+        assert!(live.set_fleet(more_sites).unwrap_err().contains("sites"));
+        // The spec in force is unchanged.
+        assert_eq!(live.fleet().nodes.len(), with_release("2026.11.2", false).nodes.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_request_ends_with_nothing_running_and_a_new_loop_converges() {
+        let fleet = Arc::new(fleetgen::fleet(&shape()).unwrap());
+        for seed in 11..=13 {
+            let live = live(&fleet, seed);
+            let tmp = TempJournal::new(&format!("stop-{seed}"));
+            let stop = Arc::new(AtomicBool::new(false));
+            let o = Options { stop: Arc::clone(&stop), ..opts() };
+            let j = tmp.journal();
+            let side = Arc::clone(&live);
+            let task = tokio::spawn(async move { reconcile(side, &j, &o).await });
+            let at = Rng::new(seed).range(30_000, 10 * 60_000);
+            until(&live, at).await;
+            stop.store(true, Ordering::SeqCst);
+            let s = task.await.unwrap();
+            assert_eq!(s.finish, Finish::Interrupted, "seed {seed}");
+            assert_eq!(live.running(), 0, "seed {seed}: stopped with an action running");
+            assert_eq!(live.lost_outcomes(), 0);
+            assert!(tmp.journal().load().unwrap().in_flight.is_empty());
+            assert_clean(&live.report());
+            let s = reconcile(Arc::clone(&live), &tmp.journal(), &opts()).await;
+            assert_eq!(s.finish, Finish::Converged, "seed {seed}: {s:?}");
+            assert_at_target(&live).await;
+            assert_clean(&live.report());
+        }
+    }
+}
