@@ -69,11 +69,14 @@ fn set_release(dir: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(&p).unwrap();
     // An editor's atomic save: write a temporary file, rename it over.
     let tmp = dir.join(".fleet.yaml.swp");
-    std::fs::write(&tmp, text.replacen(&format!("release: {from}"), &format!("release: {to}"), 1).replacen(
-        &format!("release: \"{from}\""),
-        &format!("release: \"{to}\""),
-        1,
-    ))
+    std::fs::write(
+        &tmp,
+        text.replacen(&format!("release: {from}"), &format!("release: {to}"), 1).replacen(
+            &format!("release: \"{from}\""),
+            &format!("release: \"{to}\""),
+            1,
+        ),
+    )
     .unwrap();
     std::fs::rename(&tmp, &p).unwrap();
 }
@@ -108,8 +111,10 @@ fn reaction_latency(rounds: usize) {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut lat = Vec::new();
+    let lat_ref = &mut lat;
     rt.block_on(async {
-        let (specs, _watch) = source::watch_dir(dir.clone(), Duration::from_millis(100), Duration::from_secs(30)).unwrap();
+        let (specs, _watch) =
+            source::watch_dir(dir.clone(), Duration::from_millis(100), Duration::from_secs(30)).unwrap();
         let shared = Arc::new(state::Shared::new(state::DaemonStatus::default()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let jdir = dir.with_extension("state");
@@ -128,7 +133,7 @@ fn reaction_latency(rounds: usize) {
                 None => {
                     let mut cfg = drover::sim::SimConfig::new(&fleet, 1);
                     cfg.traffic = false;
-                    Ok(drover::sim::live::LiveSim::new(fleet, cfg, 100_000.0))
+                    drover::sim::live::LiveSim::new(fleet, cfg, 100_000.0)
                 }
             }
         };
@@ -156,9 +161,11 @@ fn reaction_latency(rounds: usize) {
                     release = next;
                     // Wait for the first action started.
                     let started = loop {
-                        let found = notes.lock().unwrap().iter().find_map(|(t, n)| {
-                            matches!(n, Note::Action(Event::Started { .. })).then_some(*t)
-                        });
+                        let found = notes
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .find_map(|(t, n)| matches!(n, Note::Action(Event::Started { .. })).then_some(*t));
                         if let Some(t) = found {
                             break t;
                         }
@@ -173,7 +180,7 @@ fn reaction_latency(rounds: usize) {
                         .filter_map(|(_, n)| if let Note::Observed { took } = n { Some(*took) } else { None })
                         .sum();
                     let ms = (started - t_write).saturating_sub(observing).as_secs_f64() * 1000.0;
-                    lat.push(ms);
+                    lat_ref.push(ms);
                     // Let the rollout finish before the next change.
                     let t1 = Instant::now();
                     while !(converged(&sh) && sh.status().spec.generation as usize == i + 2) {
@@ -205,10 +212,7 @@ fn reaction_latency(rounds: usize) {
 
 fn proc_status(pid: u32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
+    s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -216,7 +220,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     let after = s.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15; after ") " the state is field 3.
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn get(addr: &str, path: &str) -> Option<String> {

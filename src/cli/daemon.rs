@@ -79,8 +79,12 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
     };
     match rt.block_on(serve(cli, args)) {
         Ok(stopped) => {
-            tracing::info!(started = stopped.started, failed = stopped.failed.len(),
-                parked = stopped.parked.len(), "stopped");
+            tracing::info!(
+                started = stopped.started,
+                failed = stopped.failed.len(),
+                parked = stopped.parked.len(),
+                "stopped"
+            );
             exit::OK
         }
         Err(e) => {
@@ -105,25 +109,24 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
         let _ = stop_tx.send(true);
     });
     // The spec: a Git branch, or the directory watched.
-    let (specs, source_errors, _watch, _git, spec_dir): (_, _, Option<source::Watching>, _, PathBuf) =
-        match &da.git {
-            Some(url) => {
-                let src = GitSource {
-                    url: url.clone(),
-                    branch: da.branch.clone(),
-                    subdir: cli.specs.clone(),
-                    checkout: state_dir.join("spec-repo"),
-                    interval: da.git_interval,
-                };
-                let spec_dir = src.spec_dir();
-                let (rx, err, task) = source::follow_git(src);
-                (rx, Some(err), None, Some(AbortOnDrop(task)), spec_dir)
-            }
-            None => {
-                let (rx, w) = source::watch_dir(cli.specs.clone(), da.debounce, Duration::from_secs(30))?;
-                (rx, None, Some(w), None, cli.specs.clone())
-            }
-        };
+    let (specs, source_errors, _watch, _git, spec_dir): (_, _, Option<source::Watching>, _, PathBuf) = match &da.git {
+        Some(url) => {
+            let src = GitSource {
+                url: url.clone(),
+                branch: da.branch.clone(),
+                subdir: cli.specs.clone(),
+                checkout: state_dir.join("spec-repo"),
+                interval: da.git_interval,
+            };
+            let spec_dir = src.spec_dir();
+            let (rx, err, task) = source::follow_git(src);
+            (rx, Some(err), None, Some(AbortOnDrop(task)), spec_dir)
+        }
+        None => {
+            let (rx, w) = source::watch_dir(cli.specs.clone(), da.debounce, Duration::from_secs(30))?;
+            (rx, None, Some(w), None, cli.specs.clone())
+        }
+    };
     let shared = Arc::new(Shared::new(DaemonStatus {
         version: env!("CARGO_PKG_VERSION").into(),
         fleet_kind: if args.simulate { "simulated" } else { "real" }.into(),
@@ -146,14 +149,17 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
             stop_grace: da.stop_grace,
             status_every: Duration::from_millis(500),
         };
-        let seed = args.sim.seed;
         let scale = da.time_scale;
-        let connect = |fleet: Arc<crate::model::Fleet>, current: Option<Arc<crate::sim::live::LiveSim>>| async move {
-            match current {
-                Some(sim) => sim.set_fleet(fleet).map(|()| sim),
-                None => {
-                    let cfg = crate::sim::SimConfig::new(&fleet, seed);
-                    Ok(crate::sim::live::LiveSim::new(fleet, cfg, scale))
+        let sim_args = args.sim.clone();
+        let connect = |fleet: Arc<crate::model::Fleet>, current: Option<Arc<crate::sim::live::LiveSim>>| {
+            let sim_args = sim_args.clone();
+            async move {
+                match current {
+                    Some(sim) => sim.set_fleet(fleet).map(|()| sim),
+                    None => {
+                        let cfg = super::simulate::config(&fleet, &sim_args)?;
+                        crate::sim::live::LiveSim::new(fleet, cfg, scale)
+                    }
                 }
             }
         };

@@ -63,7 +63,9 @@ fn print_daemon(v: &serde_json::Value, addr: &str) {
         r["drift_items"],
         r["running"].as_array().map_or(0, Vec::len)
     );
-    for (key, label) in [("running", "running"), ("pending", "pending"), ("blocked", "waiting"), ("held", "held"), ("failed", "failed")] {
+    for (key, label) in
+        [("running", "running"), ("pending", "pending"), ("blocked", "waiting"), ("held", "held"), ("failed", "failed")]
+    {
         for item in r[key].as_array().into_iter().flatten() {
             println!("  {label}: {}", s(item));
         }
@@ -77,7 +79,8 @@ fn print_daemon(v: &serde_json::Value, addr: &str) {
 }
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
-    if !args.direct && !args.simulate
+    if !args.direct
+        && !args.simulate
         && let Some(v) = from_daemon(&args.daemon)
     {
         super::quiet_on_closed_stdout();

@@ -62,12 +62,24 @@ impl Default for Options {
 #[derive(Clone, Debug)]
 pub enum Note {
     Action(Event),
-    SpecApplied { generation: u64, commit: Option<String>, digest: String },
-    SpecRejected { commit: Option<String>, error: String },
+    SpecApplied {
+        generation: u64,
+        commit: Option<String>,
+        digest: String,
+    },
+    SpecRejected {
+        commit: Option<String>,
+        error: String,
+    },
     /// One observation of the whole fleet.
-    Observed { took: Duration },
+    Observed {
+        took: Duration,
+    },
     /// A pass started these many actions.
-    Pass { started: usize, converged: bool },
+    Pass {
+        started: usize,
+        converged: bool,
+    },
 }
 
 /// How the daemon ended (on a stop request; errors are `Err`).
@@ -161,13 +173,15 @@ where
         if *stop.borrow() && stopping.is_none() {
             stopping = Some(Instant::now() + opts.stop_grace);
             let open = ctl.as_ref().map(|c| c.open_windows()).unwrap_or_default();
-            tracing::info!(open = open.len(), running = ctl.as_ref().map_or(0, |c| c.running_count()),
-                "stopping: no new window opens; open windows are closed first");
+            tracing::info!(
+                open = open.len(),
+                running = ctl.as_ref().map_or(0, |c| c.running_count()),
+                "stopping: no new window opens; open windows are closed first"
+            );
             shared.status().rollout.phase = "stopping".into();
         }
         if let Some(deadline) = stopping {
-            let (running, open) =
-                ctl.as_ref().map(|c| (c.running_count(), c.open_windows())).unwrap_or_default();
+            let (running, open) = ctl.as_ref().map(|c| (c.running_count(), c.open_windows())).unwrap_or_default();
             let past = Instant::now() >= deadline;
             if running == 0 && (open.is_empty() || past || opts.detect_only) {
                 if !open.is_empty() {
@@ -183,7 +197,8 @@ where
         }
         // A new spec applies when nothing runs, so every completion lands on
         // the spec it was planned with; meanwhile nothing new starts.
-        if stopping.is_none() && ctl.as_ref().is_none_or(|c| c.running_count() == 0)
+        if stopping.is_none()
+            && ctl.as_ref().is_none_or(|c| c.running_count() == 0)
             && let Some(u) = pending.take()
         {
             let Ok(fleet) = u.fleet.clone() else { unreachable!("only valid specs wait") };
@@ -222,7 +237,11 @@ where
         let Some(c) = ctl.as_mut() else {
             // No spec in force yet: wait for one (or a stop).
             tokio::select! {
-                r = specs.changed(), if specs_open => if r.is_err() { specs_open = false },
+                // `changed()` marks the value seen: read it on the next turn.
+                r = specs.changed(), if specs_open => match r {
+                    Ok(()) => fresh_spec = true,
+                    Err(_) => specs_open = false,
+                },
                 _ = stop.changed() => {}
                 _ = tokio::time::sleep(opts.idle_tick) => {}
             }
@@ -299,7 +318,11 @@ where
         };
         tokio::select! {
             _ = c.wait(wait) => {}
-            r = specs.changed(), if specs_open => if r.is_err() { specs_open = false },
+            // `changed()` marks the value seen: read it on the next turn.
+                r = specs.changed(), if specs_open => match r {
+                    Ok(()) => fresh_spec = true,
+                    Err(_) => specs_open = false,
+                },
             _ = stop.changed() => {}
         }
     }

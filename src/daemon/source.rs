@@ -42,12 +42,9 @@ pub fn read(dir: &Path, commit: Option<String>) -> SpecUpdate {
     let digest = digest_of(&files);
     let fleet = match crate::spec::validate::check(&files) {
         Ok(fleet) => Ok(Arc::new(fleet)),
-        Err(diags) => Err(format!(
-            "{}{} errors in {}",
-            crate::spec::diag::render(&diags, &files),
-            diags.len(),
-            dir.display()
-        )),
+        Err(diags) => {
+            Err(format!("{}{} errors in {}", crate::spec::diag::render(&diags, &files), diags.len(), dir.display()))
+        }
     };
     SpecUpdate { commit, digest, at_ms, fleet }
 }

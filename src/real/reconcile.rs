@@ -258,8 +258,7 @@ impl<'j, F: Fleetside> Controller<'j, F> {
                     }
                     let entry = self.cooldown.entry(action.subject()).or_insert((Instant::now(), 0));
                     entry.1 += 1;
-                    entry.0 =
-                        Instant::now() + Duration::from_secs(1 << entry.1.min(6)).min(Duration::from_secs(60));
+                    entry.0 = Instant::now() + Duration::from_secs(1 << entry.1.min(6)).min(Duration::from_secs(60));
                 }
                 Outcome::Ok => {
                     self.cooldown.remove(&action.subject());

@@ -25,9 +25,7 @@ fn shape() -> Shape {
 
 fn parse(text: &str) -> Result<Arc<Fleet>, String> {
     let files = [drover::spec::SourceFile { path: "fleet.yaml".into(), text: text.to_string() }];
-    drover::spec::validate::check(&files)
-        .map(Arc::new)
-        .map_err(|d| drover::spec::diag::render(&d, &files))
+    drover::spec::validate::check(&files).map(Arc::new).map_err(|d| drover::spec::diag::render(&d, &files))
 }
 
 fn update(text: &str, commit: &str) -> SpecUpdate {
@@ -138,6 +136,7 @@ fn converged_at(shared: &Shared, generation: u64) -> bool {
 }
 
 fn assert_clean(r: &Report) {
+    eprintln!("{} requests, {} actions, {} violations", r.requests, r.actions.values().sum::<u64>(), r.violations);
     assert_eq!(r.violations, 0, "{:?} {:?}", r.violations_by_invariant, r.violation_samples);
     assert_eq!(r.failed_requests, 0);
     assert!(r.requests > 1000, "{} requests", r.requests);
@@ -211,6 +210,7 @@ async fn crashes_at_random_instants_resume_without_violation() {
 /// new opens, the daemon returns with nothing parked; a restart converges.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_stop_at_a_random_instant_closes_open_windows_then_a_restart_converges() {
+    let mut mid_rollout = 0;
     for seed in 11..=14u64 {
         let h = Harness::new(&format!("stop{seed}"));
         let mut rng = Rng::new(seed);
@@ -218,9 +218,17 @@ async fn a_stop_at_a_random_instant_closes_open_windows_then_a_restart_converges
         let (_tx, rx) = watch::channel(update(&text, "c1"));
         let sh = shared();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let at = Duration::from_millis(rng.range(60_000, 1_500_000));
+        // A random instant of the rollout: after a random number of actions, plus up to a minute.
+        let after = rng.range(10, 200) as usize;
+        let extra = Duration::from_millis(rng.range(0, 60_000));
         let driver = async {
-            tokio::time::sleep(at).await;
+            until("the rollout to get going", Duration::from_secs(6 * 3600), || h.started() >= after).await;
+            tokio::time::sleep(extra).await;
+            let phase = sh.status().rollout.phase.clone();
+            eprintln!("stop after {after} actions + {extra:?}, in phase {phase}");
+            if phase == "rolling" {
+                mid_rollout += 1;
+            }
             stop_tx.send(true).unwrap();
         };
         let (r, ()) = tokio::join!(h.run(rx.clone(), Arc::clone(&sh), stop_rx), driver);
@@ -241,4 +249,5 @@ async fn a_stop_at_a_random_instant_closes_open_windows_then_a_restart_converges
         assert_clean(&h.report());
         h.assert_release("2026.11.2").await;
     }
+    assert!(mid_rollout >= 2, "only {mid_rollout} stops came mid-rollout");
 }

@@ -128,7 +128,12 @@ impl Daemon {
             {
                 return s;
             }
-            assert!(t0.elapsed() < limit, "timed out waiting for {what}; last status {:?}\nlog:\n{}", self.status(), self.log());
+            assert!(
+                t0.elapsed() < limit,
+                "timed out waiting for {what}; last status {:?}\nlog:\n{}",
+                self.status(),
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -216,7 +221,9 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
     let good = std::fs::read_to_string(&fleet_yaml).unwrap();
     std::fs::write(&fleet_yaml, good.replacen("release: 2026.11.2", "release: \"not a release!\"", 1)).unwrap();
     let bad = repo.commit("a broken release id");
-    let s = d.wait_status("the invalid commit reported", Duration::from_secs(30), |s| s["spec"]["rejected"]["commit"] == bad);
+    let s = d.wait_status("the invalid commit reported", Duration::from_secs(30), |s| {
+        s["spec"]["rejected"]["commit"] == bad
+    });
     assert_eq!(s["spec"]["generation"], 2, "{s}");
     assert_eq!(s["spec"]["commit"], c1, "{s}");
     let err = s["spec"]["rejected"]["error"].as_str().unwrap();
