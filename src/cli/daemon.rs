@@ -56,7 +56,8 @@ pub struct DaemonArgs {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => b.json().flatten_event(true).try_init(),
         LogFormat::Text => b.try_init(),
@@ -163,7 +164,13 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
                 }
             }
         };
-        d::run(connect, specs, source_errors, &journal, Arc::clone(&shared), opts, stop_rx, &mut on).await
+        let r = d::run(connect, specs, source_errors, &journal, Arc::clone(&shared), opts, stop_rx, &mut on).await;
+        // What the independent checker saw over the whole run.
+        if let Some(s) = shared.status().simulation.clone() {
+            tracing::info!(requests = %s["requests"], failed_requests = %s["failed_requests"],
+                violations = %s["violations"], virtual_s = %s["virtual_s"], "simulation checked");
+        }
+        r
     } else {
         let opts = d::Options {
             resync: da.resync,

@@ -66,9 +66,22 @@ fn print_daemon(v: &serde_json::Value, addr: &str) {
     for (key, label) in
         [("running", "running"), ("pending", "pending"), ("blocked", "waiting"), ("held", "held"), ("failed", "failed")]
     {
-        for item in r[key].as_array().into_iter().flatten() {
+        let items = r[key].as_array().map(Vec::as_slice).unwrap_or_default();
+        for item in items.iter().take(10) {
             println!("  {label}: {}", s(item));
         }
+        if items.len() > 10 {
+            println!("  ... and {} more {label} (--output json lists all)", items.len() - 10);
+        }
+    }
+    if let Some(sim) = v["simulation"].as_object() {
+        println!(
+            "simulation: {} virtual s, {} requests checked, {} failed, {} violations",
+            sim.get("virtual_s").cloned().unwrap_or_default(),
+            sim.get("requests").cloned().unwrap_or_default(),
+            sim.get("failed_requests").cloned().unwrap_or_default(),
+            sim.get("violations").cloned().unwrap_or_default()
+        );
     }
     if let Some(e) = v["last_error"].as_str() {
         println!("  last error: {e}");

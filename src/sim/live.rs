@@ -225,6 +225,19 @@ impl Fleetside for LiveSim {
         Ok(observed)
     }
 
+    fn simulation_report(&self) -> Option<serde_json::Value> {
+        let r = self.report();
+        Some(serde_json::json!({
+            "virtual_s": self.now_ms() as f64 / 1000.0,
+            "at_target": r.converged,
+            "requests": r.requests,
+            "failed_requests": r.failed_requests,
+            "violations": r.violations,
+            "violations_by_invariant": r.violations_by_invariant,
+            "violation_samples": r.violation_samples.iter().take(5).collect::<Vec<_>>(),
+        }))
+    }
+
     async fn execute(&self, action: &Action) -> Outcome {
         let (id, due) = {
             let mut st = self.world();
