@@ -219,6 +219,8 @@ where
                         st.spec.digest = u.digest.clone();
                         st.spec.applied_at_ms = crate::real::reconcile::now_ms();
                         st.spec.pending = false;
+                        // What the rollout does under this spec is known after its first pass.
+                        st.rollout.phase = "starting".into();
                         if st.spec.rejected.as_ref().is_some_and(|r| r.at_ms <= u.at_ms) {
                             st.spec.rejected = None;
                         }

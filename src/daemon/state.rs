@@ -33,7 +33,7 @@ pub struct Rejected {
 /// What the rollout is doing.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Rollout {
-    /// `starting`, `converged`, `rolling`, `waiting` (nothing can start now:
+    /// `starting` (a spec was just applied: no pass yet), `converged`, `rolling`, `waiting` (nothing can start now:
     /// see `blocked`), `halted` (failure budget), `detect-only`, `stopping`.
     pub phase: String,
     /// Actions running now (`describe` text).
