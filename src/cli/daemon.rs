@@ -145,7 +145,7 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
         let opts = d::Options {
             tick: Duration::from_millis(20),
             idle_tick: Duration::from_millis(100),
-            resync: Duration::from_secs(1),
+            resync: da.resync,
             detect_only: da.detect_only,
             stop_grace: da.stop_grace,
             status_every: Duration::from_millis(500),
