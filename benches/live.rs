@@ -48,7 +48,7 @@ fn main() {
     } else {
         let live = LiveSim::new(Arc::new(fleet), cfg, scale).expect("a valid live simulation");
         let dir = std::env::temp_dir().join(format!("drover-bench-live-{}", std::process::id()));
-        let journal = Journal::new(&dir.join("journal.json"));
+        let journal = Journal::new(&dir.join(drover::real::journal::FILE));
         let opts = Options { tick: Duration::from_millis(5), stall: Duration::from_secs(30), stop: Default::default() };
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
         let summary = rt.block_on(reconcile_once(Arc::clone(&live), &journal, &opts, &mut |_| {}));
