@@ -393,13 +393,24 @@ fn publish<F: Fleetside>(
         .chain(c.memory.failed_farms.iter().map(|(f, e)| format!("farm {}: {e}", fleet.farms[*f as usize].name)))
         .collect();
     failed.sort();
+    // Held by an operator: what the planner names, and every node out of
+    // service that drover did not take out (also when nothing needs it).
+    let mut held = pass.held.clone();
+    for n in 0..fleet.nodes.len() {
+        if metrics::NodeState::of(observed, &c.memory, n as u32) == metrics::NodeState::Held {
+            let name = format!("node {}", fleet.nodes[n].name);
+            if !held.contains(&name) {
+                held.push(name);
+            }
+        }
+    }
     let mut st = shared.status();
     st.rollout = state::Rollout {
         phase: phase.into(),
         running: c.running().map(|a| a.describe(fleet)).collect(),
         pending,
         blocked: pass.blocked.iter().map(|b| format!("{}: {}", b.subject, b.reason)).collect(),
-        held: pass.held.clone(),
+        held,
         failed,
         drift_items: drift,
         nodes_at_target: at_target,

@@ -213,6 +213,28 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
         r.assert_clean();
     }
     assert_converged(&fleet, &to);
+    // Drift behind drover's back: a node's release link moved back by hand
+    // (repaired), and a server put in maint by an operator (reported, left alone).
+    let node = fleet.node("fra1-f1-n2");
+    let link = node.root.join("srv/app/current");
+    let old = std::fs::read_link(&link).unwrap().to_string_lossy().replace("2026.11.2", "2026.11.1");
+    let tmp = node.root.join("srv/app/current.tmp");
+    std::os::unix::fs::symlink(&old, &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    assert_eq!(node.active_release().as_deref(), Some("2026.11.1"));
+    fleet.site("par1").lb.set("set server par1-f1/par1-f1-n3 state maint");
+    let s = d.wait_status("the drift repaired and the hold reported", Duration::from_secs(60), |s| {
+        s["rollout"]["held"].to_string().contains("par1-f1-n3") && s["rollout"]["drift_items"] == 0
+    });
+    assert_eq!(node.active_release().as_deref(), Some("2026.11.2"), "{s}");
+    std::thread::sleep(Duration::from_secs(3));
+    let held = super::lb::parse_servers_state(&fleet.site("par1").lb.cmd("show servers state"))
+        .into_iter()
+        .find(|st| st.srv_name == "par1-f1-n3")
+        .unwrap();
+    assert_ne!(held.admin_state, 0, "drover lifted an operator's maint");
+    fleet.site("par1").lb.set("set server par1-f1/par1-f1-n3 state ready");
+    d.wait_status("the fleet converged again", Duration::from_secs(30), converged_on(&c1));
     let started_before = metric(&d.get("/metrics").unwrap().1, "drover_actions_started_total");
     assert!(started_before > 0.0);
 
