@@ -57,6 +57,7 @@ impl Harness {
 
     fn opts() -> daemon::Options {
         daemon::Options {
+            detect_only: false,
             tick: Duration::from_millis(500),
             idle_tick: Duration::from_secs(5),
             resync: Duration::from_secs(30),
@@ -71,6 +72,16 @@ impl Harness {
         specs: watch::Receiver<SpecUpdate>,
         shared: Arc<Shared>,
         stop: watch::Receiver<bool>,
+    ) -> Result<daemon::Stopped, String> {
+        self.run_with(specs, shared, stop, Self::opts()).await
+    }
+
+    async fn run_with(
+        &self,
+        specs: watch::Receiver<SpecUpdate>,
+        shared: Arc<Shared>,
+        stop: watch::Receiver<bool>,
+        opts: daemon::Options,
     ) -> Result<daemon::Stopped, String> {
         let slot = Arc::clone(&self.sim);
         let connect = move |fleet: Arc<Fleet>, _current: Option<Arc<LiveSim>>| {
@@ -91,7 +102,7 @@ impl Harness {
         let notes = Arc::clone(&self.notes);
         let mut on = move |n: &Note| notes.lock().unwrap().push(n.clone());
         let journal = self.journal();
-        daemon::run(connect, specs, None, &journal, shared, Self::opts(), stop, &mut on).await
+        daemon::run(connect, specs, None, &journal, shared, opts, stop, &mut on).await
     }
 
     fn started(&self) -> usize {
@@ -250,4 +261,30 @@ async fn a_stop_at_a_random_instant_closes_open_windows_then_a_restart_converges
         h.assert_release("2026.11.2").await;
     }
     assert!(mid_rollout >= 2, "only {mid_rollout} stops came mid-rollout");
+}
+
+/// Detect-only: the drift and what would be done are reported; nothing starts.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn detect_only_reports_drift_and_the_plan_and_starts_nothing() {
+    let h = Harness::new("detect");
+    let text = spec_text(&shape());
+    let (_tx, rx) = watch::channel(update(&text, "c1"));
+    let sh = shared();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let opts = daemon::Options { detect_only: true, status_every: Duration::ZERO, ..Harness::opts() };
+    let driver = async {
+        until("a pass", Duration::from_secs(600), || sh.status().rollout.passes >= 3).await;
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let st = sh.status().clone();
+        stop_tx.send(true).unwrap();
+        st
+    };
+    let (r, st) = tokio::join!(h.run_with(rx, Arc::clone(&sh), stop_rx, opts), driver);
+    r.unwrap();
+    assert_eq!(h.started(), 0, "detect-only started actions");
+    assert_eq!(st.rollout.phase, "detect-only");
+    assert!(st.rollout.drift_items > 0 && st.rollout.nodes_at_target == 0, "{:?}", st.rollout);
+    assert!(!st.rollout.pending.is_empty() && st.rollout.pending.iter().all(|p| p.ends_with("(detect-only)")));
+    assert_eq!(h.report().actions.values().sum::<u64>(), 0);
+    assert!(h.journal().load().unwrap().node_ops.is_empty());
 }

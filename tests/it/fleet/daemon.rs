@@ -200,6 +200,16 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
     d.wait_status("the first spec applied and converged", Duration::from_secs(60), converged_on(&first));
     assert_eq!(d.get("/healthz").map(|r| r.0), Some(200));
     assert_eq!(d.get("/readyz").map(|r| r.0), Some(200), "{}", d.log());
+    // One drover per fleet: another one on the same state is refused.
+    let second = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .arg("--specs")
+        .arg(&fleet.spec_dir)
+        .args(["reconcile", "--once", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another drover holds the lease"));
 
     // 1. A new target committed: the daemon converges to it under load.
     let to = Target { release: "2026.11.2".into(), ..Target::initial() };
