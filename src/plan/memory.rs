@@ -309,8 +309,8 @@ mod tests {
 
     #[test]
     fn remap_follows_nodes_and_farms_by_name_and_drops_the_gone() {
-        let small = fleet(&Shape { farms_per_site: 2, ..Shape::default() }).unwrap();
-        let big = fleet(&Shape { farms_per_site: 3, ..Shape::default() }).unwrap();
+        let small = fleet(&Shape { farms_per_site: 2, capacity_floor: 0.3, ..Shape::default() }).unwrap();
+        let big = fleet(&Shape { farms_per_site: 3, capacity_floor: 0.3, ..Shape::default() }).unwrap();
         assert!(small.same_topology(&small.clone()));
         assert!(!small.same_topology(&big));
         let id = |f: &crate::model::Fleet, name: &str| f.nodes.iter().position(|n| n.name == name).unwrap() as NodeId;

@@ -135,8 +135,9 @@ fn io_error(path: &Path, what: &str, e: impl std::fmt::Display) -> String {
 }
 
 /// The JSON journal of drover before the redb one, beside `path`.
-fn legacy_path(path: &Path) -> PathBuf {
-    path.with_extension("json")
+/// The former JSON journal beside `path` (none when `path` itself is named so).
+fn legacy_path(path: &Path) -> Option<PathBuf> {
+    Some(path.with_extension("json")).filter(|l| l != path)
 }
 
 fn parse_legacy(legacy: &Path, bytes: &[u8]) -> Result<Memory, String> {
@@ -183,10 +184,11 @@ impl Journal {
             return builder().open(path).map_err(|e| open_error(path, e));
         }
         let legacy = legacy_path(path);
-        let imported = match fs::read(&legacy) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_error(&legacy, "read", e)),
-            Ok(bytes) => Some(parse_legacy(&legacy, &bytes)?),
+        let imported = match legacy.as_deref().map(|l| (l, fs::read(l))) {
+            None => None,
+            Some((_, Err(e))) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Some((l, Err(e))) => return Err(io_error(l, "read", e)),
+            Some((l, Ok(bytes))) => Some(parse_legacy(l, &bytes)?),
         };
         // Built under another name and renamed: a crash mid-import leaves no
         // half-made journal.redb (the JSON one is still there to import).
@@ -196,7 +198,7 @@ impl Journal {
         write(&db, &fresh, &imported.unwrap_or_default(), None, self.ops_kept)?;
         drop(db);
         fs::rename(&fresh, path).map_err(|e| io_error(path, "create", e))?;
-        if legacy.exists() {
+        if let Some(legacy) = legacy.filter(|l| l.exists()) {
             fs::rename(&legacy, legacy.with_extension("json.imported"))
                 .map_err(|e| io_error(&legacy, "rename the imported", e))?;
         }
@@ -230,10 +232,13 @@ impl Journal {
     /// No journal yet: a fresh memory (or the old `journal.json`'s).
     pub fn peek(path: &Path, n: usize) -> Result<(Memory, Vec<OpRecord>), String> {
         if !path.exists() {
-            return match fs::read(legacy_path(path)) {
+            let Some(legacy) = legacy_path(path) else {
+                return Ok((Memory::default(), Vec::new()));
+            };
+            return match fs::read(&legacy) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Memory::default(), Vec::new())),
-                Err(e) => Err(io_error(&legacy_path(path), "read", e)),
-                Ok(bytes) => Ok((parse_legacy(&legacy_path(path), &bytes)?, Vec::new())),
+                Err(e) => Err(io_error(&legacy, "read", e)),
+                Ok(bytes) => Ok((parse_legacy(&legacy, &bytes)?, Vec::new())),
             };
         }
         match builder().open_read_only(path) {
@@ -349,6 +354,19 @@ mod tests {
         assert_eq!(j.load().unwrap(), m);
         drop(j);
         assert_eq!(Journal::open(&path).unwrap().load().unwrap(), m);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn any_file_name_works_even_the_old_json_one() {
+        let d = dir("anyname");
+        for name in ["journal.json", "state", "j.db"] {
+            let path = d.join("sub").join(name);
+            let m = some_memory();
+            Journal::new(&path).save(&m).unwrap();
+            assert_eq!(Journal::open(&path).unwrap().load().unwrap(), m, "{name}");
+            assert_eq!(Journal::peek(&path, 0).unwrap().0, m, "{name}");
+        }
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -316,7 +316,7 @@ mod tests {
             TempJournal(dir)
         }
         fn journal(&self) -> Journal {
-            Journal::new(&self.0.join("journal.json"))
+            Journal::new(&self.0.join(crate::real::journal::FILE))
         }
     }
 
