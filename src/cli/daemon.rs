@@ -185,11 +185,12 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
         let connect = move |fleet: Arc<crate::model::Fleet>, current: Option<Arc<crate::real::fleet::RealFleet>>| {
             let (real_args, dir, slot) = (real_args.clone(), dir.clone(), Arc::clone(&slot));
             async move {
-                // Nothing runs at a spec change: the old connections close, the new fleet's open.
+                // The new fleet's connections open first: if they cannot, the
+                // spec in force keeps its own. Nothing runs on the old ones now.
+                let side = real::connect(&fleet, &dir, &real_args).await?;
                 if let Some(cur) = current {
                     real::disconnect(&cur).await;
                 }
-                let side = real::connect(&fleet, &dir, &real_args).await?;
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&side));
                 Ok(side)
             }

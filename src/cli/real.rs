@@ -59,7 +59,11 @@ pub async fn connect(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Arc
         )?;
     let identity = args.identity.clone().or_else(|| fleet.ssh.identity.as_ref().map(from_spec));
     // Control sockets need a short path (108 bytes): keep them under /tmp.
-    let control_dir = std::env::temp_dir().join(format!("drover-{}", std::process::id()));
+    // One directory per connection set: the daemon opens a new set for a new
+    // spec before it closes (and removes) the old one.
+    static SETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let set = SETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let control_dir = std::env::temp_dir().join(format!("drover-{}-{set}", std::process::id()));
     let cfg = SshConfig {
         user: fleet.ssh.user.clone(),
         identity,

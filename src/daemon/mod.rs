@@ -121,6 +121,8 @@ where
     let mut specs_open = true;
     let mut fresh_spec = true;
     let mut source_error: Option<String> = None;
+    // A fleet that could not be connected is tried again after `idle_tick`.
+    let mut retry_connect_at: Option<Instant> = None;
     {
         let mut st = shared.status();
         st.detect_only = opts.detect_only;
@@ -199,11 +201,13 @@ where
         // the spec it was planned with; meanwhile nothing new starts.
         if stopping.is_none()
             && ctl.as_ref().is_none_or(|c| c.running_count() == 0)
+            && retry_connect_at.is_none_or(|t| Instant::now() >= t)
             && let Some(u) = pending.take()
         {
             let Ok(fleet) = u.fleet.clone() else { unreachable!("only valid specs wait") };
             match connect(Arc::clone(&fleet), ctl.as_ref().map(|c| Arc::clone(c.side()))).await {
                 Ok(side) => {
+                    retry_connect_at = None;
                     match ctl.as_mut() {
                         None => ctl = Some(Controller::new(side, journal)?),
                         Some(c) => c.retarget(side)?,
@@ -232,6 +236,7 @@ where
                     tracing::error!("cannot connect the fleet of the new spec (retrying): {e}");
                     set_error(&shared, Some(format!("connecting the fleet: {e}")));
                     pending = Some(u);
+                    retry_connect_at = Some(Instant::now() + opts.idle_tick);
                 }
             }
         }

@@ -201,7 +201,9 @@ impl<'j, F: Fleetside> Controller<'j, F> {
     /// every completion lands on the fleet it was planned on. The memory is
     /// carried over by name when the topology changed.
     pub fn retarget(&mut self, side: Arc<F>) -> Result<(), String> {
-        assert!(self.running.is_empty(), "retarget with actions running");
+        if !self.running.is_empty() {
+            return Err(format!("a new spec cannot apply while {} actions run", self.running.len()));
+        }
         let fleet = side.fleet();
         if !self.fleet.same_topology(&fleet) {
             self.memory = self.memory.remap(&self.fleet, &fleet);
