@@ -200,6 +200,18 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
     d.wait_status("the first spec applied and converged", Duration::from_secs(60), converged_on(&first));
     assert_eq!(d.get("/healthz").map(|r| r.0), Some(200));
     assert_eq!(d.get("/readyz").map(|r| r.0), Some(200), "{}", d.log());
+    // `drover status` shows the daemon's view when one answers.
+    let status = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["--specs", "/nonexistent", "status", "--daemon", &d.listen])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!("daemon at {} (real fleet): spec generation 1 commit {}", d.listen, &first[..12])),
+        "{text}"
+    );
+    assert!(text.contains("rollout: converged  16 of 16 nodes at target") && text.contains("par1-f1-n1"), "{text}");
     // One drover per fleet: another one on the same state is refused.
     let second = Command::new(env!("CARGO_BIN_EXE_drover"))
         .arg("--specs")
