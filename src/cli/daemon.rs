@@ -1,7 +1,7 @@
 //! `drover reconcile` without `--once`: the daemon, against the real fleet
 //! or (`--simulate`) the simulated one in scaled time.
 
-use std::path::PathBuf;
+use std::path::{Component, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,7 +90,6 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
         }
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("error: {e}");
             exit::ERROR
         }
     }
@@ -112,6 +111,14 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
     // The spec: a Git branch, or the directory watched.
     let (specs, source_errors, _watch, _git, spec_dir): (_, _, Option<source::Watching>, _, PathBuf) = match &da.git {
         Some(url) => {
+            let relative = cli.specs.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+            if !relative {
+                return Err(format!(
+                    "with --git, --specs names the spec directory inside the repository \
+                     (a relative path, `.` for its root), not {}",
+                    cli.specs.display()
+                ));
+            }
             let src = GitSource {
                 url: url.clone(),
                 branch: da.branch.clone(),

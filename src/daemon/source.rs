@@ -213,11 +213,16 @@ pub fn follow_git(
         let mut last: Option<String> = None;
         loop {
             match src.sync().await {
+                // The error is reported when it changes, not at every attempt.
                 Err(e) => {
-                    let _ = err_tx.send(Some(e));
+                    err_tx.send_if_modified(|cur| {
+                        let changed = cur.as_deref() != Some(e.as_str());
+                        *cur = Some(e);
+                        changed
+                    });
                 }
                 Ok(commit) => {
-                    let _ = err_tx.send(None);
+                    err_tx.send_if_modified(|cur| cur.take().is_some());
                     if last.as_deref() != Some(commit.as_str()) {
                         last = Some(commit.clone());
                         let dir = src.spec_dir();
