@@ -1,7 +1,7 @@
 //! `drover reconcile` without `--once`: the daemon, against the real fleet
 //! or (`--simulate`) the simulated one in scaled time.
 
-use std::path::{Component, PathBuf};
+use std::path::Component;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,7 +109,7 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
         let _ = stop_tx.send(true);
     });
     // The spec: a Git branch, or the directory watched.
-    let (specs, source_errors, _watch, _git, spec_dir): (_, _, Option<source::Watching>, _, PathBuf) = match &da.git {
+    let (specs, source_errors, _source, spec_dir) = match &da.git {
         Some(url) => {
             let relative = cli.specs.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
             if !relative {
@@ -127,12 +127,12 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
                 interval: da.git_interval,
             };
             let spec_dir = src.spec_dir();
-            let (rx, err, task) = source::follow_git(src);
-            (rx, Some(err), None, Some(AbortOnDrop(task)), spec_dir)
+            let (rx, err, following) = source::follow_git(src);
+            (rx, Some(err), following, spec_dir)
         }
         None => {
             let (rx, w) = source::watch_dir(cli.specs.clone(), da.debounce, Duration::from_secs(30))?;
-            (rx, None, Some(w), None, cli.specs.clone())
+            (rx, None, w, cli.specs.clone())
         }
     };
     let shared = Arc::new(Shared::new(DaemonStatus {
@@ -215,12 +215,4 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
         let _ = std::fs::remove_dir_all(d);
     }
     result
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

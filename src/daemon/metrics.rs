@@ -88,7 +88,17 @@ impl NodeState {
 }
 
 /// The kinds of drift item (`DriftItem::what`).
+/// Every kind `diff::drift_items` reports.
 const DRIFT_KINDS: [&str; 4] = ["package", "kernel", "php", "release"];
+
+/// What one observation counts, beside the gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FleetCounts {
+    /// Drift items across the reachable nodes.
+    pub drift_items: u64,
+    /// Reachable nodes with no drift.
+    pub nodes_at_target: u64,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
@@ -367,11 +377,12 @@ impl Metrics {
     }
 
     /// The fleet as observed by the last pass.
-    pub fn fleet_observed(&self, fleet: &Fleet, observed: &Observed, memory: &Memory) {
+    /// Returns the drift and progress counts it set, for the status document.
+    pub fn fleet_observed(&self, fleet: &Fleet, observed: &Observed, memory: &Memory) -> FleetCounts {
         if !observed.matches(fleet) {
             // A bug in the caller, not the fleet: keep the last good picture.
             tracing::error!("metrics: an observation not shaped like the fleet was ignored");
-            return;
+            return FleetCounts::default();
         }
         let mut states = [0i64; NodeState::ALL.len()];
         let mut releases = BTreeMap::<String, i64>::new();
@@ -419,6 +430,7 @@ impl Metrics {
         self.failures.get_or_create(&SubjectLabels { subject: "node" }).set(states[NodeState::Failed as usize]);
         self.failures.get_or_create(&SubjectLabels { subject: "farm" }).set(failed_farms as i64);
         self.failure_budget.set(fleet.policy.failure_budget as i64);
+        FleetCounts { drift_items: drift.iter().sum::<i64>() as u64, nodes_at_target: at_target as u64 }
     }
 
     /// A valid spec was applied.

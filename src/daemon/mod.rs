@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::diff::{drift_items, node_diff};
 use crate::model::Fleet;
 use crate::observe::Observed;
 use crate::plan::action::Outcome;
@@ -62,23 +61,9 @@ impl Default for Options {
 #[derive(Clone, Debug)]
 pub enum Note {
     Action(Event),
-    SpecApplied {
-        generation: u64,
-        commit: Option<String>,
-        digest: String,
-    },
-    SpecRejected {
-        commit: Option<String>,
-        error: String,
-    },
     /// One observation of the whole fleet.
     Observed {
         took: Duration,
-    },
-    /// A pass started these many actions.
-    Pass {
-        started: usize,
-        converged: bool,
     },
 }
 
@@ -99,7 +84,7 @@ pub struct Stopped {
 #[allow(clippy::too_many_arguments)]
 pub async fn run<F, C, Fut>(
     mut connect: C,
-    mut specs: watch::Receiver<SpecUpdate>,
+    mut specs: watch::Receiver<Option<SpecUpdate>>,
     mut source_errors: Option<watch::Receiver<Option<String>>>,
     journal: &Journal,
     shared: Arc<Shared>,
@@ -133,21 +118,20 @@ where
         // The newest spec: valid ones wait for a quiet point, invalid ones are reported.
         if fresh_spec || specs.has_changed().unwrap_or(false) {
             fresh_spec = false;
-            let u = specs.borrow_and_update().clone();
-            match &u.fleet {
-                Ok(_) => pending = Some(u),
-                Err(e) if u.digest.is_empty() && u.commit.is_none() && e.starts_with("fetching ") => {}
-                Err(e) => {
-                    tracing::error!(commit = u.commit.as_deref(), digest = %u.digest, "spec rejected, the spec in force stays:\n{e}");
-                    shared.metrics.spec_rejected();
-                    shared.status().spec.rejected = Some(Rejected {
-                        commit: u.commit.clone(),
-                        digest: u.digest.clone(),
-                        at_ms: u.at_ms,
-                        error: e.clone(),
-                    });
-                    on(&Note::SpecRejected { commit: u.commit.clone(), error: e.clone() });
-                    // A later valid spec supersedes one still waiting; an invalid one does not.
+            if let Some(u) = specs.borrow_and_update().clone() {
+                match &u.fleet {
+                    Ok(_) => pending = Some(u),
+                    Err(e) => {
+                        tracing::error!(commit = u.commit.as_deref(), digest = %u.digest, "spec rejected, the spec in force stays:\n{e}");
+                        shared.metrics.spec_rejected();
+                        shared.status().spec.rejected = Some(Rejected {
+                            commit: u.commit.clone(),
+                            digest: u.digest.clone(),
+                            at_ms: u.at_ms,
+                            error: e.clone(),
+                        });
+                        // A later valid spec supersedes one still waiting; an invalid one does not.
+                    }
                 }
             }
         }
@@ -230,7 +214,6 @@ where
                         }
                     }
                     last_view = None;
-                    on(&Note::SpecApplied { generation, commit: u.commit.clone(), digest: u.digest.clone() });
                 }
                 Err(e) => {
                     tracing::error!("cannot connect the fleet of the new spec (retrying): {e}");
@@ -295,7 +278,6 @@ where
         if shared.status().last_error.is_some() {
             set_error(&shared, None);
         }
-        on(&Note::Pass { started, converged: pass.converged });
         let busy = c.running_count() > 0 || !c.memory.node_ops.is_empty() || !c.memory.farm_ops.is_empty();
         // The status document: at most once per `status_every`, and on every change of phase.
         let phase = if stopping.is_some() {
@@ -374,20 +356,7 @@ fn publish<F: Fleetside>(
     source_error: Option<String>,
 ) {
     let fleet = c.fleet();
-    let mut drift = 0u64;
-    let mut at_target = 0u64;
-    for (n, o) in observed.nodes.iter().enumerate() {
-        if !o.reachable {
-            continue;
-        }
-        let d = node_diff(fleet, n as u32, o);
-        let items = drift_items(fleet, n as u32, o, &d).len() as u64;
-        drift += items;
-        if items == 0 {
-            at_target += 1;
-        }
-    }
-    shared.metrics.fleet_observed(fleet, observed, &c.memory);
+    let counts = shared.metrics.fleet_observed(fleet, observed, &c.memory);
     let errors = c.side().unreachable_errors();
     let view = crate::status::view(fleet, observed, &c.memory, &errors);
     let mut failed: Vec<String> = c
@@ -417,8 +386,8 @@ fn publish<F: Fleetside>(
         blocked: pass.blocked.iter().map(|b| format!("{}: {}", b.subject, b.reason)).collect(),
         held,
         failed,
-        drift_items: drift,
-        nodes_at_target: at_target,
+        drift_items: counts.drift_items,
+        nodes_at_target: counts.nodes_at_target,
         nodes_total: fleet.nodes.len() as u64,
         last_pass_at_ms: now_ms,
         passes,

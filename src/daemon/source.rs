@@ -1,7 +1,7 @@
 //! Where the daemon's spec comes from: a directory watched with `notify`, or
 //! a Git branch fetched on an interval. Either way the daemon receives
-//! `SpecUpdate`s on a `watch` channel: the newest spec seen, valid (a
-//! `Fleet`) or not (its rendered diagnostics). Deciding what to apply is the
+//! `SpecUpdate`s on a `watch` channel: the newest spec seen (`None` before
+//! the first), valid (a `Fleet`) or not (its rendered diagnostics). Deciding what to apply is the
 //! daemon's business; this module only reads.
 //!
 //! Debouncing: any file-system event starts (or restarts) a quiet period;
@@ -66,9 +66,9 @@ fn current_digest(dir: &Path) -> Option<String> {
     crate::spec::load_dir(dir).ok().map(|f| digest_of(&f))
 }
 
-/// Keeps the watcher alive; dropping it stops watching.
+/// Keeps a spec source alive; dropping it stops watching or following.
 pub struct Watching {
-    _watcher: notify::RecommendedWatcher,
+    _watcher: Option<notify::RecommendedWatcher>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -83,7 +83,7 @@ pub fn watch_dir(
     dir: PathBuf,
     debounce: Duration,
     rescan: Duration,
-) -> Result<(watch::Receiver<SpecUpdate>, Watching), String> {
+) -> Result<(watch::Receiver<Option<SpecUpdate>>, Watching), String> {
     use notify::Watcher;
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -98,7 +98,7 @@ pub fn watch_dir(
         .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
     let first = read(&dir, None);
     let mut last = first.digest.clone();
-    let (tx, rx) = watch::channel(first);
+    let (tx, rx) = watch::channel(Some(first));
     let task = tokio::spawn(async move {
         loop {
             // Wait for an event or the periodic rescan ...
@@ -123,12 +123,12 @@ pub fn watch_dir(
                 continue;
             };
             last = update.digest.clone();
-            if tx.send(update).is_err() {
+            if tx.send(Some(update)).is_err() {
                 return;
             }
         }
     });
-    Ok((rx, Watching { _watcher: watcher, task }))
+    Ok((rx, Watching { _watcher: Some(watcher), task }))
 }
 
 /// A Git branch to follow.
@@ -195,19 +195,11 @@ impl GitSource {
     }
 }
 
-/// Follows a Git branch: the first update is its tip now (or the fetch error).
-/// A failed fetch is reported on `errors` and retried at the next interval;
-/// the spec in force does not change.
-pub fn follow_git(
-    src: GitSource,
-) -> (watch::Receiver<SpecUpdate>, watch::Receiver<Option<String>>, tokio::task::JoinHandle<()>) {
-    let pending = SpecUpdate {
-        commit: None,
-        digest: String::new(),
-        at_ms: crate::real::reconcile::now_ms(),
-        fleet: Err(format!("fetching {} ({}) ...", src.url, src.branch)),
-    };
-    let (tx, rx) = watch::channel(pending);
+/// Follows a Git branch: an update per new tip. A failed fetch is reported
+/// on the second channel (when its error changes) and retried at the next
+/// interval; the spec in force does not change.
+pub fn follow_git(src: GitSource) -> (watch::Receiver<Option<SpecUpdate>>, watch::Receiver<Option<String>>, Watching) {
+    let (tx, rx) = watch::channel(None);
     let (err_tx, err_rx) = watch::channel(None);
     let task = tokio::spawn(async move {
         let mut last: Option<String> = None;
@@ -227,7 +219,7 @@ pub fn follow_git(
                         last = Some(commit.clone());
                         let dir = src.spec_dir();
                         if let Ok(update) = tokio::task::spawn_blocking(move || read(&dir, Some(commit))).await
-                            && tx.send(update).is_err()
+                            && tx.send(Some(update)).is_err()
                         {
                             return;
                         }
@@ -237,7 +229,7 @@ pub fn follow_git(
             tokio::time::sleep(src.interval).await;
         }
     });
-    (rx, err_rx, task)
+    (rx, err_rx, Watching { _watcher: None, task })
 }
 
 #[cfg(test)]
@@ -256,7 +248,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("fleet.yaml"), &text).unwrap();
         let (mut rx, _w) = watch_dir(dir.clone(), Duration::from_millis(80), Duration::from_secs(3600)).unwrap();
-        assert!(rx.borrow_and_update().fleet.is_ok());
+        assert!(rx.borrow_and_update().as_ref().unwrap().fleet.is_ok());
         // A touch changes no content: no update.
         std::fs::write(dir.join("fleet.yaml"), &text).unwrap();
         assert!(tokio::time::timeout(Duration::from_millis(600), rx.changed()).await.is_err());
@@ -264,7 +256,7 @@ mod tests {
         std::fs::write(dir.join(".tmp"), format!("{text}\nbogus: [")).unwrap();
         std::fs::rename(dir.join(".tmp"), dir.join("fleet.yaml")).unwrap();
         tokio::time::timeout(Duration::from_secs(5), rx.changed()).await.unwrap().unwrap();
-        let u = rx.borrow_and_update().clone();
+        let u = rx.borrow_and_update().clone().unwrap();
         let err = u.fleet.unwrap_err();
         assert!(err.contains("fleet.yaml:"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

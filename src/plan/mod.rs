@@ -994,6 +994,17 @@ mod change_window_tests {
         plan(&World { fleet, observed: obs, memory, now_ms, estimates: &Estimates::default() })
     }
 
+    /// The farms a pass takes out of the LB (farm switches starting).
+    fn farms_taken_out(pass: &Pass) -> Vec<FarmId> {
+        pass.actions
+            .iter()
+            .filter_map(|p| match p.action {
+                Action::SetFarm { farm, admin: Admin::Maint } => Some(farm),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn takes_out(a: &Action) -> bool {
         matches!(
             a,
@@ -1037,14 +1048,7 @@ mod change_window_tests {
     fn inside_a_window_farm_switches_start() {
         let fleet = fleet(Change::ALL, WINDOW);
         let pass = plan_at(&fleet, &staged(&fleet), &Memory::default(), HOUR);
-        let out: Vec<FarmId> = pass
-            .actions
-            .iter()
-            .filter_map(|p| match p.action {
-                Action::SetFarm { farm, admin: Admin::Maint } => Some(farm),
-                _ => None,
-            })
-            .collect();
+        let out = farms_taken_out(&pass);
         // One farm per site (max_farms_down 1), every site at once.
         assert_eq!(out.len(), fleet.sites.len(), "{:#?}", pass.actions);
         assert!(!pass.blocked.iter().any(|b| b.reason.contains("change windows")), "{:#?}", pass.blocked);
@@ -1113,14 +1117,7 @@ mod change_window_tests {
         // 04:59: the last minute of the window; the switches start.
         let t0 = 5 * HOUR - 60_000;
         let pass = plan_at(&fleet, &obs, &memory, t0);
-        let started: Vec<FarmId> = pass
-            .actions
-            .iter()
-            .filter_map(|p| match p.action {
-                Action::SetFarm { farm, admin: Admin::Maint } => Some(farm),
-                _ => None,
-            })
-            .collect();
+        let started = farms_taken_out(&pass);
         assert!(!started.is_empty());
         for &f in &started {
             let a = Action::SetFarm { farm: f, admin: Admin::Maint };

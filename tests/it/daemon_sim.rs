@@ -28,8 +28,8 @@ fn parse(text: &str) -> Result<Arc<Fleet>, String> {
     drover::spec::validate::check(&files).map(Arc::new).map_err(|d| drover::spec::diag::render(&d, &files))
 }
 
-fn update(text: &str, commit: &str) -> SpecUpdate {
-    SpecUpdate { commit: Some(commit.into()), digest: format!("d-{commit}"), at_ms: 0, fleet: parse(text) }
+fn update(text: &str, commit: &str) -> Option<SpecUpdate> {
+    Some(SpecUpdate { commit: Some(commit.into()), digest: format!("d-{commit}"), at_ms: 0, fleet: parse(text) })
 }
 
 /// The generated spec with the fleet's release changed (the default release is its first `2026.11.2`).
@@ -69,7 +69,7 @@ impl Harness {
     /// One daemon run until `stop` (or until dropped: a crash).
     async fn run(
         &self,
-        specs: watch::Receiver<SpecUpdate>,
+        specs: watch::Receiver<Option<SpecUpdate>>,
         shared: Arc<Shared>,
         stop: watch::Receiver<bool>,
     ) -> Result<daemon::Stopped, String> {
@@ -78,7 +78,7 @@ impl Harness {
 
     async fn run_with(
         &self,
-        specs: watch::Receiver<SpecUpdate>,
+        specs: watch::Receiver<Option<SpecUpdate>>,
         shared: Arc<Shared>,
         stop: watch::Receiver<bool>,
         opts: daemon::Options,

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::e2e::{assert_converged, load_all, stop_all};
+use super::e2e::{assert_converged, assert_rolled_out, load_all, stop_all};
 use super::topology::Target;
 use super::{FleetOptions, TestFleet, Topology};
 
@@ -230,11 +230,7 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
     let c1 = repo.commit_from(&fleet, "release 2026.11.2");
     let s = d.wait_status("release 2026.11.2 converged", Duration::from_secs(120), converged_on(&c1));
     assert_eq!(s["spec"]["generation"], 2, "{s}");
-    for (site, r) in stop_all(gens) {
-        eprintln!("{site}: {}", r.summary());
-        r.assert_clean();
-    }
-    assert_converged(&fleet, &to);
+    assert_rolled_out(&fleet, &to, &stop_all(gens));
     // Drift behind drover's back: a node's release link moved back by hand
     // (repaired), and a server put in maint by an operator (reported, left alone).
     let node = fleet.node("fra1-f1-n2");
@@ -288,11 +284,7 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
     d.wait_exit(Duration::from_secs(10));
     let mut d = Daemon::start(&fleet, &repo, &state);
     d.wait_status("2026.11.3 converged after kill -9", Duration::from_secs(150), converged_on(&c2));
-    for (site, r) in stop_all(gens) {
-        eprintln!("{site}: {}", r.summary());
-        r.assert_clean();
-    }
-    assert_converged(&fleet, &to);
+    assert_rolled_out(&fleet, &to, &stop_all(gens));
 
     // 4. SIGTERM during a rollout: the open farm window closes, exit 0.
     let to = Target { release: "2026.11.3".into(), php: "8.3.14".into(), ..Target::initial() };
@@ -311,11 +303,7 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
     assert!(memory.farm_ops.is_empty() && memory.node_ops.is_empty(), "{memory:?}");
     let mut d = Daemon::start(&fleet, &repo, &state);
     d.wait_status("php 8.3.14 converged after SIGTERM", Duration::from_secs(150), converged_on(&c3));
-    for (site, r) in stop_all(gens) {
-        eprintln!("{site}: {}", r.summary());
-        r.assert_clean();
-    }
-    assert_converged(&fleet, &to);
+    assert_rolled_out(&fleet, &to, &stop_all(gens));
     d.signal(15);
     assert_eq!(d.wait_exit(Duration::from_secs(30)), Some(0), "{}", d.log());
 }

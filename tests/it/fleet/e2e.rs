@@ -61,7 +61,7 @@ fn state_dir(fleet: &TestFleet) -> PathBuf {
 
 /// The load saw no failed request and no regression, every node runs `to`,
 /// and no server is left out of service.
-fn assert_rolled_out(fleet: &TestFleet, to: &Target, reports: &[(String, LoadReport)]) {
+pub fn assert_rolled_out(fleet: &TestFleet, to: &Target, reports: &[(String, LoadReport)]) {
     for (site, r) in reports {
         eprintln!("{site}: {}", r.summary());
         r.assert_clean();
