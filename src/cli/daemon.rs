@@ -194,10 +194,18 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
             async move {
                 // The new fleet's connections open first: if they cannot, the
                 // spec in force keeps its own. Nothing runs on the old ones now.
-                let side = real::connect(&fleet, &dir, &real_args).await?;
-                if let Some(cur) = current {
-                    real::disconnect(&cur).await;
-                }
+                // A spec that logs in the same way keeps the old SSH masters.
+                let side = match current {
+                    None => real::connect(&fleet, &dir, &real_args).await?,
+                    Some(cur) => {
+                        let (side, how) = real::reconnect(&cur, &fleet, &dir, &real_args).await?;
+                        tracing::info!(ssh = ?how, "connections for the new spec");
+                        if how == real::Connected::New {
+                            real::disconnect(&cur).await;
+                        }
+                        side
+                    }
+                };
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&side));
                 Ok(side)
             }

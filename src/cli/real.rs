@@ -45,6 +45,64 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// Opens the SSH pool and connects the site LBs.
 /// Paths in the spec are relative to the spec directory; on the command line, to the working directory.
 pub async fn connect(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Arc<RealFleet>, String> {
+    let cfg = ssh_config(fleet, specs, args)?;
+    let pool = Arc::new(Pool::new(cfg).map_err(|e| e.to_string())?);
+    let settings = settings(args, pool.config().control_dir.clone());
+    RealFleet::connect(Arc::new(fleet.clone()), pool, settings, None).await.map(Arc::new)
+}
+
+/// How the side of a new spec came to be (the daemon's spec change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connected {
+    /// The new spec logs in as the old one did: the SSH masters and the LB
+    /// connections of the old side are kept (masters of removed nodes closed).
+    Reused,
+    /// The login changed (user, key, known_hosts, timeouts): a new pool.
+    New,
+}
+
+/// Connects the side of a new spec. If it logs in as `current` does, the
+/// pool and LB connections are kept: a spec change on a 500-node fleet does
+/// not reconnect 500 SSH masters. Otherwise a new pool opens, and the caller
+/// closes the old one after (`disconnect`).
+pub async fn reconnect(
+    current: &RealFleet,
+    fleet: &Fleet,
+    specs: &Path,
+    args: &RealArgs,
+) -> Result<(Arc<RealFleet>, Connected), String> {
+    let cfg = ssh_config(fleet, specs, args)?;
+    if !current.pool.serves(&cfg) {
+        return connect(fleet, specs, args).await.map(|side| (side, Connected::New));
+    }
+    let pool = Arc::clone(&current.pool);
+    let side =
+        RealFleet::connect(Arc::new(fleet.clone()), Arc::clone(&pool), current.settings.clone(), Some(current)).await?;
+    let mut keep: std::collections::HashSet<String> =
+        fleet.nodes.iter().map(|n| Pool::host_key(&n.address, n.ssh_port)).collect();
+    keep.extend(fleet.sites.iter().filter_map(|s| match &s.lb.api {
+        crate::model::LbApi::Ssh { host, port, .. } => Some(Pool::host_key(host, *port)),
+        crate::model::LbApi::Tcp { .. } => None,
+    }));
+    let closed = pool.retain(&keep).await;
+    if closed > 0 {
+        tracing::info!(closed, "SSH masters of hosts the new spec no longer names closed");
+    }
+    Ok((Arc::new(side), Connected::Reused))
+}
+
+fn settings(args: &RealArgs, runtime_dir: PathBuf) -> Settings {
+    Settings {
+        reboot_timeout: args.reboot_timeout,
+        io_timeout: Duration::from_secs(5),
+        package_timeout: args.package_timeout,
+        runtime_dir,
+        up_timeout: Duration::from_secs(60),
+    }
+}
+
+/// The login the spec and the command line ask for, with a control directory of its own.
+fn ssh_config(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<SshConfig, String> {
     let from_spec = |p: &String| specs.join(p);
     // Default (as the spec schema says): the user's own ~/.ssh/known_hosts.
     let home_known_hosts = || std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts"));
@@ -64,24 +122,15 @@ pub async fn connect(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Arc
     static SETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let set = SETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let control_dir = std::env::temp_dir().join(format!("drover-{}-{set}", std::process::id()));
-    let cfg = SshConfig {
+    Ok(SshConfig {
         user: fleet.ssh.user.clone(),
         identity,
         known_hosts,
         connect_timeout: args.connect_timeout,
         command_timeout: args.command_timeout,
         max_concurrency: args.concurrency,
-        control_dir: control_dir.clone(),
-    };
-    let pool = Arc::new(Pool::new(cfg).map_err(|e| e.to_string())?);
-    let settings = Settings {
-        reboot_timeout: args.reboot_timeout,
-        io_timeout: Duration::from_secs(5),
-        package_timeout: args.package_timeout,
-        runtime_dir: control_dir,
-        up_timeout: Duration::from_secs(60),
-    };
-    RealFleet::connect(Arc::new(fleet.clone()), pool, settings).await.map(Arc::new)
+        control_dir,
+    })
 }
 
 /// Closes the SSH masters and removes the control directory.

@@ -198,6 +198,8 @@ pub struct Metrics {
     spec_rejected: Gauge,
     last_error: Gauge,
     last_error_at: GaugeF64,
+    ssh_connects: Counter,
+    ssh_commands: Counter,
 }
 
 fn now_s() -> f64 {
@@ -238,6 +240,8 @@ impl Metrics {
             spec_rejected: Gauge::default(),
             last_error: Gauge::default(),
             last_error_at: GaugeF64::default(),
+            ssh_connects: Counter::default(),
+            ssh_commands: Counter::default(),
         };
         // Every state, drift kind and failure subject has a series from the
         // start (0), so alerts on them work before the first occurrence.
@@ -351,11 +355,24 @@ impl Metrics {
             Unit::Seconds,
             self.last_error_at.clone(),
         );
+        r.register(
+            "ssh_connections",
+            "SSH connections (multiplexed masters) opened; a jump without a spec login change or reboots is a reconnect storm (0 in the simulation)",
+            self.ssh_connects.clone(),
+        );
+        r.register("ssh_commands", "Remote commands run over SSH (0 in the simulation)", self.ssh_commands.clone());
         self
     }
 
     fn hold(&self) -> MutexGuard<'_, ()> {
         self.consistent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The transport's process-wide totals (they only grow).
+    pub fn transport(&self, t: crate::real::ssh::Totals) {
+        let _g = self.hold();
+        self.ssh_connects.inc_by(t.connects.saturating_sub(self.ssh_connects.get()));
+        self.ssh_commands.inc_by(t.commands.saturating_sub(self.ssh_commands.get()));
     }
 
     /// An action started (`kind` is `ActionKind::name`).
@@ -613,8 +630,13 @@ print(json.dumps(out))
         m.spec_rejected();
         m.spec_applied(4, None, "d2");
         m.last_error(Some("observe: ssh node-1: connection refused"));
+        m.transport(crate::real::ssh::Totals { connects: 5, commands: 9 });
+        m.transport(crate::real::ssh::Totals { connects: 7, commands: 30 });
 
         let s = parse(&m.render());
+        assert_eq!(value(&s, "drover_ssh_connections_total", &[]), Some(7.0));
+        assert_eq!(value(&s, "drover_ssh_commands_total", &[]), Some(30.0));
+        assert_eq!(kind_of(&s, "drover_ssh_connections"), "counter");
         let up = [("kind", "upgrade")];
         assert_eq!(value(&s, "drover_actions_started_total", &up), Some(2.0));
         assert_eq!(value(&s, "drover_actions_succeeded_total", &up), Some(1.0));

@@ -357,6 +357,9 @@ fn publish<F: Fleetside>(
 ) {
     let fleet = c.fleet();
     let counts = shared.metrics.fleet_observed(fleet, observed, &c.memory);
+    if let Some(t) = c.side().transport() {
+        shared.metrics.transport(t);
+    }
     let errors = c.side().unreachable_errors();
     let view = crate::status::view(fleet, observed, &c.memory, &errors);
     let mut failed: Vec<String> = c

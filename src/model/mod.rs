@@ -52,7 +52,7 @@ pub struct Site {
     pub capacity_floor: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum LbApi {
     /// Runtime API socket on `host`, reached over SSH.
     Ssh { host: String, port: u16, socket: String },

@@ -81,12 +81,27 @@ pub struct RealFleet {
 
 impl RealFleet {
     /// Connects the site LBs (forwarding unix sockets over SSH where the spec says so).
-    pub async fn connect(fleet: Arc<Fleet>, pool: Arc<Pool>, settings: Settings) -> Result<RealFleet, String> {
+    /// Connects every site's LB. With `previous` (the side of the spec in
+    /// force, on the same pool), a site whose LB is reached the same way keeps
+    /// its connection (its forwarded socket) instead of opening another.
+    pub async fn connect(
+        fleet: Arc<Fleet>,
+        pool: Arc<Pool>,
+        settings: Settings,
+        previous: Option<&RealFleet>,
+    ) -> Result<RealFleet, String> {
         let mut lbs = Vec::new();
         for site in &fleet.sites {
-            let lb = Lb::connect(&site.name, &site.lb, &pool, &settings.runtime_dir, settings.io_timeout)
-                .await
-                .map_err(|e| format!("site `{}`: {e}", site.name))?;
+            let kept = previous.and_then(|p| {
+                let same = p.fleet.sites.iter().position(|s| s.name == site.name && s.lb.api == site.lb.api)?;
+                p.lbs.get(same).filter(|lb| lb.site == site.name).cloned()
+            });
+            let lb = match kept {
+                Some(lb) => lb,
+                None => Lb::connect(&site.name, &site.lb, &pool, &settings.runtime_dir, settings.io_timeout)
+                    .await
+                    .map_err(|e| format!("site `{}`: {e}", site.name))?,
+            };
             lbs.push(lb);
         }
         let health = Checker::new(&fleet.policy.health)?;

@@ -61,6 +61,7 @@ pub enum LbError {
 }
 
 /// A site's runtime API.
+#[derive(Clone)]
 pub struct Lb {
     pub site: String,
     endpoint: Endpoint,

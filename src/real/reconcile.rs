@@ -41,6 +41,10 @@ pub trait Fleetside: Send + Sync + 'static {
     fn simulation_report(&self) -> Option<serde_json::Value> {
         None
     }
+    /// Machines only: SSH connections opened and commands run by this process.
+    fn transport(&self) -> Option<super::ssh::Totals> {
+        None
+    }
 }
 
 impl Fleetside for super::fleet::RealFleet {
@@ -55,6 +59,9 @@ impl Fleetside for super::fleet::RealFleet {
     }
     fn unreachable_errors(&self) -> std::collections::BTreeMap<crate::model::NodeId, String> {
         self.last_errors.lock().map(|e| e.iter().map(|(k, v)| (*k, v.clone())).collect()).unwrap_or_default()
+    }
+    fn transport(&self) -> Option<super::ssh::Totals> {
+        Some(super::ssh::totals())
     }
 }
 

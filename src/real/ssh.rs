@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, Semaphore};
 const MASTER_IDLE_S: std::num::NonZeroUsize = std::num::NonZeroUsize::new(120).unwrap();
 
 /// How drover logs in (from the spec's `fleet.ssh` and the command line).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SshConfig {
     pub user: String,
     pub identity: Option<PathBuf>,
@@ -95,12 +95,34 @@ pub struct Done {
     pub stderr: String,
 }
 
+/// SSH masters opened and remote commands run by this process, over every
+/// pool (the daemon's `drover_ssh_*` counters).
+static CONNECTS_TOTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static COMMANDS_TOTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What the process has done over SSH so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// SSH connections (masters) opened.
+    pub connects: u64,
+    /// Remote commands run over them.
+    pub commands: u64,
+}
+
+pub fn totals() -> Totals {
+    use std::sync::atomic::Ordering::Relaxed;
+    Totals { connects: CONNECTS_TOTAL.load(Relaxed), commands: COMMANDS_TOTAL.load(Relaxed) }
+}
+
 /// One host's master, if connected; its mutex serialises connecting.
 type MasterSlot = Arc<Mutex<Option<Arc<Session>>>>;
 
 /// The masters, one per `host:port`, and the fleet-wide command bound.
 pub struct Pool {
     cfg: SshConfig,
+    /// The known_hosts file's content when the pool opened: masters checked
+    /// their host keys against it, so the pool is only reused while it holds.
+    known_hosts: Vec<u8>,
     ssh_config: PathBuf,
     masters: Mutex<HashMap<String, MasterSlot>>,
     limit: Semaphore,
@@ -117,15 +139,16 @@ impl Pool {
         // drover accepts, and no global known_hosts file is trusted.
         let ssh_config = cfg.control_dir.join("ssh_config");
         std::fs::write(&ssh_config, "GlobalKnownHostsFile /dev/null\nLogLevel ERROR\nRequestTTY no\n")?;
-        if !cfg.known_hosts.is_file() {
-            return Err(std::io::Error::other(format!(
-                "known_hosts file {} does not exist: drover only connects to hosts whose keys it lists",
+        let known_hosts = std::fs::read(&cfg.known_hosts).map_err(|e| {
+            std::io::Error::other(format!(
+                "known_hosts file {}: {e}: drover only connects to hosts whose keys it lists",
                 cfg.known_hosts.display()
-            )));
-        }
+            ))
+        })?;
         let limit = Semaphore::new(cfg.max_concurrency.max(1));
         Ok(Pool {
             cfg,
+            known_hosts,
             ssh_config,
             masters: Mutex::new(HashMap::new()),
             limit,
@@ -136,6 +159,39 @@ impl Pool {
 
     pub fn config(&self) -> &SshConfig {
         &self.cfg
+    }
+
+    /// Whether this pool logs in as `cfg` would: the same settings (its own
+    /// control directory aside) and the same known_hosts content. A new spec
+    /// that keeps them keeps the pool and its masters.
+    pub fn serves(&self, cfg: &SshConfig) -> bool {
+        let same = SshConfig { control_dir: self.cfg.control_dir.clone(), ..cfg.clone() };
+        same == self.cfg && std::fs::read(&cfg.known_hosts).is_ok_and(|k| k == self.known_hosts)
+    }
+
+    /// Closes the masters of hosts not in `keep` (`host:port`), e.g. nodes a
+    /// new spec removed. Returns how many were closed.
+    pub async fn retain(&self, keep: &std::collections::HashSet<String>) -> usize {
+        let gone: Vec<MasterSlot> = {
+            let mut m = self.masters.lock().await;
+            let names: Vec<String> = m.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+            names.iter().filter_map(|k| m.remove(k)).collect()
+        };
+        let mut closed = 0;
+        for slot in gone {
+            if let Some(s) = slot.lock().await.take() {
+                closed += 1;
+                if let Ok(s) = Arc::try_unwrap(s) {
+                    let _ = s.close().await;
+                }
+            }
+        }
+        closed
+    }
+
+    /// `host:port` as the pool names a master.
+    pub fn host_key(host: &str, port: u16) -> String {
+        Self::key(host, port)
     }
 
     pub fn connects(&self) -> u64 {
@@ -183,6 +239,7 @@ impl Pool {
             Err(_) => return Err(format!("no answer within {}", humantime::format_duration(self.cfg.connect_timeout))),
         };
         self.connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        CONNECTS_TOTAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let s = Arc::new(s);
         *guard = Some(Arc::clone(&s));
         Ok(s)
@@ -225,6 +282,7 @@ impl Pool {
             let mut cmd = session.command(program);
             cmd.args(args);
             self.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            COMMANDS_TOTAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let out = match tokio::time::timeout(timeout, cmd.output()).await {
                 Err(_) => return Err(err(RemoteErrorKind::Timeout(timeout))),
                 Ok(r) => r,
@@ -314,4 +372,50 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &Path, user: &str) -> SshConfig {
+        SshConfig {
+            user: user.into(),
+            identity: None,
+            known_hosts: dir.join("known_hosts"),
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(120),
+            max_concurrency: 64,
+            control_dir: dir.join(format!("ctl-{user}")),
+        }
+    }
+
+    #[test]
+    fn a_pool_serves_the_same_login_only_while_known_hosts_is_unchanged() {
+        let dir = std::env::temp_dir().join(format!("drover-ssh-serves-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("known_hosts"), "127.0.0.1 ssh-ed25519 AAAA1\n").unwrap();
+        let pool = Pool::new(cfg(&dir, "deploy")).unwrap();
+        // Another control directory is the same login.
+        let mut same = cfg(&dir, "deploy");
+        same.control_dir = dir.join("elsewhere");
+        assert!(pool.serves(&same));
+        assert!(!pool.serves(&cfg(&dir, "root")), "another user");
+        let slower = SshConfig { connect_timeout: Duration::from_secs(30), ..same.clone() };
+        assert!(!pool.serves(&slower), "another timeout");
+        // A key added or revoked: the masters were checked against the old file.
+        std::fs::write(dir.join("known_hosts"), "127.0.0.1 ssh-ed25519 AAAA2\n").unwrap();
+        assert!(!pool.serves(&same), "known_hosts content changed");
+        std::fs::remove_file(dir.join("known_hosts")).unwrap();
+        assert!(!pool.serves(&same), "known_hosts gone");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_known_hosts_file_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("drover-ssh-missing-{}", std::process::id()));
+        let e = Pool::new(cfg(&dir, "deploy")).err().unwrap().to_string();
+        assert!(e.contains("known_hosts") && e.contains(&dir.display().to_string()), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -224,6 +224,9 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
     assert!(String::from_utf8_lossy(&second.stderr).contains("another drover holds the lease"));
 
     // 1. A new target committed: the daemon converges to it under load.
+    let connects = |d: &Daemon| metric(&d.get("/metrics").unwrap().1, "drover_ssh_connections_total");
+    let connected = connects(&d);
+    assert!(connected >= 16.0, "every node's SSH master was opened: {connected}");
     let to = Target { release: "2026.11.2".into(), ..Target::initial() };
     fleet.write_spec(&to);
     let gens = load_all(&fleet);
@@ -231,6 +234,10 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
     let s = d.wait_status("release 2026.11.2 converged", Duration::from_secs(120), converged_on(&c1));
     assert_eq!(s["spec"]["generation"], 2, "{s}");
     assert_rolled_out(&fleet, &to, &stop_all(gens));
+    // The new spec logs in as the old one did: its masters were kept (a
+    // reconnect would open one per node and LB host again).
+    let reconnected = connects(&d) - connected;
+    assert!(reconnected < 3.0, "{reconnected} SSH connections opened for a release change; log:\n{}", d.log());
     // Drift behind drover's back: a node's release link moved back by hand
     // (repaired), and a server put in maint by an operator (reported, left alone).
     let node = fleet.node("fra1-f1-n2");
