@@ -22,7 +22,8 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// Invalid spec or an error.
     pub const ERROR: u8 = 1;
-    /// `plan`: changes are pending.
+    /// `plan`: changes are pending. `reconcile --once`: what remains waits
+    /// for a change window (everything allowed now was done).
     pub const CHANGES_PENDING: u8 = 2;
     /// `reconcile`: the rollout halted on the failure budget.
     pub const HALTED: u8 = 3;

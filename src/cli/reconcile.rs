@@ -165,6 +165,13 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
             (exit::HALTED, "HALTED: failures exceed the failure budget; nothing else was started".to_string())
         }
         Finish::Stuck => (exit::ERROR, "STUCK: nothing could start for the stall time".to_string()),
+        Finish::OutsideWindow { opens_ms } => (
+            exit::CHANGES_PENDING,
+            format!(
+                "WAITING: everything allowed outside change windows is done; the rest starts when the next window opens, {} (run again then)",
+                crate::plan::change_windows::format_utc(*opens_ms)
+            ),
+        ),
         Finish::Interrupted => {
             (exit::INTERRUPTED, "INTERRUPTED: stopped on a signal once running actions had finished".to_string())
         }
@@ -209,6 +216,10 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
                 "held": summary.held,
                 "open": summary.open,
                 "blocked": summary.blocked,
+                "change_window_opens": match summary.finish {
+                    Finish::OutsideWindow { opens_ms } => Some(crate::plan::change_windows::format_utc(opens_ms)),
+                    _ => None,
+                },
                 "elapsed_s": summary.elapsed.as_secs_f64(),
             })
         );

@@ -103,6 +103,12 @@ pub enum Finish {
     Halted,
     /// Nothing can start: these are the reasons.
     Stuck,
+    /// Everything allowed now is done; the rest (disruptive or farm-level
+    /// work) waits for the change window that opens then (fleet clock, ms),
+    /// later than the stall time from now. Run again once it is open.
+    OutsideWindow {
+        opens_ms: u64,
+    },
     /// Stopped on request once the actions in flight had finished.
     Interrupted,
     Error(String),
@@ -433,6 +439,15 @@ pub async fn reconcile_once<F: Fleetside>(
             if pass.halted {
                 return done(summary, Some(&ctl), Finish::Halted);
             }
+            if let Some(opens_ms) = pass.change_window_opens_ms {
+                // Waiting for a window is not being stuck: one that opens
+                // within the stall time is waited for, a later one ends the run.
+                if opens_ms.saturating_sub(now) > opts.stall.as_millis() as u64 {
+                    return done(summary, Some(&ctl), Finish::OutsideWindow { opens_ms });
+                }
+                ctl.wait(opts.tick).await;
+                continue;
+            }
             if ctl.last_progress.elapsed() > opts.stall {
                 return done(summary, Some(&ctl), Finish::Stuck);
             }
@@ -457,7 +472,7 @@ pub async fn reconcile_once<F: Fleetside>(
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
     use crate::model::Needs;
@@ -471,14 +486,25 @@ mod tests {
         fleet: Fleet,
         state: Mutex<Observed>,
         executed: AtomicUsize,
-        /// From this many actions on, `execute` never returns (a process about to be killed).
-        hang_after: usize,
+        /// From the first action this matches on, `execute` never returns (a
+        /// process about to be killed).
+        hang_from: fn(&Action) -> bool,
+        hung: AtomicBool,
+        /// A stopped clock (ms since the epoch) instead of wall time.
+        clock_ms: Option<u64>,
     }
 
     impl InMemory {
-        fn new(fleet: Fleet, hang_after: usize) -> InMemory {
+        fn new(fleet: Fleet, hang_from: fn(&Action) -> bool) -> InMemory {
             let state = crate::sim::Sim::new(&fleet, crate::sim::SimConfig::new(&fleet, 1)).observe();
-            InMemory { fleet, state: Mutex::new(state), executed: AtomicUsize::new(0), hang_after }
+            InMemory {
+                fleet,
+                state: Mutex::new(state),
+                executed: AtomicUsize::new(0),
+                hang_from,
+                hung: AtomicBool::new(false),
+                clock_ms: None,
+            }
         }
 
         fn apply(&self, action: &Action) {
@@ -542,17 +568,26 @@ mod tests {
         fn fleet(&self) -> Arc<Fleet> {
             Arc::new(self.fleet.clone())
         }
+        fn now_ms(&self) -> u64 {
+            self.clock_ms.unwrap_or_else(now_ms)
+        }
         async fn observe(&self) -> Result<Observed, String> {
             Ok(self.state.lock().unwrap().clone())
         }
         async fn execute(&self, action: &Action) -> Outcome {
-            if self.executed.fetch_add(1, Ordering::SeqCst) >= self.hang_after {
+            self.executed.fetch_add(1, Ordering::SeqCst);
+            if self.hung.load(Ordering::SeqCst) || (self.hang_from)(action) {
+                self.hung.store(true, Ordering::SeqCst);
                 std::future::pending::<()>().await;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
             self.apply(action);
             Outcome::Ok
         }
+    }
+
+    fn never(_: &Action) -> bool {
+        false
     }
 
     fn shape() -> Shape {
@@ -592,7 +627,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn converges_a_fleet_with_every_kind_of_change() {
         let fleet = fleetgen::fleet(&shape()).unwrap();
-        let world = Arc::new(InMemory::new(fleet, usize::MAX));
+        let world = Arc::new(InMemory::new(fleet, never));
         assert!(!converged(&world), "the generated fleet starts behind its targets");
         let (dir, j) = journal("converge");
         let s = reconcile_once(Arc::clone(&world), &j, &opts(), &mut |_| {}).await;
@@ -612,10 +647,56 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outside_change_windows_a_run_does_what_is_allowed_and_says_when_the_rest_can_start() {
+        use crate::model::ChangeWindow;
+        use crate::plan::change_windows::{DAY_MS, MINUTE_MS};
+        const MONDAY: u64 = 20_780 * DAY_MS; // 2026-11-23
+        let mut fleet = fleetgen::fleet(&shape()).unwrap();
+        // Tuesdays 01:00-03:00 only; the clock stands on Monday at noon.
+        fleet.policy.change_windows = vec![ChangeWindow { days: 1 << 1, start_min: 60, end_min: 180 }];
+        let mut world = InMemory::new(fleet, never);
+        world.clock_ms = Some(MONDAY + 12 * 60 * MINUTE_MS);
+        let world = Arc::new(world);
+        let (dir, j) = journal("window");
+        let mut kinds = std::collections::BTreeSet::new();
+        let s = reconcile_once(Arc::clone(&world), &j, &opts(), &mut |e| {
+            if let Event::Started { kind, .. } = e {
+                kinds.insert(*kind);
+            }
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let tuesday_1am = MONDAY + DAY_MS + 60 * MINUTE_MS;
+        assert_eq!(s.finish, Finish::OutsideWindow { opens_ms: tuesday_1am }, "{s:?}");
+        assert!(!converged(&world));
+        // What needs no window ran (staging, fetching); nothing left the LB.
+        assert!(kinds.contains("stage_release") && kinds.contains("fetch"), "{kinds:?}");
+        for k in ["set_node", "set_farm", "set_farm_weight", "upgrade", "activate"] {
+            assert!(!kinds.contains(k), "{k} started outside the window: {kinds:?}");
+        }
+        assert!(s.blocked.iter().any(|b| b.reason.contains("next opens 2026-11-24 01:00 UTC")), "{:?}", s.blocked);
+        // In the window, the same journal carries the rollout to its end.
+        let world2 = Arc::new(InMemory {
+            fleet: world.fleet.clone(),
+            state: Mutex::new(world.state.lock().unwrap().clone()),
+            executed: AtomicUsize::new(0),
+            hang_from: never,
+            hung: AtomicBool::new(false),
+            clock_ms: Some(tuesday_1am + MINUTE_MS),
+        });
+        let (dir, j) = journal("window-open");
+        let s = reconcile_once(Arc::clone(&world2), &j, &opts(), &mut |_| {}).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(s.finish, Finish::Converged, "{s:?}");
+        assert!(converged(&world2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_run_cut_off_mid_rollout_resumes_from_its_journal() {
         let fleet = fleetgen::fleet(&shape()).unwrap();
-        // The first run stops answering after 60 actions: some window is open then.
-        let world = Arc::new(InMemory::new(fleet, 60));
+        // The first run stops answering from the first activation or upgrade
+        // on: those only run inside a window, so one is open at the cut.
+        let world = Arc::new(InMemory::new(fleet, |a| matches!(a, Action::Activate { .. } | Action::Upgrade { .. })));
         let (dir, j) = journal("resume");
         let (o, mut quiet) = (opts(), |_: &Event| {});
         let cut = tokio::time::timeout(Duration::from_secs(2), reconcile_once(Arc::clone(&world), &j, &o, &mut quiet));
@@ -628,7 +709,9 @@ mod tests {
             fleet: world.fleet.clone(),
             state: Mutex::new(world.state.lock().unwrap().clone()),
             executed: AtomicUsize::new(0),
-            hang_after: usize::MAX,
+            hang_from: never,
+            hung: AtomicBool::new(false),
+            clock_ms: None,
         });
         let s = reconcile_once(Arc::clone(&world2), &j, &opts(), &mut |_| {}).await;
         let _ = std::fs::remove_dir_all(&dir);
