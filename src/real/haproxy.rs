@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,6 +69,22 @@ pub struct Lb {
     /// How a person knows the socket (the LB host's path, not the local forward).
     shown: String,
     timeout: Duration,
+    /// For a socket forwarded over SSH: how to forward it again.
+    forward: Option<Forward>,
+}
+
+/// A unix socket on the LB host forwarded over the pool's master to it. The
+/// forward lives in that master: when the master goes (the LB host's sshd
+/// restarted, the network dropped it), it is opened again over a new one.
+#[derive(Clone)]
+struct Forward {
+    pool: Arc<Pool>,
+    host: String,
+    port: u16,
+    remote: PathBuf,
+    /// One re-forward at a time: concurrent commands that failed together
+    /// must not replace each other's new socket.
+    again: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Lb {
@@ -76,7 +93,7 @@ impl Lb {
             Endpoint::Tcp(h, p) => format!("{h}:{p}"),
             Endpoint::Unix(p) => p.display().to_string(),
         };
-        Lb { site: site.to_string(), endpoint, shown, timeout }
+        Lb { site: site.to_string(), endpoint, shown, timeout, forward: None }
     }
 
     /// Connects a site as its spec says: TCP directly, or the unix socket on
@@ -84,7 +101,7 @@ impl Lb {
     pub async fn connect(
         site: &str,
         lb: &LbSettings,
-        pool: &Pool,
+        pool: &Arc<Pool>,
         local_dir: &std::path::Path,
         timeout: Duration,
     ) -> Result<Lb, LbError> {
@@ -96,7 +113,20 @@ impl Lb {
                 pool.forward_unix(host, *port, &local, std::path::Path::new(socket))
                     .await
                     .map_err(|e| LbError::Unreachable { endpoint: shown.clone(), reason: e })?;
-                Ok(Lb { site: site.to_string(), endpoint: Endpoint::Unix(local), shown, timeout })
+                let forward = Forward {
+                    pool: Arc::clone(pool),
+                    host: host.clone(),
+                    port: *port,
+                    remote: PathBuf::from(socket),
+                    again: Default::default(),
+                };
+                Ok(Lb {
+                    site: site.to_string(),
+                    endpoint: Endpoint::Unix(local),
+                    shown,
+                    timeout,
+                    forward: Some(forward),
+                })
             }
         }
     }
@@ -106,7 +136,30 @@ impl Lb {
     }
 
     /// Sends one command (non-interactive mode: HAProxy answers and closes).
+    /// A forwarded socket that does not answer is forwarded again over a
+    /// live master, and the command sent once more.
     pub async fn command(&self, command: &str) -> Result<String, LbError> {
+        let first = self.exchange(command).await;
+        let (Err(LbError::Unreachable { .. }), Some(f), Endpoint::Unix(local)) =
+            (&first, &self.forward, &self.endpoint)
+        else {
+            return first;
+        };
+        // One command forwards it again; the others that failed with it wait
+        // for that and try once more.
+        let Ok(_one) = f.again.try_lock() else {
+            drop(f.again.lock().await);
+            return self.exchange(command).await;
+        };
+        f.pool.reforward_unix(&f.host, f.port, local, &f.remote).await.map_err(|reason| LbError::Unreachable {
+            endpoint: self.endpoint_name(),
+            reason: format!("forwarding it again: {reason}"),
+        })?;
+        tracing::info!(site = %self.site, endpoint = %self.shown, "LB runtime API forwarded again over a new SSH master");
+        self.exchange(command).await
+    }
+
+    async fn exchange(&self, command: &str) -> Result<String, LbError> {
         let unreachable = |reason: String| LbError::Unreachable { endpoint: self.endpoint_name(), reason };
         let exchange = async {
             let mut out = Vec::new();

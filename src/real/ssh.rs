@@ -339,6 +339,24 @@ impl Pool {
             .await
             .map_err(|e| error_chain(&e))
     }
+
+    /// Forwards `local` to `remote_socket` again after it stopped answering:
+    /// a master that died is replaced first (its forwards died with it).
+    pub async fn reforward_unix(
+        &self,
+        host: &str,
+        port: u16,
+        local: &Path,
+        remote_socket: &Path,
+    ) -> Result<(), String> {
+        let session = self.master(host, port).await?;
+        let alive = session.check().await.is_ok();
+        drop(session);
+        if !alive {
+            self.forget(host, port).await;
+        }
+        self.forward_unix(host, port, local, remote_socket).await
+    }
 }
 
 /// The command as a person would type it (for messages only; never executed).

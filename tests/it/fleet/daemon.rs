@@ -260,6 +260,17 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
     assert_ne!(held.admin_state, 0, "drover lifted an operator's maint");
     fleet.site("par1").lb.set("set server par1-f1/par1-f1-n3 state ready");
     d.wait_status("the fleet converged again", Duration::from_secs(30), converged_on(&c1));
+    // The LB host's SSH connections cut (its sshd restarted, a network drop):
+    // the runtime API forward died with drover's master; it is forwarded
+    // again over a new one and the daemon goes on observing.
+    let passes = |s: &serde_json::Value| s["rollout"]["passes"].as_u64().unwrap_or(0);
+    let before = passes(&d.status().unwrap());
+    assert!(fleet.site("par1").cut_ssh_connections() > 0, "drover's master to the LB host was open");
+    let s = d.wait_status("passes after the LB host's connections were cut", Duration::from_secs(30), |s| {
+        passes(s) >= before + 3
+    });
+    assert!(s["last_error"].is_null(), "{s}");
+    assert!(d.log().contains("forwarded again"), "{}", d.log());
     let started_before = metric(&d.get("/metrics").unwrap().1, "drover_actions_started_total");
     assert!(started_before > 0.0);
 

@@ -424,6 +424,19 @@ impl TestFleet {
     }
 }
 
+impl Site {
+    /// Cuts every SSH connection open to the LB host (as an sshd restart or
+    /// a network drop would); the listener stays. Returns how many sessions went.
+    pub fn cut_ssh_connections(&self) -> usize {
+        let Some(d) = &self.lb_sshd else {
+            return 0;
+        };
+        let sessions = procs::descendants(d.pid()).len();
+        procs::kill_descendants(d.pid());
+        sessions
+    }
+}
+
 impl Drop for TestFleet {
     fn drop(&mut self) {
         // The supervisor first: it could restart services while we stop them.
