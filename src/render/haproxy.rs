@@ -339,6 +339,12 @@ farms:
         }
     }
 
+    /// The first error validation gives (a clash it catches before rendering).
+    fn invalid(text: &str) -> String {
+        let files = [SourceFile { path: "fleet.yaml".into(), text: text.into() }];
+        validate::check(&files).err().expect("the spec must be refused")[0].message.clone()
+    }
+
     #[test]
     fn site_with_unix_admin_socket() {
         let f = fleet(SPEC);
@@ -363,13 +369,9 @@ farms:
 
     #[test]
     fn listeners_must_not_share_an_address() {
-        let f = fleet(&SPEC.replace("127.0.0.1:8102", "127.0.0.1:8101"));
-        let err = haproxy_config(&f, f.site_by_name("par1").unwrap()).unwrap_err();
-        assert!(
-            matches!(&err, RenderError::AddressClash { first, second, .. }
-                if first.contains("par1-f01") && second.contains("par1-f02")),
-            "{err}"
-        );
+        // Two farm listeners of a site: validation refuses the spec already.
+        let err = invalid(&SPEC.replace("127.0.0.1:8102", "127.0.0.1:8101"));
+        assert!(err.contains("farm `par1-f02` listens on `127.0.0.1:8101` like farm `par1-f01`"), "{err}");
         // A wildcard frontend bind overlaps every address on its port.
         let f = fleet(&SPEC.replace("10.1.0.1:80", "0.0.0.0:8101"));
         let err = haproxy_config(&f, f.site_by_name("par1").unwrap()).unwrap_err();
@@ -392,10 +394,10 @@ farms:
         let f = fleet(&SPEC.replace("backend: fra1-site", "backend: fra1-f01"));
         let err = haproxy_config(&f, f.site_by_name("fra1").unwrap()).unwrap_err();
         assert!(matches!(&err, RenderError::NameClash { name, .. } if name == "fra1-f01"), "{err}");
-        // Two farms whose pseudo-servers (and cookies) would be the same.
-        let f = fleet(&SPEC.replace("server: f02", "server: par1-f01"));
-        let err = haproxy_config(&f, f.site_by_name("par1").unwrap()).unwrap_err();
-        assert!(matches!(&err, RenderError::NameClash { name, .. } if name == "par1-f01"), "{err}");
+        // Two farms whose pseudo-servers (and cookies) would be the same:
+        // validation refuses it (drover would take both out as one).
+        let err = invalid(&SPEC.replace("server: f02", "server: par1-f01"));
+        assert!(err.contains("farm `par1-f02` has the LB server `par1-f01` of farm `par1-f01`"), "{err}");
     }
 
     #[test]

@@ -281,9 +281,9 @@ pub struct FarmSpec {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FarmLbSpec {
-    /// Name of the farm's cookie pseudo-server in the site backend (and its cookie value). Default: the farm name.
+    /// Name of the farm's cookie pseudo-server in the site backend (and its cookie value), unique within the site. Default: the farm name.
     pub server: Option<Sp<String>>,
-    /// Address `host:port` of the per-farm listener the pseudo-server points to (for `render haproxy`).
+    /// Address `host:port` of the per-farm listener the pseudo-server points to (for `render haproxy`), unique within the site.
     pub listen: Option<Sp<String>>,
 }
 

@@ -256,6 +256,10 @@ impl Cx {
         let mut farm_names: HashSet<String> = HashSet::new();
         let mut node_names: HashMap<String, (String, Pos)> = HashMap::new();
         let mut addresses: HashMap<(String, u16), (String, Pos)> = HashMap::new();
+        // A farm's pseudo-server in its site's backend, and its listener: one farm each.
+        let mut lb_servers: HashMap<(u32, String), (String, String, Pos)> = HashMap::new();
+        // Listeners are on the site's LB host: the same address in two sites is two sockets.
+        let mut listeners: HashMap<(u32, (String, u16)), (String, String, Pos)> = HashMap::new();
         let mut targets: Vec<model::Target> = Vec::new();
         let mut target_ids: HashMap<model::Target, u32> = HashMap::new();
         // (profile, first production use) for the preproduction gate check
@@ -297,6 +301,39 @@ impl Cx {
                     None => name.clone(),
                 };
                 let lb_listen = fm.lb.listen.as_ref().and_then(|l| self.value(l.pos, values::parse_endpoint(l)));
+                // Two farms on one pseudo-server would leave the LB together:
+                // drover takes one out and the site loses both.
+                if let Some(s) = site {
+                    let pos = fm.lb.server.as_ref().map_or(fm.name.pos, |s| s.pos);
+                    match lb_servers.get(&(s, lb_server.clone())) {
+                        Some((other, ofile, opos)) => self.err(
+                            pos,
+                            format!(
+                                "farm `{name}` has the LB server `{lb_server}` of farm `{other}` in site `{}` (first at {ofile}:{}:{})",
+                                sites[s as usize].name, opos.line, opos.col
+                            ),
+                            "each farm needs its own cookie pseudo-server in its site's backend: set `lb.server` to a name no other farm of the site uses",
+                        ),
+                        None => {
+                            lb_servers.insert((s, lb_server.clone()), (name.clone(), file.clone(), pos));
+                        }
+                    }
+                }
+                if let (Some(s), Some(l), Some(at)) = (site, &lb_listen, &fm.lb.listen) {
+                    match listeners.get(&(s, l.clone())) {
+                        Some((other, ofile, opos)) => self.err(
+                            at.pos,
+                            format!(
+                                "farm `{name}` listens on `{}:{}` like farm `{other}` of site `{}` (first at {ofile}:{}:{})",
+                                l.0, l.1, sites[s as usize].name, opos.line, opos.col
+                            ),
+                            "each farm of a site needs its own listener address and port on the site's LB",
+                        ),
+                        None => {
+                            listeners.insert((s, l.clone()), (name.clone(), file.clone(), at.pos));
+                        }
+                    }
+                }
 
                 // Nodes: explicit, then generated.
                 let farm_id = farms.len() as u32;
