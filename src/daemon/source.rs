@@ -68,8 +68,14 @@ fn current_digest(dir: &Path) -> Option<String> {
 
 /// Keeps a spec source alive; dropping it stops watching or following.
 pub struct Watching {
-    _watcher: Option<notify::RecommendedWatcher>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Which directory `dir` is now, symlinks followed: a directory renamed over
+/// it, or a symlink pointed elsewhere (git-sync's swap), is another one.
+fn identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Drop for Watching {
@@ -79,16 +85,29 @@ impl Drop for Watching {
 }
 
 /// Watches `dir` (recursively): the first update is the spec as it is now.
+///
+/// The directory's parent is watched too (not recursively): when `dir` is
+/// swapped for another directory (renamed over, or a symlink re-pointed, as
+/// git-sync and atomic deploys do), the watch moves to the new one at once
+/// instead of the old, unlinked directory being watched until the rescan.
 pub fn watch_dir(
     dir: PathBuf,
     debounce: Duration,
     rescan: Duration,
 ) -> Result<(watch::Receiver<Option<SpecUpdate>>, Watching), String> {
     use notify::Watcher;
+    let dir = std::path::absolute(&dir).map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    let parent = dir.parent().map(Path::to_path_buf).unwrap_or_else(|| dir.clone());
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
+    let mine = dir.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // Any event (or an error, e.g. a queue overflow) means "look again".
-        if res.as_ref().map(|e| !e.kind.is_access()).unwrap_or(true) {
+        // An event in the directory or on its entry in the parent (or an
+        // error, e.g. a queue overflow) means "look again".
+        let look = match &res {
+            Ok(e) => !e.kind.is_access() && e.paths.iter().any(|p| p.starts_with(&mine)),
+            Err(_) => true,
+        };
+        if look {
             let _ = ev_tx.send(());
         }
     })
@@ -96,6 +115,12 @@ pub fn watch_dir(
     watcher
         .watch(&dir, notify::RecursiveMode::Recursive)
         .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    if parent != dir {
+        watcher
+            .watch(&parent, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| format!("cannot watch {}: {e}", parent.display()))?;
+    }
+    let mut watched = identity(&dir);
     let first = read(&dir, None);
     let mut last = first.digest.clone();
     let (tx, rx) = watch::channel(Some(first));
@@ -113,6 +138,19 @@ pub fn watch_dir(
                     _ = tokio::time::sleep(debounce) => break,
                 }
             }
+            // Swapped for another directory: watch the new one.
+            let now_is = identity(&dir);
+            if now_is != watched {
+                let _ = watcher.unwatch(&dir);
+                match watcher.watch(&dir, notify::RecursiveMode::Recursive) {
+                    Ok(()) => {
+                        tracing::info!(dir = %dir.display(), "the spec directory was replaced: watching the new one");
+                        watched = now_is;
+                    }
+                    // Gone for now: the next event or rescan tries again.
+                    Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch the spec directory: {e}"),
+                }
+            }
             let dir2 = dir.clone();
             let now = tokio::task::spawn_blocking(move || current_digest(&dir2)).await.ok().flatten();
             if now.as_deref() == Some(last.as_str()) {
@@ -128,7 +166,7 @@ pub fn watch_dir(
             }
         }
     });
-    Ok((rx, Watching { _watcher: Some(watcher), task }))
+    Ok((rx, Watching { task }))
 }
 
 /// A Git branch to follow.
@@ -229,7 +267,7 @@ pub fn follow_git(src: GitSource) -> (watch::Receiver<Option<SpecUpdate>>, watch
             tokio::time::sleep(src.interval).await;
         }
     });
-    (rx, err_rx, Watching { _watcher: None, task })
+    (rx, err_rx, Watching { task })
 }
 
 #[cfg(test)]
@@ -260,5 +298,37 @@ mod tests {
         let err = u.fleet.unwrap_err();
         assert!(err.contains("fleet.yaml:"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_symlink_swapped_to_another_directory_is_followed_and_its_edits_seen() {
+        let text = example();
+        let base = std::env::temp_dir().join(format!("drover-watch-swap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        for (rel, extra) in [("rel-1", ""), ("rel-2", "\n# release 2\n")] {
+            std::fs::create_dir_all(base.join(rel)).unwrap();
+            std::fs::write(base.join(rel).join("fleet.yaml"), format!("{text}{extra}")).unwrap();
+        }
+        let specs = base.join("specs");
+        std::os::unix::fs::symlink("rel-1", &specs).unwrap();
+        // No periodic rescan in this test: only events can bring updates.
+        let (mut rx, _w) = watch_dir(specs.clone(), Duration::from_millis(80), Duration::from_secs(3600)).unwrap();
+        let first = rx.borrow_and_update().clone().unwrap();
+        assert!(first.fleet.is_ok());
+        // git-sync's swap: a new link renamed over the old one.
+        std::os::unix::fs::symlink("rel-2", base.join("specs.tmp")).unwrap();
+        std::fs::rename(base.join("specs.tmp"), &specs).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx.changed()).await.expect("the swap is seen").unwrap();
+        let swapped = rx.borrow_and_update().clone().unwrap();
+        assert_ne!(swapped.digest, first.digest);
+        // An edit in the new directory arrives too (the watch moved with the link).
+        std::fs::write(base.join("rel-2/.tmp"), format!("{text}\nbogus: [")).unwrap();
+        std::fs::rename(base.join("rel-2/.tmp"), base.join("rel-2/fleet.yaml")).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx.changed()).await.expect("the edit is seen").unwrap();
+        assert!(rx.borrow_and_update().clone().unwrap().fleet.is_err());
+        // Edits in the directory swapped out are no longer the spec.
+        std::fs::write(base.join("rel-1/fleet.yaml"), format!("{text}\n# unrelated\n")).unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(600), rx.changed()).await.is_err());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
