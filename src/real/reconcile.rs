@@ -507,6 +507,19 @@ mod tests {
             }
         }
 
+        /// The same machines after drover restarted: their state carried
+        /// over, nothing hangs, the clock at `clock_ms`.
+        fn restarted(&self, clock_ms: Option<u64>) -> InMemory {
+            InMemory {
+                fleet: self.fleet.clone(),
+                state: Mutex::new(self.state.lock().unwrap().clone()),
+                executed: AtomicUsize::new(0),
+                hang_from: never,
+                hung: AtomicBool::new(false),
+                clock_ms,
+            }
+        }
+
         fn apply(&self, action: &Action) {
             let fleet = &self.fleet;
             let mut st = self.state.lock().unwrap();
@@ -676,14 +689,7 @@ mod tests {
         }
         assert!(s.blocked.iter().any(|b| b.reason.contains("next opens 2026-11-24 01:00 UTC")), "{:?}", s.blocked);
         // In the window, the same journal carries the rollout to its end.
-        let world2 = Arc::new(InMemory {
-            fleet: world.fleet.clone(),
-            state: Mutex::new(world.state.lock().unwrap().clone()),
-            executed: AtomicUsize::new(0),
-            hang_from: never,
-            hung: AtomicBool::new(false),
-            clock_ms: Some(tuesday_1am + MINUTE_MS),
-        });
+        let world2 = Arc::new(world.restarted(Some(tuesday_1am + MINUTE_MS)));
         let (dir, j) = journal("window-open");
         let s = reconcile_once(Arc::clone(&world2), &j, &opts(), &mut |_| {}).await;
         let _ = std::fs::remove_dir_all(&dir);
@@ -705,14 +711,7 @@ mod tests {
         assert!(!mid.in_flight.is_empty(), "cut off with actions in flight");
         assert!(!mid.node_ops.is_empty() || !mid.farm_ops.is_empty(), "cut off inside a window: {mid:?}");
         // The restarted run: only the journal survives.
-        let world2 = Arc::new(InMemory {
-            fleet: world.fleet.clone(),
-            state: Mutex::new(world.state.lock().unwrap().clone()),
-            executed: AtomicUsize::new(0),
-            hang_from: never,
-            hung: AtomicBool::new(false),
-            clock_ms: None,
-        });
+        let world2 = Arc::new(world.restarted(None));
         let s = reconcile_once(Arc::clone(&world2), &j, &opts(), &mut |_| {}).await;
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(s.finish, Finish::Converged, "{s:?}");
