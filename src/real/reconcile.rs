@@ -159,9 +159,11 @@ pub struct Controller<'j, F: Fleetside> {
     finished: Vec<Completion>,
     /// Actions running now, with when they started.
     running: Vec<(Action, Instant)>,
-    /// A subject whose action failed waits before it is tried again (1 s,
-    /// doubling to a minute): the planner asks again at once, level-triggered.
-    cooldown: HashMap<Subject, (Instant, u32)>,
+    /// A subject whose action failed waits before it is tried again (2 s,
+    /// doubling to a minute, on the fleet's clock: virtual time in the
+    /// simulation): the planner asks again at once, level-triggered.
+    /// Until when (ms), and how many failures in a row.
+    cooldown: HashMap<Subject, (u64, u32)>,
     estimates: Estimates,
     pub last_progress: Instant,
     pub started: u64,
@@ -271,9 +273,9 @@ impl<'j, F: Fleetside> Controller<'j, F> {
                     if !self.failed.contains(&line) {
                         self.failed.push(line);
                     }
-                    let entry = self.cooldown.entry(action.subject()).or_insert((Instant::now(), 0));
+                    let entry = self.cooldown.entry(action.subject()).or_insert((at, 0));
                     entry.1 += 1;
-                    entry.0 = Instant::now() + Duration::from_secs(1 << entry.1.min(6)).min(Duration::from_secs(60));
+                    entry.0 = at + (1000u64 << entry.1.min(6)).min(60_000);
                 }
                 Outcome::Ok => {
                     self.cooldown.remove(&action.subject());
@@ -337,7 +339,7 @@ impl<'j, F: Fleetside> Controller<'j, F> {
 
     /// A subject cooling down after a failure.
     pub fn cooling(&self, s: Subject) -> bool {
-        self.cooldown.get(&s).is_some_and(|(until, _)| *until > Instant::now())
+        self.cooldown.get(&s).is_some_and(|(until, _)| *until > self.side.now_ms())
     }
 
     /// Journals and starts one action in its own task.
@@ -786,5 +788,76 @@ mod stop_tests {
         assert_eq!(finished as u64, s.started);
         assert!(s.started > 0);
         assert!(left.in_flight.is_empty(), "nothing left in flight: {left:?}");
+    }
+
+    /// A fleet whose every action fails, on a clock the test moves.
+    struct Failing {
+        fleet: Fleet,
+        observed: Observed,
+        clock_ms: std::sync::atomic::AtomicU64,
+    }
+
+    impl Fleetside for Failing {
+        fn fleet(&self) -> Arc<Fleet> {
+            Arc::new(self.fleet.clone())
+        }
+        fn now_ms(&self) -> u64 {
+            self.clock_ms.load(Ordering::SeqCst)
+        }
+        async fn observe(&self) -> Result<Observed, String> {
+            Ok(self.observed.clone())
+        }
+        async fn execute(&self, _: &Action) -> Outcome {
+            Outcome::Failed("emerge exited with 1".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_subject_backs_off_on_the_fleets_clock_doubling() {
+        let shape = crate::sim::fleetgen::Shape {
+            prod_sites: 1,
+            farms_per_site: 2,
+            nodes_per_farm: 2,
+            profiles: 1,
+            max_unavailable: 1,
+            max_farms_down: 1,
+            capacity_floor: 0.0,
+            soak: "0s".into(),
+            failure_budget: 10,
+            change: crate::sim::fleetgen::Change::ALL,
+            sessions_per_site: 0,
+        };
+        let fleet = crate::sim::fleetgen::fleet(&shape).unwrap();
+        let observed = crate::sim::Sim::new(&fleet, crate::sim::SimConfig::new(&fleet, 1)).observe();
+        const T0: u64 = 1_800_000_000_000;
+        let world = Arc::new(Failing { fleet, observed, clock_ms: T0.into() });
+        let dir = std::env::temp_dir().join(format!("drover-backoff-{}", std::process::id()));
+        let j = Journal::new(&dir.join("journal.redb"));
+        let mut ctl = Controller::new(Arc::clone(&world), &j).unwrap();
+        let mut quiet = |_: &Event| {};
+        let observed = ctl.observe().await.unwrap();
+        let (pass, now) = ctl.plan(&observed);
+        let first = pass.actions.into_iter().next().expect("something to do");
+        let subject = first.action.subject();
+        ctl.start(first.clone(), &observed, now, &mut quiet).unwrap();
+        ctl.next_completion().await;
+        ctl.settle(&mut quiet).unwrap();
+        // The wall clock goes on, the fleet's does not: still backing off.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(ctl.cooling(subject), "a failed subject waits");
+        world.clock_ms.store(T0 + 1_999, Ordering::SeqCst);
+        assert!(ctl.cooling(subject), "2 s after the first failure");
+        world.clock_ms.store(T0 + 2_000, Ordering::SeqCst);
+        assert!(!ctl.cooling(subject));
+        // A second failure in a row waits twice as long.
+        ctl.start(first, &observed, T0 + 2_000, &mut quiet).unwrap();
+        ctl.next_completion().await;
+        ctl.settle(&mut quiet).unwrap();
+        world.clock_ms.store(T0 + 2_000 + 3_999, Ordering::SeqCst);
+        assert!(ctl.cooling(subject), "4 s after the second failure");
+        world.clock_ms.store(T0 + 2_000 + 4_000, Ordering::SeqCst);
+        assert!(!ctl.cooling(subject));
+        drop(ctl);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
