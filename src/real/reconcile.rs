@@ -751,8 +751,8 @@ mod stop_tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_stop_request_starts_nothing_new_and_waits_for_what_runs() {
+    /// One site of two farms of two nodes, everything to change, as observed at the start.
+    fn small_fleet(failure_budget: u32) -> (Fleet, Observed) {
         let shape = crate::sim::fleetgen::Shape {
             prod_sites: 1,
             farms_per_site: 2,
@@ -762,12 +762,18 @@ mod stop_tests {
             max_farms_down: 1,
             capacity_floor: 0.0,
             soak: "0s".into(),
-            failure_budget: 2,
+            failure_budget,
             change: crate::sim::fleetgen::Change::ALL,
             sessions_per_site: 0,
         };
         let fleet = crate::sim::fleetgen::fleet(&shape).unwrap();
         let observed = crate::sim::Sim::new(&fleet, crate::sim::SimConfig::new(&fleet, 1)).observe();
+        (fleet, observed)
+    }
+
+    #[tokio::test]
+    async fn a_stop_request_starts_nothing_new_and_waits_for_what_runs() {
+        let (fleet, observed) = small_fleet(2);
         let stop = Arc::new(AtomicBool::new(false));
         let world = Arc::new(Still { fleet, observed, executed: AtomicUsize::new(0), stop: Arc::clone(&stop) });
         let dir = std::env::temp_dir().join(format!("drover-stop-{}", std::process::id()));
@@ -814,21 +820,7 @@ mod stop_tests {
 
     #[tokio::test]
     async fn a_failed_subject_backs_off_on_the_fleets_clock_doubling() {
-        let shape = crate::sim::fleetgen::Shape {
-            prod_sites: 1,
-            farms_per_site: 2,
-            nodes_per_farm: 2,
-            profiles: 1,
-            max_unavailable: 1,
-            max_farms_down: 1,
-            capacity_floor: 0.0,
-            soak: "0s".into(),
-            failure_budget: 10,
-            change: crate::sim::fleetgen::Change::ALL,
-            sessions_per_site: 0,
-        };
-        let fleet = crate::sim::fleetgen::fleet(&shape).unwrap();
-        let observed = crate::sim::Sim::new(&fleet, crate::sim::SimConfig::new(&fleet, 1)).observe();
+        let (fleet, observed) = small_fleet(10);
         const T0: u64 = 1_800_000_000_000;
         let world = Arc::new(Failing { fleet, observed, clock_ms: T0.into() });
         let dir = std::env::temp_dir().join(format!("drover-backoff-{}", std::process::id()));
