@@ -308,10 +308,10 @@ where
         tokio::select! {
             _ = c.wait(wait) => {}
             // `changed()` marks the value seen: read it on the next turn.
-                r = specs.changed(), if specs_open => match r {
-                    Ok(()) => fresh_spec = true,
-                    Err(_) => specs_open = false,
-                },
+            r = specs.changed(), if specs_open => match r {
+                Ok(()) => fresh_spec = true,
+                Err(_) => specs_open = false,
+            },
             _ = stop.changed() => {}
         }
     }

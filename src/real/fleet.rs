@@ -93,8 +93,8 @@ impl RealFleet {
         let mut lbs = Vec::new();
         for site in &fleet.sites {
             let kept = previous.and_then(|p| {
-                let same = p.fleet.sites.iter().position(|s| s.name == site.name && s.lb.api == site.lb.api)?;
-                p.lbs.get(same).filter(|lb| lb.site == site.name).cloned()
+                let mut same = p.fleet.sites.iter().zip(&p.lbs);
+                same.find(|(s, _)| s.name == site.name && s.lb.api == site.lb.api).map(|(_, lb)| lb.clone())
             });
             let lb = match kept {
                 Some(lb) => lb,

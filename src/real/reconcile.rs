@@ -441,17 +441,14 @@ pub async fn reconcile_once<F: Fleetside>(
             if pass.halted {
                 return done(summary, Some(&ctl), Finish::Halted);
             }
-            if let Some(opens_ms) = pass.change_window_opens_ms {
-                // Waiting for a window is not being stuck: one that opens
-                // within the stall time is waited for, a later one ends the run.
-                if opens_ms.saturating_sub(now) > opts.stall.as_millis() as u64 {
+            // Waiting for a window is not being stuck: one that opens within
+            // the stall time is waited for, a later one ends the run.
+            match pass.change_window_opens_ms {
+                Some(opens_ms) if opens_ms.saturating_sub(now) > opts.stall.as_millis() as u64 => {
                     return done(summary, Some(&ctl), Finish::OutsideWindow { opens_ms });
                 }
-                ctl.wait(opts.tick).await;
-                continue;
-            }
-            if ctl.last_progress.elapsed() > opts.stall {
-                return done(summary, Some(&ctl), Finish::Stuck);
+                None if ctl.last_progress.elapsed() > opts.stall => return done(summary, Some(&ctl), Finish::Stuck),
+                _ => {}
             }
         }
         let waiting = pass.actions.iter().filter(|p| ctl.cooling(p.action.subject())).count();

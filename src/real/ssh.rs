@@ -189,11 +189,6 @@ impl Pool {
         closed
     }
 
-    /// `host:port` as the pool names a master.
-    pub fn host_key(host: &str, port: u16) -> String {
-        Self::key(host, port)
-    }
-
     pub fn connects(&self) -> u64 {
         self.connects.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -202,7 +197,8 @@ impl Pool {
         self.sessions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn key(host: &str, port: u16) -> String {
+    /// `host:port` as the pool names a master.
+    pub fn host_key(host: &str, port: u16) -> String {
         format!("{host}:{port}")
     }
 
@@ -210,7 +206,7 @@ impl Pool {
     pub async fn master(&self, host: &str, port: u16) -> Result<Arc<Session>, String> {
         let slot = {
             let mut m = self.masters.lock().await;
-            Arc::clone(m.entry(Self::key(host, port)).or_default())
+            Arc::clone(m.entry(Self::host_key(host, port)).or_default())
         };
         // One connect per host at a time; others wait for its result.
         let mut guard = slot.lock().await;
@@ -247,7 +243,7 @@ impl Pool {
 
     /// Forgets the master of `host:port` (it died, or the host rebooted).
     pub async fn forget(&self, host: &str, port: u16) {
-        let slot = self.masters.lock().await.get(&Self::key(host, port)).cloned();
+        let slot = self.masters.lock().await.get(&Self::host_key(host, port)).cloned();
         if let Some(slot) = slot {
             let old = slot.lock().await.take();
             if let Some(s) = old {

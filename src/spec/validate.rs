@@ -257,9 +257,9 @@ impl Cx {
         let mut node_names: HashMap<String, (String, Pos)> = HashMap::new();
         let mut addresses: HashMap<(String, u16), (String, Pos)> = HashMap::new();
         // A farm's pseudo-server in its site's backend, and its listener: one farm each.
-        let mut lb_servers: HashMap<(u32, String), (String, String, Pos)> = HashMap::new();
+        let mut lb_servers: HashMap<(u32, String), Claim> = HashMap::new();
         // Listeners are on the site's LB host: the same address in two sites is two sockets.
-        let mut listeners: HashMap<(u32, (String, u16)), (String, String, Pos)> = HashMap::new();
+        let mut listeners: HashMap<(u32, (String, u16)), Claim> = HashMap::new();
         let mut targets: Vec<model::Target> = Vec::new();
         let mut target_ids: HashMap<model::Target, u32> = HashMap::new();
         // (profile, first production use) for the preproduction gate check
@@ -305,34 +305,31 @@ impl Cx {
                 // drover takes one out and the site loses both.
                 if let Some(s) = site {
                     let pos = fm.lb.server.as_ref().map_or(fm.name.pos, |s| s.pos);
-                    match lb_servers.get(&(s, lb_server.clone())) {
-                        Some((other, ofile, opos)) => self.err(
+                    if let Some((other, ofile, opos)) =
+                        claim(&mut lb_servers, (s, lb_server.clone()), (name.clone(), file.clone(), pos))
+                    {
+                        self.err(
                             pos,
                             format!(
                                 "farm `{name}` has the LB server `{lb_server}` of farm `{other}` in site `{}` (first at {ofile}:{}:{})",
                                 sites[s as usize].name, opos.line, opos.col
                             ),
                             "each farm needs its own cookie pseudo-server in its site's backend: set `lb.server` to a name no other farm of the site uses",
-                        ),
-                        None => {
-                            lb_servers.insert((s, lb_server.clone()), (name.clone(), file.clone(), pos));
-                        }
+                        );
                     }
                 }
-                if let (Some(s), Some(l), Some(at)) = (site, &lb_listen, &fm.lb.listen) {
-                    match listeners.get(&(s, l.clone())) {
-                        Some((other, ofile, opos)) => self.err(
-                            at.pos,
-                            format!(
-                                "farm `{name}` listens on `{}:{}` like farm `{other}` of site `{}` (first at {ofile}:{}:{})",
-                                l.0, l.1, sites[s as usize].name, opos.line, opos.col
-                            ),
-                            "each farm of a site needs its own listener address and port on the site's LB",
+                if let (Some(s), Some(l), Some(at)) = (site, &lb_listen, &fm.lb.listen)
+                    && let Some((other, ofile, opos)) =
+                        claim(&mut listeners, (s, l.clone()), (name.clone(), file.clone(), at.pos))
+                {
+                    self.err(
+                        at.pos,
+                        format!(
+                            "farm `{name}` listens on `{}:{}` like farm `{other}` of site `{}` (first at {ofile}:{}:{})",
+                            l.0, l.1, sites[s as usize].name, opos.line, opos.col
                         ),
-                        None => {
-                            listeners.insert((s, l.clone()), (name.clone(), file.clone(), at.pos));
-                        }
-                    }
+                        "each farm of a site needs its own listener address and port on the site's LB",
+                    );
                 }
 
                 // Nodes: explicit, then generated.
@@ -970,6 +967,20 @@ struct NodeDraft {
     profile_pos: Pos,
     ssh_port: Option<u16>,
     http_port: Option<u16>,
+}
+
+/// Which farm took something first: its name, file and position.
+type Claim = (String, String, Pos);
+
+/// Takes `key` for `by`; if another farm had it, that farm's claim (and `by` is not recorded).
+fn claim<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Claim>, key: K, by: Claim) -> Option<Claim> {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(first) => Some(first.get().clone()),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(by);
+            None
+        }
+    }
 }
 
 fn or_none(list: &[&str]) -> String {

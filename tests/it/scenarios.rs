@@ -12,13 +12,18 @@ use drover::sim::{Report, Sim, SimConfig, Started};
 fn run(change: Change) -> (Fleet, Report) {
     let shape = Shape { change, ..Shape::default() };
     let fleet = fleet(&shape).expect("generated spec is valid");
-    let mut cfg = SimConfig::new(&fleet, 11);
-    cfg.record_actions = true;
-    let report = Sim::new(&fleet, cfg).run();
-    assert!(report.converged, "did not converge: {:?}", report.blocked);
-    assert_eq!(report.violations, 0, "violations: {:#?}", report.violation_samples);
+    let report = converged_run(&fleet, SimConfig::new(&fleet, 11));
     assert!(report.requests > 10_000, "traffic was simulated ({} requests)", report.requests);
     (fleet, report)
+}
+
+/// Runs `fleet` recording every action, and asserts it converged with no violation.
+fn converged_run(fleet: &Fleet, mut cfg: SimConfig) -> Report {
+    cfg.record_actions = true;
+    let report = Sim::new(fleet, cfg).run();
+    assert!(report.converged, "did not converge: {:?}", report.blocked);
+    assert_eq!(report.violations, 0, "violations: {:#?}", report.violation_samples);
+    report
 }
 
 fn is_prod(fleet: &Fleet, n: NodeId) -> bool {
@@ -380,11 +385,7 @@ const DAY_MS: u64 = 24 * HOUR_MS;
 fn a_change_window_holds_the_rollout_until_it_opens() {
     // Virtual time starts on Thursday 1970-01-01 00:00 UTC; the window opens at 01:00.
     let fleet = fleet_with_windows(r#"[{ start: "01:00", end: "06:00" }]"#);
-    let mut cfg = SimConfig::new(&fleet, 11);
-    cfg.record_actions = true;
-    let r = Sim::new(&fleet, cfg).run();
-    assert!(r.converged, "did not converge: {:?}", r.blocked);
-    assert_eq!(r.violations, 0, "violations: {:#?}", r.violation_samples);
+    let r = converged_run(&fleet, SimConfig::new(&fleet, 11));
     assert!(r.requests > 10_000, "traffic was simulated ({} requests)", r.requests);
     // Staging ran ahead, before the window.
     for kind in ["fetch", "stage_php", "stage_release"] {
@@ -408,11 +409,8 @@ fn short_windows_spread_the_rollout_over_days_and_finish_what_they_start() {
     // longer than the window: the last one runs past the close.
     let fleet = fleet_with_windows(r#"[{ days: [mon, fri], start: "01:00", end: "01:04" }]"#);
     let mut cfg = SimConfig::new(&fleet, 7);
-    cfg.record_actions = true;
     cfg.max_virtual_s = 8.0 * 24.0 * 3600.0;
-    let r = Sim::new(&fleet, cfg).run();
-    assert!(r.converged, "did not converge: {:?}", r.blocked);
-    assert_eq!(r.violations, 0, "violations: {:#?}", r.violation_samples);
+    let r = converged_run(&fleet, cfg);
     let open = |t: u64| {
         let weekday = (t / DAY_MS + 3) % 7; // Monday = 0
         (weekday == 0 || weekday == 4) && (HOUR_MS..HOUR_MS + 4 * 60_000).contains(&(t % DAY_MS))

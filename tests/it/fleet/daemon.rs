@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::e2e::{assert_converged, assert_rolled_out, load_all, stop_all};
+use super::loadgen::LoadGen;
 use super::topology::Target;
 use super::{FleetOptions, TestFleet, Topology};
 
@@ -46,6 +47,14 @@ impl SpecRepo {
         let repo = SpecRepo { origin, work };
         repo.commit_from(fleet, "initial spec");
         repo
+    }
+
+    /// Writes `to` as the fleet's spec, puts every site under load, then
+    /// commits it: the rollout runs under load. The load and the commit.
+    fn commit_target(&self, fleet: &mut TestFleet, to: &Target, message: &str) -> (Vec<(String, LoadGen)>, String) {
+        fleet.write_spec(to);
+        let gens = load_all(fleet);
+        (gens, self.commit_from(fleet, message))
     }
 
     /// Copies the fleet's spec directory into the repository, commits and pushes.
@@ -228,9 +237,7 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
     let connected = connects(&d);
     assert!(connected >= 16.0, "every node's SSH master was opened: {connected}");
     let to = Target { release: "2026.11.2".into(), ..Target::initial() };
-    fleet.write_spec(&to);
-    let gens = load_all(&fleet);
-    let c1 = repo.commit_from(&fleet, "release 2026.11.2");
+    let (gens, c1) = repo.commit_target(&mut fleet, &to, "release 2026.11.2");
     let s = d.wait_status("release 2026.11.2 converged", Duration::from_secs(120), converged_on(&c1));
     assert_eq!(s["spec"]["generation"], 2, "{s}");
     assert_rolled_out(&fleet, &to, &stop_all(gens));
@@ -293,9 +300,7 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
 
     // 3. A good commit again, and kill -9 while a production farm is switched.
     let to = Target { release: "2026.11.3".into(), ..Target::initial() };
-    fleet.write_spec(&to);
-    let gens = load_all(&fleet);
-    let c2 = repo.commit_from(&fleet, "release 2026.11.3");
+    let (gens, c2) = repo.commit_target(&mut fleet, &to, "release 2026.11.3");
     let farm_switch = |l: &str| l.contains("\"start\"") && l.contains("activate") && l.contains("par1-f1");
     d.wait_line("a production farm switch", Duration::from_secs(90), farm_switch);
     d.signal(9);
@@ -306,9 +311,7 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
 
     // 4. SIGTERM during a rollout: the open farm window closes, exit 0.
     let to = Target { release: "2026.11.3".into(), php: "8.3.14".into(), ..Target::initial() };
-    fleet.write_spec(&to);
-    let gens = load_all(&fleet);
-    let c3 = repo.commit_from(&fleet, "php 8.3.14");
+    let (gens, c3) = repo.commit_target(&mut fleet, &to, "php 8.3.14");
     let php_switch = |l: &str| l.contains("\"start\"") && l.contains("activate") && l.contains("php 8.3.14");
     d.wait_line("a PHP switch", Duration::from_secs(90), php_switch);
     d.signal(15);
