@@ -114,6 +114,31 @@ fn app_release_switch_farm_by_farm_with_memcached_flushed() {
     // Converged means nothing more to do: plan exits 0.
     let again = drover(&fleet, &state_dir(&fleet), &["plan"]).output().unwrap();
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+
+    // Outside every change window: the next release is staged, nothing else
+    // changes, and the run ends at once with 2, saying when the window opens.
+    fleet.add_release("2026.11.3", false);
+    fleet.write_spec(&Target { release: "2026.11.3".into(), ..Target::initial() });
+    let today = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    let day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][((today + 3 + 2) % 7) as usize]; // in two days
+    let spec = fleet.spec_dir.join("fleet.yaml");
+    let text_now = std::fs::read_to_string(&spec).unwrap();
+    let windowed = text_now.replacen(
+        "    failure_budget:",
+        &format!("    change_windows: [{{ days: [{day}], start: \"01:00\", end: \"02:00\" }}]\n    failure_budget:"),
+        1,
+    );
+    assert_ne!(windowed, text_now);
+    std::fs::write(&spec, windowed).unwrap();
+    let (code, json, log) = reconcile_under_load(&fleet, &["par1", "fra1"], &[]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("WAITING") && !log.contains("STUCK"), "{log}");
+    assert!(json["change_window_opens"].as_str().unwrap().ends_with(" 01:00 UTC"), "{json}");
+    for n in &fleet.nodes {
+        assert_eq!(n.active_release().as_deref(), Some("2026.11.2"), "{} switched outside the window", n.name);
+        assert!(n.root.join("srv/app/releases/2026.11.3").is_dir(), "{}: the release was not staged", n.name);
+    }
+    assert!(servers_out(&fleet, &[]).is_empty(), "{:?}", servers_out(&fleet, &[]));
 }
 
 /// Servers in drain or maint on any LB, except `allowed` (by server name).
