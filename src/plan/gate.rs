@@ -15,6 +15,11 @@ pub fn package_component(key: &str) -> String {
     format!("pkg:{key}")
 }
 
+/// The package (category, name) a `package_component` names, if it names one.
+pub fn package_key(component: &str) -> Option<(&str, &str)> {
+    component.strip_prefix("pkg:")?.split_once('/')
+}
+
 /// The values a node runs, as gate components.
 fn running_values(fleet: &Fleet, obs: &Observed, n: NodeId) -> Vec<(String, String)> {
     let o = &obs.nodes[n as usize];

@@ -10,15 +10,17 @@
 pub mod action;
 pub mod bound;
 pub mod change_windows;
+pub mod diffs;
 pub mod gate;
 pub mod memory;
 
 use serde::Serialize;
 
 pub use action::{Action, Kind, Outcome, Subject};
+pub use diffs::DiffCache;
 pub use memory::{FarmOp, FarmPhase, Memory, NodeOp, NodePhase};
 
-use crate::diff::{NodeDiff, node_diff};
+use crate::diff::NodeDiff;
 use crate::model::{Environment, FarmId, Fleet, NodeId, SiteId};
 use crate::observe::{Admin, Observed};
 
@@ -127,12 +129,26 @@ struct FarmView {
 }
 
 pub fn plan(w: &World) -> Pass {
-    Planner::new(w).run()
+    let diffs = diffs::all(w.fleet, w.observed);
+    Planner::new(w, &diffs).run()
+}
+
+/// `plan`, with the node diffs kept in `cache` between passes: only the
+/// nodes whose observed state changed since the last pass are diffed again.
+/// Same result as `plan` (a driver that plans after every event, like the
+/// simulation, would otherwise diff the whole fleet per event). A cache made
+/// for another fleet is not used.
+pub fn plan_with(w: &World, cache: &mut DiffCache) -> Pass {
+    if !cache.serves(w.fleet) {
+        return plan(w);
+    }
+    let diffs = cache.refresh(w.observed);
+    Planner::new(w, diffs).run()
 }
 
 struct Planner<'a, 'w> {
     w: &'a World<'w>,
-    diffs: Vec<NodeDiff>,
+    diffs: &'a [NodeDiff],
     farms: Vec<FarmView>,
     pass: Pass,
     halted: bool,
@@ -146,15 +162,19 @@ struct Planner<'a, 'w> {
     /// Outside every change window: why new disruptive and farm-level work
     /// waits, and when the next window opens.
     closed: Option<(String, Option<u64>)>,
+    /// The passed gates of `memory.gate`, borrowed for lookups that do not
+    /// allocate (the gate is asked per node and per atom, every pass):
+    /// (profile, component, value), and for packages (profile, category,
+    /// name, version).
+    passed: std::collections::HashSet<(u32, &'a str, &'a str)>,
+    passed_packages: std::collections::HashSet<(u32, &'a str, &'a str, &'a str)>,
 }
 
 impl<'a, 'w> Planner<'a, 'w> {
-    fn new(w: &'a World<'w>) -> Self {
+    fn new(w: &'a World<'w>, diffs: &'a [NodeDiff]) -> Self {
         let fleet = w.fleet;
         let obs = w.observed;
         let mem = w.memory;
-        let diffs: Vec<NodeDiff> =
-            (0..fleet.nodes.len() as NodeId).map(|n| node_diff(fleet, n, &obs.nodes[n as usize])).collect();
         let mut farms = vec![FarmView::default(); fleet.farms.len()];
         let mut site_serving = vec![0u64; fleet.sites.len()];
         let mut site_full = vec![0u64; fleet.sites.len()];
@@ -213,6 +233,14 @@ impl<'a, 'w> Planner<'a, 'w> {
             };
             (why, next)
         });
+        let mut passed = std::collections::HashSet::new();
+        let mut passed_packages = std::collections::HashSet::new();
+        for ((profile, component, value), _) in mem.gate.iter().filter(|(_, r)| r.passed) {
+            passed.insert((*profile, component.as_str(), value.as_str()));
+            if let Some((category, name)) = gate::package_key(component) {
+                passed_packages.insert((*profile, category, name, value.as_str()));
+            }
+        }
         Planner {
             w,
             diffs,
@@ -224,6 +252,8 @@ impl<'a, 'w> Planner<'a, 'w> {
             site_full,
             planned: std::collections::HashSet::new(),
             closed,
+            passed,
+            passed_packages,
         }
     }
 
@@ -635,11 +665,18 @@ impl<'a, 'w> Planner<'a, 'w> {
         {
             return true;
         }
-        self.w.memory.gate.get(&(node.profile, component.to_string(), value.to_string())).is_some_and(|r| r.passed)
+        self.passed.contains(&(node.profile, component, value))
     }
 
     fn packages_gate_open(&self, n: NodeId, atoms: &[crate::model::Atom]) -> bool {
-        atoms.iter().all(|a| self.gate_open(n, &gate::package_component(&a.key()), &a.version))
+        let fleet = self.w.fleet;
+        let node = &fleet.nodes[n as usize];
+        if fleet.sites[node.site as usize].environment == Environment::Preproduction
+            || fleet.policy.waive_preproduction_gate
+        {
+            return true;
+        }
+        atoms.iter().all(|a| self.passed_packages.contains(&(node.profile, &*a.category, &*a.name, &*a.version)))
     }
 
     /// Expected seconds a farm stays out for its switch.

@@ -12,6 +12,8 @@ pub mod faults;
 pub mod fleetgen;
 pub mod live;
 pub mod rng;
+#[cfg(test)]
+mod scale_tests;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -315,6 +317,11 @@ pub struct Sim<'f> {
     completed: BTreeMap<u64, InFlight>,
     /// Outcomes nobody collected (their executor was dropped).
     lost_outcomes: u64,
+    /// Node diffs kept between the built-in reconciler's passes (one pass
+    /// per event: diffing every node each time made a rollout quadratic).
+    diff_cache: Option<plan::DiffCache>,
+    /// The observation of the previous pass, overwritten by the next one.
+    last_observation: Option<Observed>,
 }
 
 fn kernel_of(fleet: &Fleet, pkgs: &[(Str, Str)]) -> Option<Str> {
@@ -448,6 +455,8 @@ impl<'f> Sim<'f> {
             progress: None,
             completed: BTreeMap::new(),
             lost_outcomes: 0,
+            diff_cache: None,
+            last_observation: None,
         }
     }
 
@@ -494,27 +503,17 @@ impl<'f> Sim<'f> {
 
     /// The observation the reconciler gets (exact: the probe's view).
     pub fn observe(&self) -> Observed {
-        let now = self.now;
-        let nodes = self
-            .nodes
-            .iter()
-            .map(|n| NodeObs {
-                reachable: !n.dead && n.down_until <= now,
-                busy: !n.dead && (n.down_until > now || n.disrupted_until > now),
-                packages: n.packages.clone(),
-                fetched: n.fetched.clone(),
-                kernel_running: n.kernel_running.clone(),
-                kernel_installed: kernel_of(&self.fleet, &n.packages),
-                boot_id: Str::from(n.boot.to_string()),
-                php_installed: n.php_installed.clone(),
-                php_active: n.php_active.clone(),
-                releases_installed: n.releases.clone(),
-                release_active: n.release_active.clone(),
-                lb: LbServer { admin: n.admin, weight: 100, active: n.active },
-                health: n.last_health,
-            })
-            .collect();
-        let farms = self
+        let mut out = Observed { nodes: Vec::new(), farms: Vec::new(), sites: Vec::new() };
+        self.observe_into(&mut out);
+        out
+    }
+
+    /// `observe`, into the observation of the previous pass: the nodes'
+    /// lists are overwritten in place instead of allocated again for every
+    /// node on every pass.
+    fn observe_into(&self, out: &mut Observed) {
+        self.observe_nodes_into(&mut out.nodes);
+        out.farms = self
             .farms
             .iter()
             .map(|f| FarmObs {
@@ -523,13 +522,53 @@ impl<'f> Sim<'f> {
                 memcached_reachable: !f.flush_broken,
             })
             .collect();
-        let sites = self
+        out.sites = self
             .fleet
             .sites
             .iter()
             .map(|s| SiteObs { arrivals_per_s: self.arrival_rate(s.environment), lb_reachable: true })
             .collect();
-        Observed { nodes, farms, sites }
+    }
+
+    /// The nodes' part of `observe`, overwriting `out` (same length as the
+    /// fleet's nodes, or empty) field by field.
+    fn observe_nodes_into(&self, out: &mut Vec<NodeObs>) {
+        let now = self.now;
+        if out.len() != self.nodes.len() {
+            out.clear();
+            out.resize_with(self.nodes.len(), || NodeObs {
+                reachable: false,
+                busy: false,
+                packages: Vec::new(),
+                fetched: Vec::new(),
+                kernel_running: None,
+                kernel_installed: None,
+                boot_id: Str::from(""),
+                php_installed: Vec::new(),
+                php_active: None,
+                releases_installed: Vec::new(),
+                release_active: None,
+                lb: LbServer { admin: Admin::Ready, weight: 100, active: 0 },
+                health: Health::Unknown,
+            });
+        }
+        for (n, o) in self.nodes.iter().zip(out.iter_mut()) {
+            o.reachable = !n.dead && n.down_until <= now;
+            o.busy = !n.dead && (n.down_until > now || n.disrupted_until > now);
+            o.packages.clone_from(&n.packages);
+            o.fetched.clone_from(&n.fetched);
+            o.kernel_running.clone_from(&n.kernel_running);
+            o.kernel_installed = kernel_of(&self.fleet, &n.packages);
+            if o.boot_id.parse::<u64>() != Ok(n.boot) {
+                o.boot_id = Str::from(n.boot.to_string());
+            }
+            o.php_installed.clone_from(&n.php_installed);
+            o.php_active.clone_from(&n.php_active);
+            o.releases_installed.clone_from(&n.releases);
+            o.release_active.clone_from(&n.release_active);
+            o.lb = LbServer { admin: n.admin, weight: 100, active: n.active };
+            o.health = n.last_health;
+        }
     }
 
     fn site_sessions(&self, env: Environment) -> u32 {
@@ -549,6 +588,26 @@ impl<'f> Sim<'f> {
     // ---- the run -----------------------------------------------------------
 
     pub fn run(mut self) -> Report {
+        let bound_s = self.run_events();
+        self.report(bound_s)
+    }
+
+    /// The world a reconciler pass sees at virtual time `t_ms` of this run
+    /// (or where the run ends, if earlier): the observation, the journal
+    /// with that observation's gate evidence recorded, and the instant.
+    /// For measuring a pass in mid-rollout (windows open, steering active).
+    pub fn run_until(mut self, t_ms: u64) -> (Observed, Memory, u64) {
+        self.cfg.max_virtual_s = self.cfg.max_virtual_s.min(t_ms as f64 / 1000.0);
+        self.run_events();
+        let obs = self.observe();
+        plan::gate::record(&self.fleet, &obs, &mut self.journal, self.now);
+        self.journal.observe(&obs, self.now);
+        (obs, self.journal, self.now)
+    }
+
+    /// The event loop of `run`, to its end or `max_virtual_s`; returns the
+    /// rollout's lower bound (seconds).
+    fn run_events(&mut self) -> f64 {
         let initial = self.observe();
         let bound = plan::bound::lower_bound(&self.fleet, &initial, &self.cfg.estimates);
         self.start_world(bound.total_s);
@@ -579,7 +638,7 @@ impl<'f> Sim<'f> {
                 break;
             }
         }
-        self.report(bound.total_s)
+        bound.total_s
     }
 
     /// Starts what the world does by itself: sessions and their requests,
@@ -923,12 +982,19 @@ impl<'f> Sim<'f> {
         }
         let fleet = Arc::clone(&self.fleet);
         let fleet = &*fleet;
-        let obs = self.observe();
+        let mut obs = self.last_observation.take().unwrap_or_else(|| Observed {
+            nodes: Vec::new(),
+            farms: Vec::new(),
+            sites: Vec::new(),
+        });
+        self.observe_into(&mut obs);
         plan::gate::record(fleet, &obs, &mut self.journal, self.now);
         self.journal.observe(&obs, self.now);
         let est = self.cfg.estimates.clone();
-        let pass =
-            plan::plan(&World { fleet, observed: &obs, memory: &self.journal, now_ms: self.now, estimates: &est });
+        let cache = self.diff_cache.get_or_insert_with(|| plan::DiffCache::new(Arc::clone(&self.fleet)));
+        let world = World { fleet, observed: &obs, memory: &self.journal, now_ms: self.now, estimates: &est };
+        let pass = plan::plan_with(&world, cache);
+        self.last_observation = Some(obs);
         self.halted = pass.halted;
         self.blocked = pass.blocked.clone();
         if pass.halted && pass.actions.is_empty() && self.in_flight.is_empty() {
