@@ -3,6 +3,11 @@
 //! pass and memory (fleet + observation + pass) per node, measured with a
 //! counting allocator. Baseline in the same run: computing the diff alone.
 //! `--quick` skips the 100,000-node fleet (CI).
+//!
+//! Then many small sites (25 to 200 sites of 8 nodes): a first pass, a pass
+//! in mid-rollout and a whole projected rollout, per node and as a ratio to
+//! 25 sites (1.0 = linear), and the real `drover plan --simulate` on 200
+//! sites. `--quick` stops at 50 sites and skips the binary.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -97,4 +102,114 @@ fn main() {
         );
     }
     println!("targets: 512 nodes < 5 ms, 100,000 nodes < 1 s on one core, < 2 KiB per node");
+    many_sites(quick);
+}
+
+/// `sites` production sites of 8 nodes each (4 farms of 2), behind on everything.
+fn many_sites_shape(sites: u32) -> Shape {
+    Shape {
+        prod_sites: sites,
+        farms_per_site: 4,
+        nodes_per_farm: 2,
+        profiles: 2,
+        change: Change::ALL,
+        ..Shape::default()
+    }
+}
+
+/// Median time of one pass over `world`.
+fn time_pass(world: &World, iters: usize) -> Duration {
+    median(
+        (0..iters)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(drover::plan::plan(world));
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+/// Many small sites: 25 to 200 sites of 8 nodes. One pass from the start
+/// (everything drifted) and one in mid-rollout (the simulated rollout, with
+/// traffic, stopped 15 virtual minutes in: farm windows open, new sessions
+/// steered), per pass and per node, with the per-node ratio to 25 sites
+/// (1.0 = linear). Then the whole projected rollout of `plan --simulate`
+/// (every pass of it, no traffic) the same way, and the real binary on a
+/// 200-site spec written to a temporary directory.
+fn many_sites(quick: bool) {
+    let sizes: &[u32] = if quick { &[25, 50] } else { &[25, 50, 100, 200] };
+    println!();
+    println!("many sites of 8 nodes: one pass (first, mid-rollout) and the projected rollout");
+    println!(
+        "{:>6} {:>6} {:>11} {:>9} {:>6} {:>11} {:>9} {:>6} {:>10} {:>9} {:>6}",
+        "sites", "nodes", "first", "us/node", "ratio", "mid", "us/node", "ratio", "rollout", "us/node", "ratio"
+    );
+    let mut base: Option<(f64, f64, f64)> = None;
+    for &sites in sizes {
+        let fleet = fleet(&many_sites_shape(sites)).expect("generated spec is valid");
+        let nodes = fleet.nodes.len() as f64;
+        let est = Estimates::default();
+        let mut cfg = SimConfig::new(&fleet, 1);
+        cfg.traffic = false;
+        let observed = Sim::new(&fleet, cfg).observe();
+        let memory = Memory::default();
+        let first =
+            time_pass(&World { fleet: &fleet, observed: &observed, memory: &memory, now_ms: 0, estimates: &est }, 21);
+        let (observed, memory, now_ms) = Sim::new(&fleet, SimConfig::new(&fleet, 1)).run_until(15 * 60_000);
+        let world = World { fleet: &fleet, observed: &observed, memory: &memory, now_ms, estimates: &est };
+        let windows = memory.farm_ops.len() + memory.node_ops.len();
+        let mid = time_pass(&world, 21);
+        let mut cfg = SimConfig::new(&fleet, 1);
+        cfg.traffic = false;
+        let t = Instant::now();
+        let report = Sim::new(&fleet, cfg).run();
+        let rollout = t.elapsed();
+        assert!(report.converged && report.violations == 0, "{sites} sites: {report:?}");
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / nodes;
+        let (f, m, r) = (per(first), per(mid), per(rollout));
+        let (bf, bm, br) = *base.get_or_insert((f, m, r));
+        println!(
+            "{:>6} {:>6} {:>9.2}ms {:>9.2} {:>6.2} {:>9.2}ms {:>9.2} {:>6.2} {:>9.2}s {:>9.0} {:>6.2}   ({windows} windows open mid-rollout)",
+            sites,
+            nodes,
+            first.as_secs_f64() * 1e3,
+            f,
+            f / bf,
+            mid.as_secs_f64() * 1e3,
+            m,
+            m / bm,
+            rollout.as_secs_f64(),
+            r,
+            r / br
+        );
+    }
+    if !quick {
+        end_to_end(200);
+    }
+}
+
+/// The real binary's `plan --simulate` on a generated spec of `sites` sites.
+fn end_to_end(sites: u32) {
+    let dir = std::env::temp_dir().join(format!("drover-bench-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("fleet.yaml"), drover::sim::fleetgen::spec_text(&many_sites_shape(sites))).expect("spec");
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/drover");
+    if !bin.exists() {
+        println!("(build the release binary for the end-to-end figure: cargo build --release)");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let t = Instant::now();
+    let out = std::process::Command::new(&bin)
+        .arg("--specs")
+        .arg(&dir)
+        .args(["plan", "--simulate"])
+        .output()
+        .expect("run drover");
+    let wall = t.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let projected = text.lines().find(|l| l.contains("projected makespan")).unwrap_or("(no projection)").trim();
+    println!("drover plan --simulate, {sites} sites of 8 nodes: {:.2}s wall; {projected}", wall.as_secs_f64());
 }
