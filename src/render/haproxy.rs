@@ -224,10 +224,11 @@ pub fn haproxy_config(fleet: &Fleet, site: SiteId) -> Result<String, RenderError
             let node = &fleet.nodes[n as usize];
             let _ = writeln!(
                 w,
-                "    server {} {} weight {}",
+                "    server {} {} weight {}{}",
                 node.name,
                 endpoint(&node.address, node.http_port),
-                relative_weight(*cap, max_cap)
+                relative_weight(*cap, max_cap),
+                init_addr(&node.address)
             );
         }
     }
@@ -265,6 +266,15 @@ fn is_wildcard(host: &str) -> bool {
 /// `host:port` as HAProxy reads it on a `server` line (IPv6 in brackets).
 fn endpoint(host: &str, port: u16) -> String {
     if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
+/// What a server given by DNS name needs so that HAProxy starts without
+/// resolving it: the address kept in the server-state file, else the
+/// resolver's, else none (the server stays down until a later start resolves
+/// it) instead of refusing the whole configuration. No `resolvers` section:
+/// names are resolved at start only. Nothing for an IP address.
+fn init_addr(address: &str) -> &'static str {
+    if address.parse::<std::net::IpAddr>().is_ok() { "" } else { " init-addr last,libc,none" }
 }
 
 /// An address to listen on; IPv4 and IPv6 literals carry their family so
@@ -371,14 +381,23 @@ farms:
     fn listeners_must_not_share_an_address() {
         // Two farm listeners of a site: validation refuses the spec already.
         let err = invalid(&SPEC.replace("127.0.0.1:8102", "127.0.0.1:8101"));
-        assert!(err.contains("farm `par1-f02` listens on `127.0.0.1:8101` like farm `par1-f01`"), "{err}");
-        // A wildcard frontend bind overlaps every address on its port.
-        let f = fleet(&SPEC.replace("10.1.0.1:80", "0.0.0.0:8101"));
-        let err = haproxy_config(&f, f.site_by_name("par1").unwrap()).unwrap_err();
+        assert!(
+            err.contains("farm `par1-f02` of site `par1` listens on `127.0.0.1:8101` like farm `par1-f01`"),
+            "{err}"
+        );
+        // A wildcard frontend bind overlaps every address on its port:
+        // validation refuses it too (spec/identity.rs), as an admin endpoint
+        // on a listener's socket.
+        let err = invalid(&SPEC.replace("10.1.0.1:80", "0.0.0.0:8101"));
+        assert!(err.contains("which the wildcard `0.0.0.0:8101` of the frontend of site `par1` also takes"), "{err}");
+        let err = invalid(&SPEC.replace("10.2.0.1:9999", "127.0.0.1:8101"));
+        assert!(err.contains("like the admin endpoint of site `fra1`"), "{err}");
+        // Rendering keeps its own check of the three, for a fleet built otherwise.
+        let mut f = fleet(SPEC);
+        let par1 = f.site_by_name("par1").unwrap();
+        f.sites[par1 as usize].lb.bind = "0.0.0.0:8101".into();
+        let err = haproxy_config(&f, par1).unwrap_err();
         assert!(matches!(&err, RenderError::AddressClash { first, .. } if first == "the frontend"), "{err}");
-        let f = fleet(&SPEC.replace("10.2.0.1:9999", "127.0.0.1:8101"));
-        let err = haproxy_config(&f, f.site_by_name("fra1").unwrap()).unwrap_err();
-        assert!(matches!(&err, RenderError::AddressClash { first, .. } if first.contains("admin")), "{err}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::located::Sp;
 pub struct SpecFile {
     /// Fleet-wide settings: target defaults, policy, SSH access, sources. At most one file may set it.
     #[serde(default)]
-    pub fleet: Option<FleetSpec>,
+    pub fleet: Option<Sp<FleetSpec>>,
     /// Hardware profiles: each has its own binhost and init system.
     #[serde(default)]
     pub profiles: Vec<ProfileSpec>,
@@ -33,7 +33,7 @@ pub struct SpecFile {
     pub farms: Vec<FarmSpec>,
     /// Starting state and load of the simulated fleet (`--simulate` only; ignored for real fleets).
     #[serde(default)]
-    pub simulation: Option<SimulationSpec>,
+    pub simulation: Option<Sp<SimulationSpec>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -6,6 +6,7 @@
 
 pub mod diag;
 pub mod file;
+pub mod identity;
 pub mod located;
 pub mod validate;
 pub mod values;

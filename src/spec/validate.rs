@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::diag::{Diagnostic, SourceFile};
 use super::file::*;
+use super::identity::{self, Holder, LbHost};
 use super::located::{Pos, Sp};
 use super::values::{self, ValueError};
 use crate::model::{self, Fleet};
@@ -49,6 +50,11 @@ pub fn parse_file(f: &SourceFile) -> Result<SpecFile, Diagnostic> {
         Ok(spec) => Ok(spec.unwrap_or_default()),
         Err(e) => {
             let pos = e.location().map(Pos::from_saphyr).unwrap_or(Pos { line: 1, col: 1, ..Pos::default() });
+            if let serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } = &e {
+                let message = identity::duplicate_key(&f.text, key, pos.line, pos.col);
+                let hint = "write each key once: YAML tools keep one of the two silently, drover refuses the file";
+                return Err(Diagnostic::new(&f.path, pos, message, Some(hint.into())));
+            }
             let message = first_line(&e.to_string());
             Err(Diagnostic::new(&f.path, pos, message, Some(structure_hint(&e.to_string()))))
         }
@@ -114,15 +120,17 @@ impl Cx {
         let path = |i: usize| files[i].path.clone();
 
         // fleet section: at most one.
-        let mut fleet_spec: Option<(usize, &FleetSpec)> = None;
+        let mut fleet_spec: Option<(usize, &Sp<FleetSpec>)> = None;
         for (i, f) in parsed {
             if let Some(fs) = &f.fleet {
-                if let Some((first, _)) = fleet_spec {
+                if let Some((first, fspec)) = fleet_spec {
                     self.at(&files[*i].path);
-                    self.err(
-                        Pos { line: 1, col: 1, ..Pos::default() },
-                        format!("a second `fleet:` section (the first is in {})", files[first].path),
-                        "keep fleet-wide settings in one file, e.g. specs/fleet.yaml",
+                    self.second_section(
+                        "fleet",
+                        fs.pos,
+                        &files[first].path,
+                        fspec.pos,
+                        "keep fleet-wide settings (policy, ssh, sources, defaults) in one file, e.g. specs/fleet.yaml",
                     );
                 } else {
                     fleet_spec = Some((*i, fs));
@@ -131,12 +139,13 @@ impl Cx {
         }
         let default_fleet = FleetSpec::default();
         let (fleet_file, fs) = fleet_spec
-            .map(|(i, f)| (path(i), f))
+            .map(|(i, f)| (path(i), &f.value))
             .unwrap_or((files.first().map(|f| f.path.clone()).unwrap_or_default(), &default_fleet));
         self.at(&fleet_file);
         let policy = self.policy(&fs.policy);
         let ssh = self.ssh(&fs.ssh);
         let sources = self.sources(&fs.sources);
+        self.http_port_not_zero(&fs.http_port);
         let http_port = fs.http_port.as_ref().map(|p| p.value).unwrap_or(80);
 
         // profiles
@@ -220,6 +229,9 @@ impl Cx {
         let mut site_defaults: Vec<(String, &TargetSpec)> = Vec::new();
         let mut site_pos: Vec<(String, Pos)> = Vec::new();
         let mut incomplete_sites: HashSet<u32> = HashSet::new();
+        // What is one thing on the network under any spelling (identity.rs).
+        let mut ids = identity::Registry::default();
+        let mut lb_hosts: Vec<Option<LbHost>> = Vec::new();
         for (i, f) in parsed {
             self.at(&files[*i].path);
             for s in &f.sites {
@@ -235,6 +247,7 @@ impl Cx {
                     continue;
                 }
                 let lb = self.lb(&s.lb, &s.name, ssh.port);
+                lb_hosts.push(self.lb_sockets(&mut ids, &name, s.name.pos, &lb, &s.lb));
                 let capacity_floor =
                     self.fraction(&s.capacity_floor, policy.site_capacity_floor, true, "capacity_floor");
                 site_ids.insert(name.clone(), sites.len() as u32);
@@ -255,11 +268,8 @@ impl Cx {
         let mut nodes: Vec<model::Node> = Vec::new();
         let mut farm_names: HashSet<String> = HashSet::new();
         let mut node_names: HashMap<String, (String, Pos)> = HashMap::new();
-        let mut addresses: HashMap<(String, u16), (String, Pos)> = HashMap::new();
         // A farm's pseudo-server in its site's backend, and its listener: one farm each.
         let mut lb_servers: HashMap<(u32, String), Claim> = HashMap::new();
-        // Listeners are on the site's LB host: the same address in two sites is two sockets.
-        let mut listeners: HashMap<(u32, (String, u16)), Claim> = HashMap::new();
         let mut targets: Vec<model::Target> = Vec::new();
         let mut target_ids: HashMap<model::Target, u32> = HashMap::new();
         // (profile, first production use) for the preproduction gate check
@@ -296,6 +306,12 @@ impl Cx {
                 };
                 let memcached: Vec<(String, u16)> =
                     fm.memcached.iter().filter_map(|m| self.value(m.pos, values::parse_endpoint(m))).collect();
+                for (m, (host, port)) in fm.memcached.iter().zip(&memcached) {
+                    let by = Holder::new(format!("farm `{name}`"), &m.value, &file, m.pos);
+                    if let Some(c) = ids.memcached(host, *port, by) {
+                        self.err(m.pos, c.message, c.hint);
+                    }
+                }
                 let lb_server = match &fm.lb.server {
                     Some(s) => self.name("LB server", s).unwrap_or_default(),
                     None => name.clone(),
@@ -318,18 +334,18 @@ impl Cx {
                         );
                     }
                 }
-                if let (Some(s), Some(l), Some(at)) = (site, &lb_listen, &fm.lb.listen)
-                    && let Some((other, ofile, opos)) =
-                        claim(&mut listeners, (s, l.clone()), (name.clone(), file.clone(), at.pos))
+                if let (Some(s), Some((host, port)), Some(at)) = (site, &lb_listen, &fm.lb.listen)
+                    && let Some(lb_host) = &lb_hosts[s as usize]
                 {
-                    self.err(
+                    let by = Holder::new(
+                        format!("farm `{name}` of site `{}`", sites[s as usize].name),
+                        &at.value,
+                        &file,
                         at.pos,
-                        format!(
-                            "farm `{name}` listens on `{}:{}` like farm `{other}` of site `{}` (first at {ofile}:{}:{})",
-                            l.0, l.1, sites[s as usize].name, opos.line, opos.col
-                        ),
-                        "each farm of a site needs its own listener address and port on the site's LB",
                     );
+                    if let Some(c) = ids.socket(lb_host, host, *port, true, by) {
+                        self.err(at.pos, c.message, c.hint);
+                    }
                 }
 
                 // Nodes: explicit, then generated.
@@ -366,15 +382,11 @@ impl Cx {
                         return;
                     }
                     let ssh_port = n.ssh_port.unwrap_or(ssh.port);
-                    if let Some((afile, apos)) = addresses.get(&(n.address.clone(), ssh_port)) {
-                        cx.err(
-                            n.address_pos,
-                            format!(
-                                "duplicate node address `{}` port {ssh_port} (first at {}:{}:{})",
-                                n.address, afile, apos.line, apos.col
-                            ),
-                            "two nodes cannot share an SSH address and port",
-                        );
+                    let node_http_port = n.http_port.unwrap_or(http_port);
+                    let by =
+                        Holder::new(format!("node `{}` of farm `{name}`", n.name), &n.address, &cx.file, n.address_pos);
+                    if let Some(c) = ids.node(&n.address, ssh_port, node_http_port, by) {
+                        cx.err(n.address_pos, c.message, c.hint);
                         return;
                     }
                     let Some(&profile) = profile_ids.get(&n.profile) else {
@@ -395,13 +407,12 @@ impl Cx {
                         }
                     }
                     node_names.insert(n.name.clone(), (cx.file.clone(), n.name_pos));
-                    addresses.insert((n.address.clone(), ssh_port), (cx.file.clone(), n.address_pos));
                     farm_nodes.push(nodes.len() as u32);
                     nodes.push(model::Node {
                         name: n.name,
                         address: n.address,
                         ssh_port,
-                        http_port: n.http_port.unwrap_or(http_port),
+                        http_port: node_http_port,
                         member: n.member,
                         profile,
                         farm: farm_id,
@@ -409,6 +420,7 @@ impl Cx {
                     });
                 };
                 for n in &fm.nodes {
+                    self.http_port_not_zero(&n.http_port);
                     let (Some(nname), Some(address)) =
                         (self.name("node", &n.name), self.value(n.address.pos, values::parse_host(&n.address)))
                     else {
@@ -431,6 +443,7 @@ impl Cx {
                     );
                 }
                 if let Some(p) = &fm.node_pattern {
+                    self.http_port_not_zero(&p.http_port);
                     let first = p.first_member.as_ref().map(|m| m.value).unwrap_or(1);
                     if p.count.value == 0 || p.count.value > MAX_NODES_PER_FARM {
                         self.err(
@@ -575,10 +588,22 @@ impl Cx {
 
         // Simulation settings.
         let mut simulation = None;
+        let mut first_simulation: Option<(usize, Pos)> = None;
         for (i, f) in parsed {
             if let Some(sim) = &f.simulation {
                 let file = files[*i].path.clone();
                 self.at(&file);
+                if let Some((first, pos)) = first_simulation {
+                    self.second_section(
+                        "simulation",
+                        sim.pos,
+                        &files[first].path,
+                        pos,
+                        "keep the simulation settings in one file",
+                    );
+                    continue;
+                }
+                first_simulation = Some((*i, sim.pos));
                 let (t, _) = self.target(
                     "simulation",
                     &Sp::new("simulation".into(), Pos::default()),
@@ -605,11 +630,19 @@ impl Cx {
                 "add a `sites:` list (see examples/)",
             );
         }
-        for s in &sites {
-            if s.farms.is_empty() {
-                // Not fatal for preproduction, but a site without farms is a typo.
-                let file = fleet_file.clone();
+        // A production site without farms serves nobody (and `render haproxy`
+        // could give it no backend server). A farm naming the site but refused
+        // above has its own error already.
+        let named: HashSet<&str> = parsed.iter().flat_map(|(_, f)| f.farms.iter().map(|fm| fm.site.as_str())).collect();
+        for (si, s) in sites.iter().enumerate() {
+            if s.environment == Environment::Production && s.farms.is_empty() && !named.contains(s.name.as_str()) {
+                let (file, pos) = site_pos[si].clone();
                 self.at(&file);
+                self.err(
+                    pos,
+                    format!("production site `{}` has no farms", s.name),
+                    "add its farms (`farms:` entries with `site: <name>`), or remove the site",
+                );
             }
         }
         Some(Fleet { profiles, sites, farms, nodes, targets, policy, ssh, sources, simulation })
@@ -742,6 +775,21 @@ impl Cx {
                 continue;
             }
             let reboot = r.reboot.as_ref().map(|b| b.value).unwrap_or(false);
+            if reboot && let Some(first) = r.restart.first() {
+                // Checked all the same: nothing in a spec goes unchecked.
+                for s in &r.restart {
+                    let _ = self.value(s.pos, values::parse_service(s));
+                }
+                self.err(
+                    first.pos,
+                    format!(
+                        "disruptive rule `{}` both reboots and restarts services: a reboot restarts every service, so the list would be ignored",
+                        r.pattern.value
+                    ),
+                    "keep `reboot: true` or the `restart` list, not both",
+                );
+                continue;
+            }
             let needs = if reboot {
                 model::Needs::Reboot
             } else if !r.restart.is_empty() {
@@ -915,6 +963,60 @@ impl Cx {
             v.as_ref().and_then(|u| cx.value(u.pos, values::parse_url(what, u, &["rsync", "file"])))
         };
         model::Sources { php: url(self, &s.php, "PHP source"), releases: url(self, &s.releases, "release source") }
+    }
+
+    /// A single-valued section written twice: refused at the second, naming the first.
+    fn second_section(&mut self, key: &str, pos: Pos, first_file: &str, first: Pos, hint: &str) {
+        self.err(
+            pos,
+            format!("a second `{key}:` section (the first is at {first_file}:{}:{})", first.line, first.col),
+            format!("{hint}; drover refuses a second one rather than let one silently replace the other"),
+        );
+    }
+
+    fn http_port_not_zero(&mut self, p: &Option<Sp<u16>>) {
+        if let Some(p) = p
+            && p.value == 0
+        {
+            self.err(
+                p.pos,
+                "http_port 0 is not a port a web server can listen on",
+                "use the node's HTTP port, 1 to 65535 (default 80)",
+            );
+        }
+    }
+
+    /// Records a site's frontend bind and admin endpoint on its LB host, so
+    /// that farm listeners are checked against them (identity.rs); returns
+    /// the LB host, if the LB is valid.
+    fn lb_sockets(
+        &mut self,
+        ids: &mut identity::Registry,
+        site: &str,
+        site_pos: Pos,
+        lb: &model::LbSettings,
+        spec: &LbSpec,
+    ) -> Option<LbHost> {
+        let (model::LbApi::Ssh { host, .. } | model::LbApi::Tcp { host, .. }) = &lb.api;
+        if host.is_empty() {
+            return None;
+        }
+        let lb_host = LbHost::of(host);
+        let mut sockets = Vec::new();
+        if let Ok((h, p)) = values::parse_endpoint(&lb.bind) {
+            let pos = spec.bind.as_ref().map_or(site_pos, |b| b.pos);
+            sockets.push((h, p, format!("the frontend of site `{site}`"), lb.bind.clone(), pos));
+        }
+        if let (model::LbApi::Tcp { host, port }, Some(t)) = (&lb.api, &spec.admin_tcp) {
+            sockets.push((host.clone(), *port, format!("the admin endpoint of site `{site}`"), t.value.clone(), t.pos));
+        }
+        for (h, p, what, written, pos) in sockets {
+            let file = self.file.clone();
+            if let Some(c) = ids.socket(&lb_host, &h, p, false, Holder::new(what, written, &file, pos)) {
+                self.err(pos, c.message, c.hint);
+            }
+        }
+        Some(lb_host)
     }
 
     fn lb(&mut self, lb: &LbSpec, site: &Sp<String>, ssh_port: u16) -> model::LbSettings {
