@@ -18,10 +18,13 @@ unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 
-/// Stops the node's sshd by its PID and waits until its port refuses connections.
+/// Stops the node's sshd by its PID, with its per-connection children (a
+/// daemon's open SSH master would otherwise still answer), and waits until
+/// its port refuses connections.
 fn stop_sshd(fleet: &TestFleet, name: &str) {
     let node = fleet.node(name);
     let pid = node.sshd_pid().expect("the node's sshd runs");
+    super::procs::kill_descendants(pid);
     unsafe { kill(pid as i32, 9) };
     let t0 = Instant::now();
     while std::net::TcpStream::connect_timeout(&node.ssh, Duration::from_millis(200)).is_ok() {
