@@ -49,6 +49,8 @@ pub fn view(
                             serde_json::json!({
                                 "name": fleet.nodes[n as usize].name,
                                 "reachable": o.reachable,
+                                // Only what was observed is at target: an unreachable node's drift is unknown.
+                                "at_target": o.reachable && drift.is_empty(),
                                 "error": errors.get(&n),
                                 "lb": lb(&o.lb),
                                 "php": o.php_active.as_ref().map(|p| p.to_string()),
@@ -81,5 +83,75 @@ pub fn view(
             })
         })
         .collect();
-    serde_json::json!({ "sites": sites, "failures": memory.failures(), "failure_budget": fleet.policy.failure_budget })
+    let unobserved = obs.unobserved_nodes(fleet, errors);
+    let at_target = (0..fleet.nodes.len() as NodeId)
+        .filter(|&n| {
+            let o = &obs.nodes[n as usize];
+            o.reachable && node_diff(fleet, n, o).is_clean()
+        })
+        .count();
+    serde_json::json!({
+        "sites": sites,
+        "failures": memory.failures(),
+        "failure_budget": fleet.policy.failure_budget,
+        "nodes_total": fleet.nodes.len(),
+        "nodes_at_target": at_target,
+        "nodes_unobserved": unobserved.len(),
+        "unobserved": unobserved,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::fleetgen::{self, Change, Shape};
+    use crate::sim::{Sim, SimConfig};
+
+    fn nodes(doc: &serde_json::Value) -> Vec<serde_json::Value> {
+        doc["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["farms"].as_array().unwrap())
+            .flat_map(|f| f["nodes"].as_array().unwrap().clone())
+            .collect()
+    }
+
+    #[test]
+    fn an_unreachable_node_is_never_at_target_and_is_named_with_its_error() {
+        let fleet = fleetgen::fleet(&Shape { change: Change::NONE, ..Shape::default() }).unwrap();
+        let mut obs = Sim::new(&fleet, SimConfig::new(&fleet, 1)).observe();
+        let total = fleet.nodes.len();
+        let doc = view(&fleet, &obs, &Memory::default(), &Default::default());
+        assert_eq!(
+            (doc["nodes_total"].as_u64(), doc["nodes_at_target"].as_u64()),
+            (Some(total as u64), Some(total as u64))
+        );
+        assert_eq!(doc["nodes_unobserved"], 0);
+
+        // Its last observation says "at target"; it did not answer now.
+        obs.nodes[1].reachable = false;
+        let errors = [(1, "127.0.1.2: cannot connect over SSH: Connection refused".to_string())].into_iter().collect();
+        let doc = view(&fleet, &obs, &Memory::default(), &errors);
+        assert_eq!(doc["nodes_at_target"].as_u64(), Some(total as u64 - 1));
+        assert_eq!(doc["nodes_unobserved"], 1);
+        let node = &fleet.nodes[1];
+        assert_eq!(
+            doc["unobserved"],
+            serde_json::json!([{ "node": node.name, "address": format!("{}:{}", node.address, node.ssh_port),
+                                 "error": "127.0.1.2: cannot connect over SSH: Connection refused" }])
+        );
+        let n = nodes(&doc).into_iter().find(|n| n["name"] == node.name.as_str()).unwrap();
+        assert_eq!((n["reachable"].as_bool(), n["at_target"].as_bool()), (Some(false), Some(false)), "{n}");
+
+        // Every node silent: none at target, every one named.
+        for o in &mut obs.nodes {
+            o.reachable = false;
+        }
+        let doc = view(&fleet, &obs, &Memory::default(), &errors);
+        assert_eq!(doc["nodes_at_target"], 0);
+        assert_eq!(doc["nodes_unobserved"].as_u64(), Some(total as u64));
+        assert!(nodes(&doc).iter().all(|n| n["at_target"] == false));
+        assert_eq!(doc["unobserved"][0]["error"], "did not answer the probe", "a node without an error entry");
+    }
 }

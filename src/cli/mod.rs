@@ -27,6 +27,11 @@ pub mod exit {
     pub const CHANGES_PENDING: u8 = 2;
     /// `reconcile`: the rollout halted on the failure budget.
     pub const HALTED: u8 = 3;
+    /// `plan`, `reconcile --once`: some nodes could not be observed (SSH
+    /// failed), so the fleet is not known to be converged; everything that
+    /// answered is done (`reconcile`) or planned (`plan`). It outranks 0 and
+    /// 2; an error or a stuck run (1), a halt (3) and a signal (130) outrank it.
+    pub const UNOBSERVED: u8 = 4;
     /// `reconcile`: stopped by SIGINT/SIGTERM after the running actions finished.
     pub const INTERRUPTED: u8 = 130;
     /// The command line itself was wrong (sysexits' EX_USAGE).
@@ -52,6 +57,30 @@ pub enum Output {
     Json,
 }
 
+/// `drover plan --help`: what each exit code means, most severe first.
+const PLAN_EXIT_CODES: &str = "\
+Exit codes (when several apply, the first listed wins):
+  1    error (invalid spec, an LB that does not answer, ...)
+  4    some nodes could not be observed over SSH (listed with their address and the SSH error):
+       the fleet is not known to be converged, whatever else is pending
+  2    changes pending
+  0    nothing to do: every node was observed at its target
+  64   usage error";
+
+/// `drover reconcile --help`: what each exit code means, most severe first.
+const RECONCILE_EXIT_CODES: &str = "\
+Exit codes of --once (when several apply, the first listed wins):
+  130  stopped by SIGINT/SIGTERM (running actions finished; a second signal exits at once)
+  1    error, or stuck: nothing could start for --stall
+  3    halted: failures exceed the failure budget
+  4    some nodes could not be observed over SSH (listed with their address and the SSH error):
+       everything that answered is done, the silent nodes were re-probed for --stall
+       (also when what is left waits for a change window)
+  2    what is left waits for a change window that opens later than --stall from now
+  0    converged: every node was observed at its target
+  64   usage error
+The daemon (without --once) exits 0 on SIGTERM/SIGINT, 1 on an error, 130 on a second signal.";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Parse and check the specs; report every error with file:line:column.
@@ -59,8 +88,10 @@ pub enum Command {
     /// Print the JSON Schema of spec files.
     Schema,
     /// Observe, diff, and show the ordered plan (waves, farm switches, why).
+    #[command(after_help = PLAN_EXIT_CODES)]
     Plan(plan::PlanArgs),
     /// Converge the fleet: `--once` for CI, else the daemon.
+    #[command(after_help = RECONCILE_EXIT_CODES)]
     Reconcile(reconcile::ReconcileArgs),
     /// The fleet as observed now: per site, farm and node the LB state, versions, drift, open windows.
     Status(status::StatusArgs),

@@ -34,11 +34,11 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let (observed, memory, now_ms, unreachable) = if args.simulate {
-        (Sim::new(&fleet, cfg.clone()).observe(), Memory::default(), 0, Vec::new())
+    let (observed, memory, now_ms, errors) = if args.simulate {
+        (Sim::new(&fleet, cfg.clone()).observe(), Memory::default(), 0, BTreeMap::new())
     } else {
         match real::observe_once(&fleet, &cli.specs, &args.real) {
-            Ok(o) => (o.observed, o.memory, o.now_ms, o.errors.into_values().collect()),
+            Ok(o) => (o.observed, o.memory, o.now_ms, o.errors),
             Err(e) => {
                 eprintln!("error: {e}");
                 return exit::ERROR;
@@ -74,7 +74,11 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
         Sim::new(&fleet, pcfg).run()
     });
 
-    let pending = !drift.is_empty() || !pass.converged;
+    // Nodes that did not answer: their state is unknown, so "nothing to do"
+    // cannot be said of them (exit 4, which outranks "changes pending").
+    let unobserved = observed.unobserved_nodes(&fleet, &errors);
+    let unreachable: Vec<String> = unobserved.iter().map(ToString::to_string).collect();
+    let pending = !drift.is_empty() || !pass.settled;
     super::quiet_on_closed_stdout();
     match cli.output {
         Output::Json => {
@@ -102,19 +106,44 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
                 "{}",
                 serde_json::json!({
                     "changes_pending": pending,
+                    "converged": pass.converged,
+                    "exit_code": code(pending, &unobserved),
                     "targets": targets,
                     "drift": drift,
                     "next": pass.actions.iter().map(|p| serde_json::json!({"action": p.action, "describe": p.action.describe(&fleet), "why": p.why, "wave": p.wave})).collect::<Vec<_>>(),
                     "blocked": pass.blocked,
                     "held": pass.held,
                     "unreachable": unreachable,
+                    "unobserved": unobserved,
                     "projection": projection,
                 })
             );
         }
-        Output::Text => print_text(&fleet, &drift, &pass, projection.as_ref(), &unreachable),
+        Output::Text => {
+            print_text(&fleet, &drift, &pass, projection.as_ref(), &unreachable);
+            if !unobserved.is_empty() {
+                println!();
+                println!(
+                    "NOT OBSERVED: {} of {} nodes did not answer; their state is unknown and they are not counted as at target",
+                    unobserved.len(),
+                    fleet.nodes.len()
+                );
+            }
+        }
     }
-    if pending { exit::CHANGES_PENDING } else { exit::OK }
+    code(pending, &unobserved)
+}
+
+/// Exit code of `plan`: 4 when nodes could not be observed, else 2 with
+/// changes pending, else 0.
+fn code(pending: bool, unobserved: &[crate::observe::Unobserved]) -> u8 {
+    if !unobserved.is_empty() {
+        exit::UNOBSERVED
+    } else if pending {
+        exit::CHANGES_PENDING
+    } else {
+        exit::OK
+    }
 }
 
 fn print_text(

@@ -148,11 +148,10 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
         if let Some(b) = &bar {
             b.finish_and_clear();
         }
-        let errors = rf.last_errors.lock().unwrap().clone();
         real::disconnect(&rf).await;
-        Ok((summary, errors))
+        Ok(summary)
     });
-    let (summary, errors) = match summary {
+    let summary = match summary {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -172,16 +171,26 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
                 crate::plan::change_windows::format_utc(*opens_ms)
             ),
         ),
+        Finish::Unobserved => (
+            exit::UNOBSERVED,
+            format!(
+                "NOT OBSERVED: {} of {} nodes did not answer for the stall time; every node that answered is at its target",
+                summary.unobserved.len(),
+                fleet.nodes.len()
+            ),
+        ),
         Finish::Interrupted => {
             (exit::INTERRUPTED, "INTERRUPTED: stopped on a signal once running actions had finished".to_string())
         }
         Finish::Error(e) => (exit::ERROR, format!("error: {e}")),
     };
+    // Nodes it could not observe outrank a wait for a change window: the
+    // fleet is not known to be where the exit code 2 would say it is.
+    let code = if code == exit::CHANGES_PENDING && !summary.unobserved.is_empty() { exit::UNOBSERVED } else { code };
     for f in &summary.failed {
         eprintln!("failed: {f}");
     }
-    let mut unreachable: Vec<_> = errors.values().cloned().collect();
-    unreachable.sort();
+    let unreachable: Vec<String> = summary.unobserved.iter().map(ToString::to_string).collect();
     for u in &unreachable {
         eprintln!("unreachable: {u}");
     }
@@ -209,10 +218,12 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
             serde_json::json!({
                 "converged": summary.finish == Finish::Converged,
                 "halted": summary.finish == Finish::Halted,
+                "exit_code": code,
                 "finish": verdict,
                 "actions_started": summary.started,
                 "failed": summary.failed,
                 "unreachable": unreachable,
+                "unobserved": summary.unobserved,
                 "held": summary.held,
                 "open": summary.open,
                 "blocked": summary.blocked,

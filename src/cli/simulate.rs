@@ -83,18 +83,30 @@ pub fn reconcile(cli: &Cli, fleet: &Fleet, args: &SimArgs) -> u8 {
         eprintln!();
     }
     print_report(cli, &report);
-    if report.halted {
+    code(&report)
+}
+
+/// Exit code of a simulated `reconcile --once`, with the same precedence as
+/// on machines: a violation or a run that did not settle (1), a halt (3),
+/// nodes that do not answer (4), converged (0).
+fn code(r: &Report) -> u8 {
+    if r.halted {
         exit::HALTED
-    } else if report.converged && report.violations == 0 {
-        exit::OK
-    } else {
+    } else if r.violations > 0 || !r.settled {
         exit::ERROR
+    } else if !r.unobserved_nodes.is_empty() {
+        exit::UNOBSERVED
+    } else {
+        exit::OK
     }
 }
 
 fn print_report(cli: &Cli, r: &Report) {
     let summary = serde_json::json!({
         "converged": r.converged,
+        "settled": r.settled,
+        "unobserved": r.unobserved_nodes,
+        "exit_code": code(r),
         "halted": r.halted,
         "violations": r.violations,
         "violations_by_invariant": r.violations_by_invariant,
@@ -121,6 +133,8 @@ fn print_report(cli: &Cli, r: &Report) {
                 "{}: makespan {} (lower bound {}, ratio {:.3}), {} requests checked, {} failed, {} violations{}",
                 if r.converged {
                     "converged"
+                } else if r.settled && !r.halted {
+                    "NOT OBSERVED (every node that answers is at its target)"
                 } else if r.halted {
                     "HALTED"
                 } else {
@@ -139,6 +153,9 @@ fn print_report(cli: &Cli, r: &Report) {
             }
             if !r.failed_nodes.is_empty() {
                 println!("  failed nodes (kept out of the LB): {}", r.failed_nodes.join(", "));
+            }
+            if !r.unobserved_nodes.is_empty() {
+                println!("  not observed (do not answer, state unknown): {}", r.unobserved_nodes.join(", "));
             }
             if !r.converged {
                 for b in r.blocked.iter().take(10) {

@@ -110,7 +110,10 @@ async fn healthz(State(e): State<Endpoints>) -> Response {
 async fn readyz(State(e): State<Endpoints>) -> Response {
     let ready = e.shared.status().ready();
     match ready {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Ok(()) => match e.shared.status().readiness_note() {
+            None => (StatusCode::OK, "ready").into_response(),
+            Some(note) => (StatusCode::OK, format!("ready; {note}")).into_response(),
+        },
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response(),
     }
 }

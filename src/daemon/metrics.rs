@@ -98,6 +98,8 @@ pub struct FleetCounts {
     pub drift_items: u64,
     /// Reachable nodes with no drift.
     pub nodes_at_target: u64,
+    /// Nodes that did not answer (failed or not).
+    pub nodes_unobserved: u64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -181,6 +183,8 @@ pub struct Metrics {
     drift_items: Family<DriftLabels, Gauge>,
     nodes_at_target: Gauge,
     nodes_total: Gauge,
+    nodes_unobserved: Gauge,
+    converged: Gauge,
     farms_switching: Gauge,
     halted: Gauge,
     failures: Family<SubjectLabels, Gauge>,
@@ -217,6 +221,8 @@ impl Metrics {
             drift_items: Family::default(),
             nodes_at_target: Gauge::default(),
             nodes_total: Gauge::default(),
+            nodes_unobserved: Gauge::default(),
+            converged: Gauge::default(),
             farms_switching: Gauge::default(),
             halted: Gauge::default(),
             failures: Family::default(),
@@ -289,6 +295,17 @@ impl Metrics {
             self.nodes_at_target.clone(),
         );
         r.register("rollout_nodes_total", "Nodes in the fleet", self.nodes_total.clone());
+        r.register(
+            "nodes_unobserved",
+            "Nodes that did not answer the last observation, failed or not (their state is unknown)",
+            self.nodes_unobserved.clone(),
+        );
+        r.register(
+            "rollout_converged",
+            "1 when every node was observed at its target (or failed), nothing out and nothing in flight; \
+             0 while any node does not answer",
+            self.converged.clone(),
+        );
         r.register(
             "rollout_farms_switching",
             "Farms out of service for a PHP or release switch (open farm windows)",
@@ -406,11 +423,13 @@ impl Metrics {
         let mut phps = BTreeMap::<String, i64>::new();
         let mut drift = [0i64; DRIFT_KINDS.len()];
         let mut at_target = 0;
+        let mut unobserved = 0;
         for (n, o) in observed.nodes.iter().enumerate() {
             let n = n as NodeId;
             let state = NodeState::of(observed, memory, n);
             states[state as usize] += 1;
             if !o.reachable {
+                unobserved += 1;
                 *releases.entry("unknown".into()).or_default() += 1;
                 *phps.entry("unknown".into()).or_default() += 1;
                 continue;
@@ -442,12 +461,23 @@ impl Metrics {
         }
         self.nodes_at_target.set(at_target);
         self.nodes_total.set(fleet.nodes.len() as i64);
+        self.nodes_unobserved.set(unobserved);
         self.farms_switching.set(memory.farm_ops.len() as i64);
         self.halted.set(memory.halted(fleet.policy.failure_budget) as i64);
         self.failures.get_or_create(&SubjectLabels { subject: "node" }).set(states[NodeState::Failed as usize]);
         self.failures.get_or_create(&SubjectLabels { subject: "farm" }).set(failed_farms as i64);
         self.failure_budget.set(fleet.policy.failure_budget as i64);
-        FleetCounts { drift_items: drift.iter().sum::<i64>() as u64, nodes_at_target: at_target as u64 }
+        FleetCounts {
+            drift_items: drift.iter().sum::<i64>() as u64,
+            nodes_at_target: at_target as u64,
+            nodes_unobserved: unobserved as u64,
+        }
+    }
+
+    /// The last pass's verdict (`Pass::converged`: never with a node unobserved).
+    pub fn rollout_converged(&self, converged: bool) {
+        let _consistent = self.hold();
+        self.converged.set(converged as i64);
     }
 
     /// A valid spec was applied.

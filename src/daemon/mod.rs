@@ -288,6 +288,9 @@ where
             "halted"
         } else if pass.converged {
             "converged"
+        } else if pass.settled && !busy {
+            // Everything that answered is done; some nodes did not answer.
+            "unobserved"
         } else if busy {
             "rolling"
         } else {
@@ -300,7 +303,9 @@ where
         }
         let wait = if busy || started > 0 {
             opts.tick
-        } else if pass.converged || pass.halted || opts.detect_only {
+        } else if pass.settled || pass.halted || opts.detect_only {
+            // Settled with nodes unobserved re-observes them as often as a
+            // converged fleet (their unreachable timeout is counted anyway).
             opts.resync
         } else {
             opts.idle_tick
@@ -357,11 +362,13 @@ fn publish<F: Fleetside>(
 ) {
     let fleet = c.fleet();
     let counts = shared.metrics.fleet_observed(fleet, observed, &c.memory);
+    shared.metrics.rollout_converged(pass.converged);
     if let Some(t) = c.side().transport() {
         shared.metrics.transport(t);
     }
     let errors = c.side().unreachable_errors();
     let view = crate::status::view(fleet, observed, &c.memory, &errors);
+    let unobserved = observed.unobserved_nodes(fleet, &errors);
     let mut failed: Vec<String> = c
         .memory
         .failed_nodes
@@ -384,6 +391,7 @@ fn publish<F: Fleetside>(
     let mut st = shared.status();
     st.rollout = state::Rollout {
         phase: phase.into(),
+        converged: pass.converged,
         running: c.running().map(|a| a.describe(fleet)).collect(),
         pending,
         blocked: pass.blocked.iter().map(|b| format!("{}: {}", b.subject, b.reason)).collect(),
@@ -392,6 +400,8 @@ fn publish<F: Fleetside>(
         drift_items: counts.drift_items,
         nodes_at_target: counts.nodes_at_target,
         nodes_total: fleet.nodes.len() as u64,
+        nodes_unobserved: counts.nodes_unobserved,
+        unobserved,
         last_pass_at_ms: now_ms,
         passes,
     };

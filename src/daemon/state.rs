@@ -34,8 +34,12 @@ pub struct Rejected {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Rollout {
     /// `starting` (a spec was just applied: no pass yet), `converged`, `rolling`, `waiting` (nothing can start now:
-    /// see `blocked`), `halted` (failure budget), `detect-only`, `stopping`.
+    /// see `blocked`), `unobserved` (every node that answered is at its target, but some did not answer: see
+    /// `unobserved`), `halted` (failure budget), `detect-only`, `stopping`.
     pub phase: String,
+    /// Every node was observed at its target (or failed), nothing out, nothing in flight.
+    /// Never true while a node does not answer.
+    pub converged: bool,
     /// Actions running now (`describe` text).
     pub running: Vec<String>,
     /// Actions the planner wants but that cannot start (cooling down after a
@@ -47,9 +51,14 @@ pub struct Rollout {
     pub failed: Vec<String>,
     /// Drift items across the fleet (what differs from the target).
     pub drift_items: u64,
-    /// Nodes whose observed state is the target, of all nodes.
+    /// Nodes whose observed state is the target, of all nodes (an
+    /// unreachable node is never counted: its state is unknown).
     pub nodes_at_target: u64,
     pub nodes_total: u64,
+    /// Nodes that did not answer the last observation (failed or not).
+    pub nodes_unobserved: u64,
+    /// Those nodes: name, SSH address, the SSH error.
+    pub unobserved: Vec<crate::observe::Unobserved>,
     pub last_pass_at_ms: u64,
     pub passes: u64,
 }
@@ -90,6 +99,28 @@ impl DaemonStatus {
             return Err(e.clone());
         }
         Ok(())
+    }
+
+    /// What a ready daemon adds to `/readyz`: the nodes it could not
+    /// observe. They are the fleet's trouble, not the daemon's (it goes on
+    /// observing them and converging the rest), so readiness stays 200 and
+    /// says why the fleet is not known to be converged.
+    pub fn readiness_note(&self) -> Option<String> {
+        const SHOWN: usize = 5;
+        let r = &self.rollout;
+        if r.nodes_unobserved == 0 {
+            return None;
+        }
+        let mut note = format!(
+            "{} of {} nodes not observed, so the fleet is not known to be converged: ",
+            r.nodes_unobserved, r.nodes_total
+        );
+        let names: Vec<String> = r.unobserved.iter().take(SHOWN).map(ToString::to_string).collect();
+        note.push_str(&names.join("; "));
+        if r.unobserved.len() > SHOWN {
+            note.push_str(&format!("; ... and {} more (see /status)", r.unobserved.len() - SHOWN));
+        }
+        Some(note)
     }
 }
 

@@ -3,11 +3,12 @@
 //! server and the load it carries. Plain data, filled by the real probe
 //! (`real::probe`) or by the simulation; nothing here does I/O.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::model::{Fleet, PhpVersion, ReleaseId};
+use crate::model::{Fleet, NodeId, PhpVersion, ReleaseId};
 
 /// An interned-by-sharing string: observations of 100,000 nodes share the
 /// few distinct versions a fleet runs.
@@ -118,5 +119,47 @@ impl Observed {
         self.nodes.len() == fleet.nodes.len()
             && self.farms.len() == fleet.farms.len()
             && self.sites.len() == fleet.sites.len()
+    }
+
+    /// Nodes that did not answer this observation (failed or not): their
+    /// state is unknown, so they are never counted as at their target.
+    pub fn unobserved(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.nodes.iter().enumerate().filter(|(_, o)| !o.reachable).map(|(n, _)| n as NodeId)
+    }
+
+    /// The unobserved nodes as reported to an operator: name, SSH address
+    /// and why the probe failed (`errors`, by node; a node without an entry
+    /// is said not to have answered).
+    pub fn unobserved_nodes(&self, fleet: &Fleet, errors: &BTreeMap<NodeId, String>) -> Vec<Unobserved> {
+        self.unobserved()
+            .filter(|&n| (n as usize) < fleet.nodes.len())
+            .map(|n| {
+                let node = &fleet.nodes[n as usize];
+                let host =
+                    if node.address.contains(':') { format!("[{}]", node.address) } else { node.address.clone() };
+                Unobserved {
+                    node: node.name.clone(),
+                    address: format!("{host}:{}", node.ssh_port),
+                    error: errors.get(&n).cloned().unwrap_or_else(|| "did not answer the probe".into()),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A node drover could not observe, and why: it is neither converged nor
+/// at its target, whatever it ran when last seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unobserved {
+    pub node: String,
+    /// The SSH address drover probed (`host:port`).
+    pub address: String,
+    /// The SSH (or probe) error.
+    pub error: String,
+}
+
+impl std::fmt::Display for Unobserved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node {} ({}): {}", self.node, self.address, self.error)
     }
 }

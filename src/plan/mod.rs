@@ -13,6 +13,8 @@ pub mod change_windows;
 pub mod diffs;
 pub mod gate;
 pub mod memory;
+#[cfg(test)]
+mod unobserved_tests;
 
 use serde::Serialize;
 
@@ -100,8 +102,16 @@ pub struct Blocked {
 pub struct Pass {
     pub actions: Vec<Planned>,
     pub blocked: Vec<Blocked>,
-    /// Every node that has not failed runs its target, nothing is out, nothing in flight.
+    /// Every node was observed and runs its target (or has failed), nothing
+    /// is out, nothing in flight: `settled` with `unobserved` empty.
     pub converged: bool,
+    /// Nothing is left to do on what could be observed: every node that
+    /// answered and has not failed runs its target, nothing is out, nothing
+    /// in flight. Only `unobserved` nodes may keep the fleet from `converged`.
+    pub settled: bool,
+    /// Nodes that did not answer this pass's observation (failed or not).
+    /// Their state is unknown: they are never counted as converged.
+    pub unobserved: Vec<NodeId>,
     pub halted: bool,
     /// Nodes and farms an operator put out of service (respected, not touched).
     pub held: Vec<String>,
@@ -283,7 +293,9 @@ impl<'a, 'w> Planner<'a, 'w> {
             self.start_node_windows();
             self.online_work();
         }
-        self.pass.converged = self.converged();
+        self.pass.settled = self.settled();
+        self.pass.unobserved = self.w.observed.unobserved().collect();
+        self.pass.converged = self.pass.settled && self.pass.unobserved.is_empty();
         self.pass
     }
 
@@ -967,7 +979,10 @@ impl<'a, 'w> Planner<'a, 'w> {
         }
     }
 
-    fn converged(&self) -> bool {
+    /// Done with everything observed. A node that did not answer is not
+    /// judged by what it ran when last seen (or, never seen, by its target):
+    /// it keeps the fleet from `converged` instead, see `Pass::unobserved`.
+    fn settled(&self) -> bool {
         let w = self.w;
         if !w.memory.in_flight.is_empty()
             || !w.memory.node_ops.is_empty()
@@ -976,7 +991,8 @@ impl<'a, 'w> Planner<'a, 'w> {
         {
             return false;
         }
-        let nodes_ok = (0..w.fleet.nodes.len()).all(|n| self.node_failed(n as NodeId) || self.diffs[n].is_clean());
+        let nodes_ok = (0..w.fleet.nodes.len())
+            .all(|n| self.node_failed(n as NodeId) || !w.observed.nodes[n].reachable || self.diffs[n].is_clean());
         let farms_ok = w.observed.farms.iter().enumerate().all(|(f, fo)| {
             w.memory.failed_farms.contains_key(&(f as FarmId))
                 || self.farms[f].held_by_operator

@@ -165,7 +165,8 @@ impl RealFleet {
                     obs
                 }
                 Err(e) => {
-                    errors.insert(n, format!("node {} ({e})", node.name));
+                    // The error alone: reports add the node's name and address.
+                    errors.insert(n, e.to_string());
                     // What it ran when last seen; a node never seen in this
                     // run is taken to be at its target, so that a silent node
                     // cannot start farm-level work. Either way it is reported

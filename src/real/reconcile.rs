@@ -2,8 +2,10 @@
 //! ARCHITECTURE.md. Observe, record gate evidence, plan, journal each action
 //! before it starts, run it in its own task, journal its end, and plan again
 //! after every completion (or every tick while waiting for a drain, a soak
-//! or a reboot). The loop ends converged, halted on the failure budget, or
-//! stuck (nothing can start and nothing runs for longer than `stall`).
+//! or a reboot). The loop ends converged, halted on the failure budget,
+//! unobserved (everything that answered is done, but some nodes did not
+//! answer for `stall`), or stuck (nothing can start and nothing runs for
+//! longer than `stall`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -109,6 +111,10 @@ pub enum Finish {
     OutsideWindow {
         opens_ms: u64,
     },
+    /// Everything that answered is at its target and nothing is left to
+    /// do, but these nodes (`Summary::unobserved`) did not answer for the
+    /// stall time: the fleet is not known to be converged.
+    Unobserved,
     /// Stopped on request once the actions in flight had finished.
     Interrupted,
     Error(String),
@@ -126,6 +132,8 @@ pub struct Summary {
     /// Windows left open in the journal (a farm mid-switch, a node drained):
     /// the next run completes them.
     pub open: Vec<String>,
+    /// Nodes that did not answer the last observation, and why.
+    pub unobserved: Vec<crate::observe::Unobserved>,
 }
 
 /// Wall-clock time in ms since the epoch: the journal's times survive restarts.
@@ -392,6 +400,7 @@ pub async fn reconcile_once<F: Fleetside>(
         passes: 0,
         elapsed: Duration::ZERO,
         open: Vec::new(),
+        unobserved: Vec::new(),
     };
     let done = |mut s: Summary, ctl: Option<&Controller<'_, F>>, finish: Finish| {
         if let Some(c) = ctl {
@@ -433,6 +442,7 @@ pub async fn reconcile_once<F: Fleetside>(
         let (pass, now) = ctl.plan(&observed);
         summary.blocked = pass.blocked.clone();
         summary.held = pass.held.clone();
+        summary.unobserved = observed.unobserved_nodes(ctl.fleet(), &ctl.side().unreachable_errors());
         let idle = ctl.running_count() == 0;
         if idle && pass.actions.is_empty() {
             if pass.converged {
@@ -440,6 +450,17 @@ pub async fn reconcile_once<F: Fleetside>(
             }
             if pass.halted {
                 return done(summary, Some(&ctl), Finish::Halted);
+            }
+            // Done with everything that answered: the silent nodes get the
+            // stall time to answer (re-observed every tick), then the run
+            // ends saying which they are. A node that answers with work to
+            // do ends the wait (its actions are progress).
+            if pass.settled {
+                if ctl.last_progress.elapsed() > opts.stall {
+                    return done(summary, Some(&ctl), Finish::Unobserved);
+                }
+                ctl.wait(opts.tick).await;
+                continue;
             }
             // Waiting for a window is not being stuck: one that opens within
             // the stall time is waited for, a later one ends the run.
@@ -717,6 +738,9 @@ mod tests {
         assert!(converged(&world2));
     }
 }
+
+#[cfg(test)]
+mod unobserved_tests;
 
 #[cfg(test)]
 mod stop_tests {

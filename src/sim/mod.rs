@@ -105,7 +105,13 @@ pub struct Started {
 pub struct Report {
     pub seed: u64,
     pub strategy: Strategy,
+    /// Every node observed at its target (or failed): `settled` with
+    /// `unobserved_nodes` empty.
     pub converged: bool,
+    /// The rollout ended with nothing left to do on what answered.
+    pub settled: bool,
+    /// Nodes that did not answer at the end (a node death): never converged.
+    pub unobserved_nodes: Vec<String>,
     pub halted: bool,
     pub violations: u64,
     pub violations_by_invariant: BTreeMap<String, u64>,
@@ -1002,9 +1008,18 @@ impl<'f> Sim<'f> {
             self.stopped = true;
             return;
         }
-        if pass.converged {
+        // Done with everything that answered: the run ends (a dead node
+        // never answers again; the report names it and is not converged).
+        if pass.settled {
             self.converged_at = Some(self.now);
-            self.say("converged");
+            if pass.unobserved.is_empty() {
+                self.say("converged");
+            } else {
+                self.say(&format!(
+                    "settled: every node that answers is at its target; {} node(s) do not answer",
+                    pass.unobserved.len()
+                ));
+            }
             return;
         }
         if !pass.actions.is_empty() {
@@ -1682,12 +1697,22 @@ impl<'f> Sim<'f> {
                 }
             }
         }
-        let converged = self.converged_at.is_some() && self.serial.as_ref().is_none_or(|_| true);
+        let settled = self.converged_at.is_some();
+        let unobserved_nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.dead || s.down_until > end)
+            .map(|(n, _)| fleet.nodes[n].name.clone())
+            .collect();
+        let converged = settled && unobserved_nodes.is_empty();
         let makespan_s = self.converged_at.unwrap_or(end) as f64 / 1000.0;
         Report {
             seed: self.cfg.seed,
             strategy: self.cfg.strategy.clone(),
             converged,
+            settled,
+            unobserved_nodes,
             halted: self.halted,
             violations: checker.count,
             violations_by_invariant: checker.by_invariant.clone(),

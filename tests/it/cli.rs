@@ -64,3 +64,35 @@ fn a_closed_stdout_is_not_a_panic() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn plan_and_reconcile_help_document_their_exit_codes() {
+    for cmd in ["plan", "reconcile"] {
+        let out = drover().args([cmd, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{help}");
+        assert!(help.contains("the first listed wins"), "{help}");
+        for code in ["  0 ", "  1 ", "  2 ", "  4 ", "  64 "] {
+            assert!(help.contains(code), "{cmd} --help lacks exit code{code}:\n{help}");
+        }
+        assert!(help.contains("4    some nodes could not be observed over SSH"), "{help}");
+    }
+}
+
+/// A node that dies during a simulated rollout never answers again: the
+/// run is not converged, names it, and exits 4 (not 0).
+#[test]
+fn a_simulated_node_death_is_not_converged_and_exits_4() {
+    let out = drover()
+        .args(["--output", "json", "--specs"])
+        .arg(format!("{}/specs", root()))
+        .args(["reconcile", "--once", "--simulate", "--faults", "node-death=1", "--sessions", "200"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(out.status.code(), Some(4), "{last}");
+    assert_eq!((last["converged"].as_bool(), last["settled"].as_bool()), (Some(false), Some(true)), "{last}");
+    assert_eq!(last["unobserved"].as_array().map(Vec::len), Some(1), "{last}");
+    assert_eq!(last["violations"], 0, "{last}");
+}

@@ -62,6 +62,7 @@ mod daemon;
 mod e2e;
 mod haproxy_semantics;
 mod smoke;
+mod unobserved;
 
 pub use harness::{FleetOptions, TestFleet};
 pub use topology::{Admin, Topology};
