@@ -99,17 +99,31 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
     let da = &args.daemon;
     let state_dir = &args.real.state_dir;
     std::fs::create_dir_all(state_dir).map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
-    // One drover per fleet (the simulation has its own state in a temporary directory).
-    let sim_dir = args.simulate.then(|| std::env::temp_dir().join(format!("drover-sim-{}", std::process::id())));
-    let dir = sim_dir.clone().unwrap_or_else(|| state_dir.clone());
+    // One drover per fleet. The simulation keeps its lease and journal in
+    // `<state-dir>/simulation` (never the real fleet's journal): no temporary
+    // directory to leak on SIGKILL; its journal starts empty, as its world does.
+    let dir = if args.simulate { state_dir.join("simulation") } else { state_dir.clone() };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let _lease = FileLeases::new(&dir).try_acquire(&crate::real::lease::this_process()).map_err(|e| e.to_string())?;
+    if args.simulate {
+        let old = dir.join(crate::real::journal::FILE);
+        if let Err(e) = std::fs::remove_file(&old)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(format!("cannot reset the simulation's journal {}: {e}", old.display()));
+        }
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    super::reconcile::on_stop_signals(move || {
-        tracing::info!("signal: stopping (signal again to exit at once)");
-        let _ = stop_tx.send(true);
-    });
+    let (reread_tx, mut reread_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    on_signals(
+        move || {
+            tracing::info!("signal: stopping (signal again to exit at once)");
+            let _ = stop_tx.send(true);
+        },
+        reread_tx,
+    );
     // The spec: a Git branch, or the directory watched.
-    let (specs, source_errors, _source, spec_dir) = match &da.git {
+    let (specs, source_errors, source_watch, spec_dir) = match &da.git {
         Some(url) => {
             let relative = cli.specs.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
             if !relative {
@@ -140,6 +154,15 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
         fleet_kind: if args.simulate { "simulated" } else { "real" }.into(),
         ..Default::default()
     }));
+    // SIGHUP: read the spec again now (rescan the directory, fetch the branch).
+    let watching = Arc::new(source_watch);
+    let rescan = Arc::clone(&watching);
+    tokio::spawn(async move {
+        while reread_rx.recv().await.is_some() {
+            tracing::info!("SIGHUP: reading the spec again");
+            rescan.rescan();
+        }
+    });
     let listener = http::bind(&da.listen, false).await?;
     tracing::info!(listen = %da.listen, "serving /healthz /readyz /metrics /status");
     let (down_tx, down_rx) = tokio::sync::oneshot::channel::<()>();
@@ -219,8 +242,38 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
     };
     let _ = down_tx.send(());
     let _ = server.await;
-    if let Some(d) = sim_dir {
-        let _ = std::fs::remove_dir_all(d);
-    }
+    drop(watching);
     result
+}
+
+/// SIGTERM and SIGINT stop the daemon (`stop`; a second one exits at once,
+/// 130); SIGHUP asks for the spec to be read again (`reread`), never a stop.
+fn on_signals(stop: impl FnOnce() + Send + 'static, reread: tokio::sync::mpsc::UnboundedSender<()>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::warn!("cannot install signal handlers: SIGTERM, SIGINT and SIGHUP keep their default actions");
+        return;
+    };
+    tokio::spawn(async move {
+        let mut stop = Some(stop);
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+                _ = hup.recv() => {
+                    let _ = reread.send(());
+                    continue;
+                }
+            }
+            match stop.take() {
+                Some(f) => f(),
+                None => {
+                    eprintln!("second signal: exiting now; the journal holds what was in flight");
+                    std::process::exit(i32::from(exit::INTERRUPTED));
+                }
+            }
+        }
+    });
 }

@@ -19,22 +19,44 @@ use tokio::net::TcpListener;
 
 use super::state::Shared;
 
-/// `/healthz` fails once the loop has not turned for this long: a loop
-/// turns at least once per resync, which is far shorter.
+/// `/healthz` fails once the loop is this late: it has worked this long
+/// without turning, or not woken up this long after the end of a wait it
+/// chose (a resync of any length is no lateness).
 pub const HEARTBEAT_STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// Connections served at once; more wait in the listen backlog until one
+/// ends. Bounds the file descriptors the endpoints can take from the
+/// reconcile loop (SSH, LB connections).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// A client has this long to send a request's headers, from when the
+/// connection opens or the previous response was sent (an idle keep-alive
+/// connection is closed after it).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// No connection lives longer (a client that reads its response slowly).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// What prometheus-client writes (OpenMetrics 1.0 text).
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
-    /// `/healthz` answers 503 when the loop's last turn is older than this.
+    /// `/healthz` answers 503 when the loop is later than this.
     pub stale_after: Duration,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub connection_lifetime: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { stale_after: HEARTBEAT_STALE_AFTER }
+        Options {
+            stale_after: HEARTBEAT_STALE_AFTER,
+            max_connections: MAX_CONNECTIONS,
+            header_timeout: HEADER_TIMEOUT,
+            connection_lifetime: CONNECTION_LIFETIME,
+        }
     }
 }
 
@@ -68,13 +90,56 @@ pub async fn serve(
 }
 
 /// `serve` with other limits than the defaults.
+///
+/// HTTP/1 only. At most `max_connections` at once: the next connection is
+/// accepted when one ends (until then it waits in the kernel's backlog, so
+/// the descriptors the endpoints hold stay bounded). A connection that sends
+/// no complete request headers within `header_timeout` (slow or silent
+/// clients, idle keep-alive) is closed, and none lives past
+/// `connection_lifetime`. On shutdown the listener closes and requests in
+/// progress get a few seconds to finish.
 pub async fn serve_with(
     listener: TcpListener,
     shared: Arc<Shared>,
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared, options)).with_graceful_shutdown(shutdown).await
+    let app = router(shared, options);
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(options.header_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            s = Arc::clone(&slots).acquire_owned() => s.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or a connection reset before
+                    // it was accepted: wait a little instead of spinning.
+                    tracing::debug!("HTTP accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        let lifetime = options.connection_lifetime;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(lifetime, conn).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -94,16 +159,9 @@ fn router(shared: Arc<Shared>, options: Options) -> Router {
 }
 
 async fn healthz(State(e): State<Endpoints>) -> Response {
-    let age = Duration::from_millis(crate::real::reconcile::now_ms().saturating_sub(e.shared.last_beat_ms()));
-    if age <= e.options.stale_after {
-        (StatusCode::OK, "ok").into_response()
-    } else {
-        let body = format!(
-            "stale: the reconcile loop last turned {:.1} s ago (limit {} s)",
-            age.as_secs_f64(),
-            e.options.stale_after.as_secs_f64()
-        );
-        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    match e.shared.liveness(e.options.stale_after) {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(body) => (StatusCode::SERVICE_UNAVAILABLE, body).into_response(),
     }
 }
 
@@ -262,21 +320,110 @@ mod tests {
     #[tokio::test]
     async fn healthz_fails_when_the_loop_stops_turning() {
         let shared = Arc::new(Shared::new(status_before_any_spec()));
-        let options = Options { stale_after: Duration::from_millis(500) };
+        let options = Options { stale_after: Duration::from_millis(500), ..Options::default() };
         let (base, _stop, _server) = start(shared.clone(), options).await;
         shared.beat();
         let (code, _, body) = get(&base, "/healthz").await;
         assert_eq!((code, body.as_str()), (200, "ok"));
 
+        // Working (observing, planning) for longer than the limit: stale.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let (code, _, body) = get(&base, "/healthz").await;
         assert_eq!(code, 503, "{body}");
         assert!(body.starts_with("stale: the reconcile loop last turned "), "{body}");
-        assert!(body.ends_with("s ago (limit 0.5 s)"), "{body}");
+        assert!(body.ends_with("s late (limit 0.5 s)"), "{body}");
 
         shared.beat();
         let (code, _, _) = get(&base, "/healthz").await;
         assert_eq!(code, 200);
+
+        // Waiting a resync longer than the limit is no lateness ...
+        shared.waiting(Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (code, _, body) = get(&base, "/healthz").await;
+        assert_eq!((code, body.as_str()), (200, "ok"));
+        // ... not waking up after it is.
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let (code, _, body) = get(&base, "/healthz").await;
+        assert_eq!(code, 503, "{body}");
+    }
+
+    /// A TCP connection that has sent `bytes` and then nothing.
+    async fn slow_client(base: &str, bytes: &[u8]) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        s
+    }
+
+    /// Whether the server closed `s` within `limit` (it reads EOF or a reset).
+    async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 4096];
+        let t0 = tokio::time::Instant::now();
+        loop {
+            let left = limit.saturating_sub(t0.elapsed());
+            match tokio::time::timeout(left, s.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                // A 408 or the like before closing: keep reading.
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn slow_and_idle_clients_are_closed_and_healthz_still_answers() {
+        let shared = Arc::new(Shared::new(status_before_any_spec()));
+        shared.beat();
+        let options = Options { header_timeout: Duration::from_millis(500), ..Options::default() };
+        let (base, _stop, _server) = start(shared.clone(), options).await;
+        // 40 clients: half send nothing, half stop in the middle of their headers.
+        let mut slow = Vec::new();
+        for i in 0..40 {
+            let bytes: &[u8] = if i % 2 == 0 { b"" } else { b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " };
+            slow.push(slow_client(&base, bytes).await);
+        }
+        // An idle keep-alive connection after one answered request.
+        let mut idle = slow_client(&base, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let t0 = tokio::time::Instant::now();
+        let (code, _, _) = get(&base, "/healthz").await;
+        assert_eq!(code, 200);
+        assert!(t0.elapsed() < Duration::from_secs(3), "healthz took {:?}", t0.elapsed());
+        for (i, s) in slow.iter_mut().enumerate() {
+            assert!(closed_within(s, Duration::from_secs(10)).await, "slow client {i} is still open");
+        }
+        assert!(
+            closed_within(&mut idle, Duration::from_secs(10)).await,
+            "the idle keep-alive connection is still open"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_wait_until_one_ends() {
+        let shared = Arc::new(Shared::new(status_before_any_spec()));
+        shared.beat();
+        let options = Options { max_connections: 8, header_timeout: Duration::from_millis(1500), ..Options::default() };
+        let (base, _stop, _server) = start(shared.clone(), options).await;
+        let mut silent = Vec::new();
+        for _ in 0..8 {
+            silent.push(slow_client(&base, b"").await);
+        }
+        // The ninth waits in the backlog while eight silent ones hold every slot ...
+        let t0 = tokio::time::Instant::now();
+        let ninth = tokio::spawn({
+            let base = base.clone();
+            async move { get(&base, "/healthz").await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!ninth.is_finished(), "a ninth connection was served while eight held every slot");
+        // ... and is served once the header timeout closed them.
+        let (code, _, _) = ninth.await.unwrap();
+        assert_eq!(code, 200);
+        assert!(t0.elapsed() >= Duration::from_millis(1000), "{:?}", t0.elapsed());
+        for s in silent.iter_mut() {
+            assert!(closed_within(s, Duration::from_secs(5)).await);
+        }
     }
 
     #[tokio::test]

@@ -204,6 +204,7 @@ pub struct Metrics {
     last_error_at: GaugeF64,
     ssh_connects: Counter,
     ssh_commands: Counter,
+    spec_source_error: Gauge,
 }
 
 fn now_s() -> f64 {
@@ -248,6 +249,7 @@ impl Metrics {
             last_error_at: GaugeF64::default(),
             ssh_connects: Counter::default(),
             ssh_commands: Counter::default(),
+            spec_source_error: Gauge::default(),
         };
         // Every state, drift kind and failure subject has a series from the
         // start (0), so alerts on them work before the first occurrence.
@@ -378,6 +380,11 @@ impl Metrics {
             self.ssh_connects.clone(),
         );
         r.register("ssh_commands", "Remote commands run over SSH (0 in the simulation)", self.ssh_commands.clone());
+        r.register(
+            "spec_source_error",
+            "1 while the spec source fails (a Git fetch or checkout; the text is in /status spec_source_error)",
+            self.spec_source_error.clone(),
+        );
         self
     }
 
@@ -508,6 +515,11 @@ impl Metrics {
                 self.last_error.set(0);
             }
         }
+    }
+
+    /// The spec source's error (`None` once it works again).
+    pub fn spec_source_error(&self, failing: bool) {
+        self.spec_source_error.set(i64::from(failing));
     }
 
     /// Prometheus text exposition (OpenMetrics 1.0, ending in `# EOF`).

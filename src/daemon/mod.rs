@@ -105,9 +105,13 @@ where
     let mut passes = 0u64;
     let mut specs_open = true;
     let mut fresh_spec = true;
+    let mut fresh_source = false;
     let mut source_error: Option<String> = None;
     // A fleet that could not be connected is tried again after `idle_tick`.
     let mut retry_connect_at: Option<Instant> = None;
+    // Observations failed in a row, and the last error logged (logged again when it changes).
+    let mut observe_failures = 0u32;
+    let mut observe_error_logged: Option<String> = None;
     {
         let mut st = shared.status();
         st.detect_only = opts.detect_only;
@@ -136,12 +140,16 @@ where
             }
         }
         if let Some(rx) = source_errors.as_mut()
-            && rx.has_changed().unwrap_or(false)
+            && (std::mem::take(&mut fresh_source) || rx.has_changed().unwrap_or(false))
         {
             source_error = rx.borrow_and_update().clone();
-            if let Some(e) = &source_error {
-                tracing::warn!("spec source: {e}");
+            match &source_error {
+                Some(e) => tracing::warn!("spec source: {e}"),
+                None => tracing::info!("spec source: works again"),
             }
+            // Visible at once, also before any spec is in force (`/readyz` names it then).
+            shared.metrics.spec_source_error(source_error.is_some());
+            shared.status().spec_source_error = source_error.clone();
         }
         // Every action event is logged, counted and passed on.
         macro_rules! log_event {
@@ -177,6 +185,8 @@ where
                 return Ok(Stopped { parked: open, started, failed });
             }
             if past && let Some(c) = ctl.as_mut() {
+                // Bounded by the actions' own timeouts.
+                shared.waiting(opts.stop_grace);
                 c.next_completion().await;
                 continue;
             }
@@ -226,6 +236,7 @@ where
         shared.status().spec.pending = pending.is_some();
         let Some(c) = ctl.as_mut() else {
             // No spec in force yet: wait for one (or a stop).
+            shared.waiting(opts.idle_tick);
             tokio::select! {
                 // `changed()` marks the value seen: read it on the next turn.
                 r = specs.changed(), if specs_open => match r {
@@ -234,17 +245,51 @@ where
                 },
                 _ = stop.changed() => {}
                 _ = tokio::time::sleep(opts.idle_tick) => {}
+                // A spec source error shows at once (`changed()` marks it seen: read it next turn).
+                true = source_changed(source_errors.as_mut()) => fresh_source = true,
             }
             continue;
         };
         let t0 = Instant::now();
         let observed = match c.observe().await {
-            Ok(o) => o,
+            Ok(o) => {
+                if observe_failures > 0 {
+                    tracing::info!(failed_attempts = observe_failures, "observation works again");
+                }
+                observe_failures = 0;
+                observe_error_logged = None;
+                o
+            }
             Err(e) => {
-                tracing::warn!("observation failed (retrying): {e}");
+                // Exponential back-off; one log line per distinct error, not per attempt.
+                observe_failures = observe_failures.saturating_add(1);
+                let retry_in = observe_backoff(&opts, observe_failures);
+                if observe_error_logged.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(
+                        attempt = observe_failures,
+                        retry_in_ms = retry_in.as_millis() as u64,
+                        "observation failed (retrying with back-off; logged again when the error changes): {e}"
+                    );
+                    observe_error_logged = Some(e.clone());
+                } else {
+                    tracing::debug!(
+                        attempt = observe_failures,
+                        retry_in_ms = retry_in.as_millis() as u64,
+                        "observation failed again: {e}"
+                    );
+                }
                 set_error(&shared, Some(format!("observing the fleet: {e}")));
                 (log_event!())(&Event::ObserveFailed(e));
-                c.wait(opts.tick.max(Duration::from_millis(200))).await;
+                shared.waiting(retry_in);
+                tokio::select! {
+                    _ = c.wait(retry_in) => {}
+                    // `changed()` marks the value seen: read it on the next turn.
+                    r = specs.changed(), if specs_open => match r {
+                        Ok(()) => fresh_spec = true,
+                        Err(_) => specs_open = false,
+                    },
+                    _ = stop.changed() => {}
+                }
                 continue;
             }
         };
@@ -310,6 +355,7 @@ where
         } else {
             opts.idle_tick
         };
+        shared.waiting(wait);
         tokio::select! {
             _ = c.wait(wait) => {}
             // `changed()` marks the value seen: read it on the next turn.
@@ -320,6 +366,26 @@ where
             _ = stop.changed() => {}
         }
     }
+}
+
+/// Completes (true) when the spec source's error changes; never without a source.
+async fn source_changed(rx: Option<&mut watch::Receiver<Option<String>>>) -> bool {
+    if let Some(rx) = rx
+        && rx.changed().await.is_ok()
+    {
+        return true;
+    }
+    std::future::pending().await
+}
+
+/// How long to wait before observing again after `failures` failed
+/// observations in a row: `tick` (at least 200 ms), doubling, at most the
+/// resync period and never more than 30 s (a fleet that comes back is seen
+/// within that).
+pub fn observe_backoff(opts: &Options, failures: u32) -> Duration {
+    let base = opts.tick.max(Duration::from_millis(200));
+    let cap = opts.resync.min(Duration::from_secs(30)).max(base);
+    base.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(cap)
 }
 
 fn set_error(shared: &Shared, e: Option<String>) {
@@ -361,6 +427,9 @@ fn publish<F: Fleetside>(
     source_error: Option<String>,
 ) {
     let fleet = c.fleet();
+    // The simulation's report advances the simulated world: never under the
+    // status lock, which the endpoints need.
+    let simulation = c.side().simulation_report();
     let counts = shared.metrics.fleet_observed(fleet, observed, &c.memory);
     shared.metrics.rollout_converged(pass.converged);
     if let Some(t) = c.side().transport() {
@@ -407,5 +476,5 @@ fn publish<F: Fleetside>(
     };
     st.spec_source_error = source_error;
     st.fleet = view;
-    st.simulation = c.side().simulation_report();
+    st.simulation = simulation;
 }

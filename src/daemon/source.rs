@@ -69,6 +69,15 @@ fn current_digest(dir: &Path) -> Option<String> {
 /// Keeps a spec source alive; dropping it stops watching or following.
 pub struct Watching {
     task: tokio::task::JoinHandle<()>,
+    rescan: Arc<tokio::sync::Notify>,
+}
+
+impl Watching {
+    /// Reads the source again now (SIGHUP): the directory is rescanned, the
+    /// Git branch fetched, without waiting for an event or the interval.
+    pub fn rescan(&self) {
+        self.rescan.notify_one();
+    }
 }
 
 /// Which directory `dir` is now, symlinks followed: a directory renamed over
@@ -124,12 +133,15 @@ pub fn watch_dir(
     let first = read(&dir, None);
     let mut last = first.digest.clone();
     let (tx, rx) = watch::channel(Some(first));
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let asked_too = Arc::clone(&asked);
     let task = tokio::spawn(async move {
         loop {
-            // Wait for an event or the periodic rescan ...
+            // Wait for an event, the periodic rescan or a request to look now ...
             tokio::select! {
                 got = ev_rx.recv() => if got.is_none() { return },
                 _ = tokio::time::sleep(rescan) => {}
+                _ = asked_too.notified() => {}
             }
             // ... then for a quiet period.
             loop {
@@ -166,7 +178,7 @@ pub fn watch_dir(
             }
         }
     });
-    Ok((rx, Watching { task }))
+    Ok((rx, Watching { task, rescan: asked }))
 }
 
 /// A Git branch to follow.
@@ -210,27 +222,65 @@ async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
 }
 
 impl GitSource {
-    /// Fetches the branch and checks its tip out (detached); returns the commit.
+    /// A new, empty checkout (whatever was there is removed).
+    async fn recreate(&self) -> Result<(), String> {
+        if let Some(parent) = self.checkout.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.checkout)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(format!("cannot remove the broken spec checkout {}: {e}", self.checkout.display()));
+        }
+        let dir = self.checkout.to_string_lossy().to_string();
+        git(None, &["init", "-q", &dir]).await?;
+        git(Some(&self.checkout), &["remote", "add", "origin", &self.url]).await?;
+        Ok(())
+    }
+
+    /// Fetches the branch and checks its tip out (detached); returns the
+    /// commit. A checkout left broken (by a crash mid-clone, a removed
+    /// `origin`, a damaged `.git`) is recreated: a failure other than the
+    /// fetch itself (network, credentials, a missing branch) gets a fresh
+    /// checkout and one more attempt.
     pub async fn sync(&self) -> Result<String, String> {
         if !self.checkout.join(".git").exists() {
-            if let Some(parent) = self.checkout.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-            }
-            let _ = std::fs::remove_dir_all(&self.checkout);
-            let dir = self.checkout.to_string_lossy().to_string();
-            git(None, &["init", "-q", &dir]).await?;
-            git(Some(&self.checkout), &["remote", "add", "origin", &self.url]).await?;
-        } else {
-            git(Some(&self.checkout), &["remote", "set-url", "origin", &self.url]).await?;
+            self.recreate().await?;
+            return self.fetch_and_check_out().await.map_err(|(_, e)| e);
         }
+        let repaired = match git(Some(&self.checkout), &["remote", "set-url", "origin", &self.url]).await {
+            Ok(_) => match self.fetch_and_check_out().await {
+                Ok(commit) => return Ok(commit),
+                Err((Step::Fetch, e)) => return Err(e),
+                Err((Step::Local, e)) => e,
+            },
+            Err(e) => e,
+        };
+        tracing::warn!(checkout = %self.checkout.display(), "the spec checkout is broken ({repaired}): recreating it");
+        self.recreate().await?;
+        self.fetch_and_check_out().await.map_err(|(_, e)| e)
+    }
+
+    async fn fetch_and_check_out(&self) -> Result<String, (Step, String)> {
+        let local = |e| (Step::Local, e);
         let refspec = format!("+refs/heads/{}:refs/remotes/origin/{}", self.branch, self.branch);
-        git(Some(&self.checkout), &["fetch", "-q", "--depth", "1", "origin", &refspec]).await?;
+        git(Some(&self.checkout), &["fetch", "-q", "--depth", "1", "origin", &refspec])
+            .await
+            .map_err(|e| (Step::Fetch, e))?;
         let tip = format!("refs/remotes/origin/{}", self.branch);
-        let commit = git(Some(&self.checkout), &["rev-parse", &tip]).await?;
-        git(Some(&self.checkout), &["checkout", "-q", "--force", "--detach", &commit]).await?;
-        git(Some(&self.checkout), &["clean", "-q", "-fdx"]).await?;
+        let commit = git(Some(&self.checkout), &["rev-parse", &tip]).await.map_err(local)?;
+        git(Some(&self.checkout), &["checkout", "-q", "--force", "--detach", &commit]).await.map_err(local)?;
+        git(Some(&self.checkout), &["clean", "-q", "-fdx"]).await.map_err(local)?;
         Ok(commit)
     }
+}
+
+/// Which step of a sync failed: fetching (the remote's business) or the
+/// local checkout (repaired by recreating it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Fetch,
+    Local,
 }
 
 /// Follows a Git branch: an update per new tip. A failed fetch is reported
@@ -239,6 +289,8 @@ impl GitSource {
 pub fn follow_git(src: GitSource) -> (watch::Receiver<Option<SpecUpdate>>, watch::Receiver<Option<String>>, Watching) {
     let (tx, rx) = watch::channel(None);
     let (err_tx, err_rx) = watch::channel(None);
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let asked_too = Arc::clone(&asked);
     let task = tokio::spawn(async move {
         let mut last: Option<String> = None;
         loop {
@@ -264,10 +316,13 @@ pub fn follow_git(src: GitSource) -> (watch::Receiver<Option<SpecUpdate>>, watch
                     }
                 }
             }
-            tokio::time::sleep(src.interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(src.interval) => {}
+                _ = asked_too.notified() => {}
+            }
         }
     });
-    (rx, err_rx, Watching { task })
+    (rx, err_rx, Watching { task, rescan: asked })
 }
 
 #[cfg(test)]
@@ -276,6 +331,89 @@ mod tests {
 
     fn example() -> String {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal/spec.yaml")).unwrap()
+    }
+
+    fn git_in(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A repository with the example spec committed on `main`; returns it and its tip.
+    fn spec_repo(base: &Path) -> (PathBuf, String) {
+        let repo = base.join("origin");
+        std::fs::create_dir_all(&repo).unwrap();
+        git_in(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("fleet.yaml"), example()).unwrap();
+        git_in(&repo, &["add", "."]);
+        git_in(&repo, &["commit", "-q", "-m", "first"]);
+        let tip = git_in(&repo, &["rev-parse", "HEAD"]);
+        (repo, tip)
+    }
+
+    #[tokio::test]
+    async fn a_broken_checkout_is_recreated() {
+        let base = std::env::temp_dir().join(format!("drover-git-repair-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (repo, tip) = spec_repo(&base);
+        let src = GitSource {
+            url: repo.to_string_lossy().into(),
+            branch: "main".into(),
+            subdir: ".".into(),
+            checkout: base.join("state/spec-repo"),
+            interval: Duration::from_secs(3600),
+        };
+        assert_eq!(src.sync().await.unwrap(), tip);
+        // A crash between `git init` and `git remote add`: no `origin`.
+        git_in(&src.checkout, &["remote", "remove", "origin"]);
+        assert_eq!(src.sync().await.unwrap(), tip);
+        assert!(src.spec_dir().join("fleet.yaml").exists());
+        // A half-written `.git`.
+        std::fs::write(src.checkout.join(".git/HEAD"), "").unwrap();
+        assert_eq!(src.sync().await.unwrap(), tip);
+        // Objects lost: the tip cannot be checked out.
+        std::fs::remove_dir_all(src.checkout.join(".git/objects")).unwrap();
+        std::fs::create_dir_all(src.checkout.join(".git/objects")).unwrap();
+        assert_eq!(src.sync().await.unwrap(), tip);
+        // A fetch that fails is reported, not "repaired".
+        let gone = GitSource { url: base.join("nowhere").to_string_lossy().into(), ..src.clone() };
+        let e = gone.sync().await.unwrap_err();
+        assert!(e.contains("fetch"), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_rescan_fetches_the_branch_now() {
+        let base = std::env::temp_dir().join(format!("drover-git-rescan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (repo, tip) = spec_repo(&base);
+        let src = GitSource {
+            url: repo.to_string_lossy().into(),
+            branch: "main".into(),
+            subdir: ".".into(),
+            checkout: base.join("state/spec-repo"),
+            interval: Duration::from_secs(3600),
+        };
+        let (mut rx, _err, following) = follow_git(src);
+        tokio::time::timeout(Duration::from_secs(20), rx.changed()).await.unwrap().unwrap();
+        assert_eq!(rx.borrow_and_update().as_ref().unwrap().commit.as_deref(), Some(tip.as_str()));
+        std::fs::write(repo.join("fleet.yaml"), format!("{}\n# second\n", example())).unwrap();
+        git_in(&repo, &["commit", "-q", "-am", "second"]);
+        let second = git_in(&repo, &["rev-parse", "HEAD"]);
+        // Not before the hour-long interval ...
+        assert!(tokio::time::timeout(Duration::from_millis(500), rx.changed()).await.is_err());
+        // ... unless asked.
+        following.rescan();
+        tokio::time::timeout(Duration::from_secs(20), rx.changed()).await.expect("fetched on request").unwrap();
+        assert_eq!(rx.borrow_and_update().as_ref().unwrap().commit.as_deref(), Some(second.as_str()));
+        drop(following);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[tokio::test]

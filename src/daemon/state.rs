@@ -2,6 +2,7 @@
 //! reconcile loop (the only writer) and the HTTP endpoints (readers).
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -89,7 +90,11 @@ impl DaemonStatus {
         if self.spec.generation == 0 {
             return Err(match &self.spec.rejected {
                 Some(r) => format!("no valid spec yet: {}", r.error.lines().next().unwrap_or("")),
-                None => "no spec loaded yet".into(),
+                None => match &self.spec_source_error {
+                    // A Git source that cannot fetch: say why nothing came.
+                    Some(e) => format!("no spec loaded yet: spec source: {}", e.lines().next().unwrap_or("")),
+                    None => "no spec loaded yet".into(),
+                },
             });
         }
         if self.rollout.passes == 0 {
@@ -130,6 +135,17 @@ pub struct Shared {
     pub metrics: super::metrics::Metrics,
     /// Wall-clock ms of the loop's last turn (for `/healthz`).
     heartbeat: std::sync::atomic::AtomicU64,
+    /// When the loop turned last and when it expects to turn next (for `/healthz`).
+    liveness: Mutex<Liveness>,
+}
+
+/// The loop's progress, on tokio's clock (paused time in tests moves it).
+#[derive(Clone, Copy, Debug)]
+struct Liveness {
+    last_turn: tokio::time::Instant,
+    /// The loop is waiting until then (a resync, a tick, a back-off); at its
+    /// last turn while it works.
+    due: tokio::time::Instant,
 }
 
 impl Shared {
@@ -138,6 +154,7 @@ impl Shared {
             status: Mutex::new(status),
             metrics: super::metrics::Metrics::new(),
             heartbeat: std::sync::atomic::AtomicU64::new(crate::real::reconcile::now_ms()),
+            liveness: Mutex::new(Liveness { last_turn: tokio::time::Instant::now(), due: tokio::time::Instant::now() }),
         }
     }
 
@@ -145,8 +162,38 @@ impl Shared {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The loop turns (and works until it says it waits).
     pub fn beat(&self) {
         self.heartbeat.store(crate::real::reconcile::now_ms(), std::sync::atomic::Ordering::Relaxed);
+        let now = tokio::time::Instant::now();
+        *self.liveness.lock().unwrap_or_else(|p| p.into_inner()) = Liveness { last_turn: now, due: now };
+    }
+
+    /// The loop waits, on purpose, for at most `wait` (a resync, a tick, a
+    /// back-off): it is not late before then.
+    pub fn waiting(&self, wait: Duration) {
+        let mut l = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        l.due = tokio::time::Instant::now() + wait;
+    }
+
+    /// Liveness for `/healthz`: `Err` when the loop is more than `slack`
+    /// late, i.e. it has been working (observing, connecting, planning)
+    /// for longer than `slack` or it has not woken up `slack` after the
+    /// end of a wait it chose. A converged daemon that waits a long resync
+    /// is live all along.
+    pub fn liveness(&self, slack: Duration) -> Result<(), String> {
+        let l = *self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        let late = now.saturating_duration_since(l.due);
+        if late <= slack {
+            return Ok(());
+        }
+        Err(format!(
+            "stale: the reconcile loop last turned {:.1} s ago and is {:.1} s late (limit {} s)",
+            now.saturating_duration_since(l.last_turn).as_secs_f64(),
+            late.as_secs_f64(),
+            slack.as_secs_f64()
+        ))
     }
 
     /// Wall-clock ms of the loop's last turn.

@@ -14,6 +14,7 @@
 //! clock, and keeps no journal: only what a real fleet would hold.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -32,7 +33,17 @@ pub struct LiveSim {
     /// Virtual ms per wall ms.
     scale: f64,
     state: Mutex<State>,
+    /// Virtual ms given up because the world could not be simulated as fast
+    /// as `scale` asks (a busy world, a slow machine): virtual time is
+    /// scaled wall time minus this, so the world never falls ever further
+    /// behind while holding its lock.
+    slipped_ms: AtomicU64,
+    /// The latest virtual time handed out (virtual time never goes back).
+    shown_ms: AtomicU64,
 }
+
+/// The longest one call advances the world before virtual time slips.
+const ADVANCE_BUDGET: Duration = Duration::from_millis(20);
 
 struct State {
     sim: Sim<'static>,
@@ -66,25 +77,48 @@ impl LiveSim {
         let bound_s = plan::bound::lower_bound(&sim.fleet, &sim.observe(), &sim.cfg.estimates).total_s;
         sim.start_world(bound_s);
         let state = State { sim, epoch_ms: 0, bound_s, at_target_since: None };
-        Ok(Arc::new(LiveSim { start: Instant::now(), scale, state: Mutex::new(state) }))
+        Ok(Arc::new(LiveSim {
+            start: Instant::now(),
+            scale,
+            state: Mutex::new(state),
+            slipped_ms: AtomicU64::new(0),
+            shown_ms: AtomicU64::new(0),
+        }))
     }
 
-    /// Virtual ms since the start.
+    /// Virtual ms since the start (never less than before).
     fn virtual_ms(&self) -> u64 {
-        (self.start.elapsed().as_nanos() as f64 * self.scale / 1e6) as u64
+        let raw = (self.start.elapsed().as_nanos() as f64 * self.scale / 1e6) as u64;
+        let t = raw.saturating_sub(self.slipped_ms.load(Ordering::Relaxed));
+        self.shown_ms.fetch_max(t, Ordering::Relaxed).max(t)
     }
 
-    /// The instant virtual time reaches `t_ms` (rounded up).
+    /// The instant virtual time reaches `t_ms` (rounded up; later if it slips meanwhile).
     fn instant_of(&self, t_ms: u64) -> Instant {
-        self.start + Duration::from_nanos((t_ms as f64 * 1e6 / self.scale).ceil() as u64 + 1)
+        let raw = t_ms.saturating_add(self.slipped_ms.load(Ordering::Relaxed));
+        self.start + Duration::from_nanos((raw as f64 * 1e6 / self.scale).ceil() as u64 + 1)
+    }
+
+    /// Virtual seconds given up so far because the world could not be
+    /// simulated at the time scale asked for.
+    pub fn slipped_s(&self) -> f64 {
+        self.slipped_ms.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
     /// The world, advanced to now. A panic while it was held (a bug) leaves
     /// the world as it was at that event; it is still the best state to show.
+    ///
+    /// Advancing takes at most about `ADVANCE_BUDGET`: a world that cannot
+    /// be simulated that fast (heavy traffic at a high time scale) makes
+    /// virtual time slip to where the simulation got, instead of holding the
+    /// lock (and a runtime thread) ever longer to catch up.
     fn world(&self) -> MutexGuard<'_, State> {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = self.virtual_ms();
-        st.sim.advance_to(now);
+        if !st.sim.advance_within(now, ADVANCE_BUDGET) {
+            let behind = now.saturating_sub(st.sim.now);
+            self.slipped_ms.fetch_add(behind, Ordering::Relaxed);
+        }
         st
     }
 
@@ -229,6 +263,8 @@ impl Fleetside for LiveSim {
         let r = self.report();
         Some(serde_json::json!({
             "virtual_s": self.now_ms() as f64 / 1000.0,
+            // Virtual time given up because the world could not be simulated that fast.
+            "slipped_s": self.slipped_s(),
             "at_target": r.converged,
             "requests": r.requests,
             "failed_requests": r.failed_requests,

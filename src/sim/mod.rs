@@ -691,10 +691,18 @@ impl<'f> Sim<'f> {
     /// of letting virtual time pass; bounded because every event the world
     /// schedules for itself lies strictly in the future of the one that
     /// schedules it, except a new session's first request.
-    fn advance_to(&mut self, t: u64) {
+    /// `advance_to`, for at most about `budget` of wall time: returns whether
+    /// it reached `t` (else `now` is the time of the last event handled).
+    pub(crate) fn advance_within(&mut self, t: u64, budget: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + budget;
+        let mut handled = 0u32;
         while let Some(&Reverse((at, _, _))) = self.queue.peek() {
             if at > t {
                 break;
+            }
+            handled += 1;
+            if handled.is_multiple_of(256) && std::time::Instant::now() >= deadline {
+                return false;
             }
             let Some(Reverse((at, _, ev))) = self.queue.pop() else {
                 break;
@@ -703,6 +711,7 @@ impl<'f> Sim<'f> {
             self.handle(ev);
         }
         self.now = self.now.max(t);
+        true
     }
 
     /// One event at `self.now`.

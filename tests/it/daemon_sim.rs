@@ -288,3 +288,233 @@ async fn detect_only_reports_drift_and_the_plan_and_starts_nothing() {
     assert_eq!(h.report().actions.values().sum::<u64>(), 0);
     assert!(h.journal().load().unwrap().node_ops.is_empty());
 }
+
+/// The live simulation behind switches a test turns: observation that
+/// fails, and a `simulation_report` that blocks until released (as a long
+/// advance of the simulated world would).
+struct Unruly {
+    live: Arc<LiveSim>,
+    broken: std::sync::atomic::AtomicBool,
+    observes: std::sync::atomic::AtomicU64,
+    /// (entered, release): armed, the next report says it entered and waits.
+    gate: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+}
+
+impl Unruly {
+    fn new(text: &str) -> Arc<Unruly> {
+        let fleet = parse(text).unwrap();
+        Arc::new(Unruly {
+            live: LiveSim::new(Arc::clone(&fleet), SimConfig::new(&fleet, 7), 1.0).unwrap(),
+            broken: Default::default(),
+            observes: Default::default(),
+            gate: Default::default(),
+        })
+    }
+}
+
+impl drover::real::reconcile::Fleetside for Unruly {
+    fn fleet(&self) -> Arc<Fleet> {
+        self.live.fleet()
+    }
+    fn now_ms(&self) -> u64 {
+        self.live.now_ms()
+    }
+    async fn observe(&self) -> Result<drover::observe::Observed, String> {
+        self.observes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("site eu-1 LB: connection refused".into());
+        }
+        self.live.observe().await
+    }
+    async fn execute(&self, action: &drover::plan::Action) -> drover::plan::Outcome {
+        self.live.execute(action).await
+    }
+    fn simulation_report(&self) -> Option<serde_json::Value> {
+        if let Some((entered, release)) = self.gate.lock().unwrap().take() {
+            let _ = entered.send(());
+            let _ = release.recv_timeout(Duration::from_secs(30));
+        }
+        self.live.simulation_report()
+    }
+}
+
+async fn run_unruly(
+    side: &Arc<Unruly>,
+    dir: &std::path::Path,
+    specs: watch::Receiver<Option<SpecUpdate>>,
+    errors: Option<watch::Receiver<Option<String>>>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    opts: daemon::Options,
+) -> Result<daemon::Stopped, String> {
+    let side = Arc::clone(side);
+    let connect = move |_: Arc<Fleet>, _: Option<Arc<Unruly>>| {
+        let side = Arc::clone(&side);
+        async move { Ok(side) }
+    };
+    let journal = Journal::new(&dir.join(drover::real::journal::FILE));
+    daemon::run(connect, specs, errors, &journal, shared, opts, stop, &mut |_: &Note| {}).await
+}
+
+/// Counts the WARN and ERROR events of this thread's tracing.
+#[derive(Clone, Default)]
+struct WarnCounter(Arc<std::sync::atomic::AtomicU64>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WarnCounter {
+    fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *e.metadata().level() <= tracing::Level::WARN {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// Observation failing for an hour (an LB down): the daemon backs off
+/// exponentially instead of retrying every tick, logs the error once, and
+/// recovers when the fleet answers again.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn failed_observations_back_off_and_are_logged_once() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let warns = WarnCounter::default();
+    let _logs = tracing::subscriber::set_default(tracing_subscriber::registry().with(warns.clone()));
+    let h = Harness::new("backoff");
+    let text = spec_text(&Shape { change: drover::sim::fleetgen::Change::NONE, ..shape() });
+    let side = Unruly::new(&text);
+    side.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_tx, rx) = watch::channel(update(&text, "c1"));
+    let sh = shared();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let opts = Harness::opts();
+    let driver = async {
+        until("an observation error", Duration::from_secs(60), || sh.status().last_error.is_some()).await;
+        let warns_at_first = warns.0.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let attempts = side.observes.load(std::sync::atomic::Ordering::SeqCst);
+        // Every 0.5 s would be 7,200 attempts; doubling up to 30 s is about 130.
+        assert!((100..=200).contains(&attempts), "{attempts} observations in an hour");
+        assert_eq!(warns.0.load(std::sync::atomic::Ordering::SeqCst), warns_at_first, "the same error logged again");
+        let st = sh.status().clone();
+        assert!(st.last_error.as_deref().is_some_and(|e| e.contains("connection refused")), "{st:?}");
+        assert!(st.ready().is_err());
+        // The fleet answers again: seen within the longest back-off.
+        side.broken.store(false, std::sync::atomic::Ordering::SeqCst);
+        until("recovery", Duration::from_secs(31), || converged_at(&sh, 1) && sh.status().last_error.is_none()).await;
+        stop_tx.send(true).unwrap();
+    };
+    let (r, ()) = tokio::join!(run_unruly(&side, &h.dir, rx, None, Arc::clone(&sh), stop_rx, opts), driver);
+    r.unwrap();
+    assert_eq!(daemon::observe_backoff(&Harness::opts(), 1), Duration::from_millis(500));
+    assert_eq!(daemon::observe_backoff(&Harness::opts(), 3), Duration::from_secs(2));
+    assert_eq!(daemon::observe_backoff(&Harness::opts(), 40), Duration::from_secs(30));
+}
+
+/// A spec source that fails before the first spec (a Git URL that cannot
+/// be fetched) shows in `/readyz`, `/status` and the metrics at once.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_spec_source_error_before_the_first_spec_is_visible() {
+    let h = Harness::new("source-error");
+    let text = spec_text(&shape());
+    let side = Unruly::new(&text);
+    let (tx, rx) = watch::channel(None);
+    let (err_tx, err_rx) = watch::channel(None);
+    let sh = shared();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let driver = async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        err_tx.send(Some("git fetch -q origin failed: fatal: repository not found".into())).unwrap();
+        until("the error in /status", Duration::from_secs(1), || sh.status().spec_source_error.is_some()).await;
+        let ready = sh.status().ready().unwrap_err();
+        assert!(ready.contains("spec source: git fetch -q origin failed"), "{ready}");
+        assert!(sh.metrics.render().contains("\ndrover_spec_source_error 1\n"), "{}", sh.metrics.render());
+        // It works again and brings a spec: the error goes.
+        err_tx.send(None).unwrap();
+        tx.send(update(&text, "c1")).unwrap();
+        until("the spec applied", Duration::from_secs(60), || sh.status().spec.generation == 1).await;
+        until("the error gone", Duration::from_secs(60), || sh.status().spec_source_error.is_none()).await;
+        assert!(sh.metrics.render().contains("\ndrover_spec_source_error 0\n"));
+        stop_tx.send(true).unwrap();
+    };
+    let (r, ()) =
+        tokio::join!(run_unruly(&side, &h.dir, rx, Some(err_rx), Arc::clone(&sh), stop_rx, Harness::opts()), driver);
+    r.unwrap();
+}
+
+/// Building the status document advances the simulated world; the endpoints
+/// (which take the status lock) are not blocked meanwhile.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_status_lock_is_free_while_the_simulation_reports() {
+    let h = Harness::new("publish-lock");
+    let text = spec_text(&shape());
+    let side = Unruly::new(&text);
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    *side.gate.lock().unwrap() = Some((entered_tx, release_rx));
+    let (_tx, rx) = watch::channel(update(&text, "c1"));
+    let sh = shared();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Outside the runtime (which the blocked report holds): an endpoint's view.
+    let probe = {
+        let sh = Arc::clone(&sh);
+        std::thread::spawn(move || {
+            entered.recv_timeout(Duration::from_secs(60)).expect("a status document was built");
+            let (got_tx, got) = std::sync::mpsc::channel();
+            let sh2 = Arc::clone(&sh);
+            std::thread::spawn(move || {
+                let phase = sh2.status().rollout.phase.clone();
+                let _ = got_tx.send(phase);
+            });
+            let r = got.recv_timeout(Duration::from_secs(5));
+            let _ = release.send(());
+            r
+        })
+    };
+    let driver = async {
+        until("a pass published", Duration::from_secs(600), || sh.status().rollout.passes >= 1).await;
+        stop_tx.send(true).unwrap();
+    };
+    let (r, ()) = tokio::join!(
+        run_unruly(
+            &side,
+            &h.dir,
+            rx,
+            None,
+            Arc::clone(&sh),
+            stop_rx,
+            daemon::Options { detect_only: true, ..Harness::opts() }
+        ),
+        driver
+    );
+    r.unwrap();
+    let phase = probe.join().unwrap();
+    assert!(phase.is_ok(), "the status lock was held while the simulation reported");
+}
+
+/// A converged daemon waiting a resync much longer than `/healthz`'s limit
+/// stays healthy all along; one wedged past its wait does not.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn healthz_stays_ok_through_a_long_resync() {
+    let h = Harness::new("liveness");
+    let text = spec_text(&Shape { change: drover::sim::fleetgen::Change::NONE, ..shape() });
+    let side = Unruly::new(&text);
+    let (_tx, rx) = watch::channel(update(&text, "c1"));
+    let sh = shared();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limit = drover::daemon::http::HEARTBEAT_STALE_AFTER;
+    let opts = daemon::Options { resync: limit * 5, ..Harness::opts() };
+    let driver = async {
+        until("convergence", Duration::from_secs(600), || converged_at(&sh, 1)).await;
+        let observes = side.observes.load(std::sync::atomic::Ordering::SeqCst);
+        // Over two resync periods, every second.
+        for s in 0..(limit * 10).as_secs() {
+            assert_eq!(sh.liveness(limit), Ok(()), "{s} s into the resync");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let now = side.observes.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((observes + 1..=observes + 3).contains(&now), "{observes} then {now} observations");
+        stop_tx.send(true).unwrap();
+    };
+    let (r, ()) = tokio::join!(run_unruly(&side, &h.dir, rx, None, Arc::clone(&sh), stop_rx, opts), driver);
+    r.unwrap();
+    // The loop gone (wedged): late once its last wait plus the limit passed.
+    tokio::time::sleep(limit * 6).await;
+    assert!(sh.liveness(limit).unwrap_err().starts_with("stale: "));
+}

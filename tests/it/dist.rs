@@ -182,3 +182,20 @@ fn which(bin: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(bin)).find(|p| p.is_file())
 }
+
+/// Both service files raise the descriptor limit (an SSH master and socket
+/// per node) and turn reload into SIGHUP, which drover takes as "read the
+/// spec again" (not a stop).
+#[test]
+fn service_files_raise_the_descriptor_limit_and_reload_with_sighup() {
+    let unit = read("dist/systemd/drover.service");
+    let limit = unit_value(&unit, "LimitNOFILE");
+    assert_eq!(limit.len(), 1, "drover.service: one LimitNOFILE");
+    assert!(limit[0].parse::<u64>().is_ok_and(|n| n >= 65536), "LimitNOFILE={}", limit[0]);
+    assert_eq!(unit_value(&unit, "ExecReload"), ["/bin/kill -HUP $MAINPID"]);
+    let rc = read("dist/openrc/drover");
+    let ulimit = rc.lines().find(|l| l.starts_with("rc_ulimit=")).expect("dist/openrc/drover: rc_ulimit");
+    let n: u64 = ulimit.split("-n ").nth(1).and_then(|r| r.trim_end_matches(['"', '}']).parse().ok()).expect(ulimit);
+    assert!(n >= 65536, "{ulimit}");
+    assert!(rc.contains("--signal HUP"), "dist/openrc/drover: reload sends SIGHUP");
+}

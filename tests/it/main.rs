@@ -3,6 +3,7 @@
 
 mod cli;
 mod corpus;
+mod daemon_proc;
 mod daemon_sim;
 mod dist;
 mod examples;
