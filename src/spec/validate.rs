@@ -20,7 +20,10 @@ pub fn check(files: &[SourceFile]) -> Result<Fleet, Vec<Diagnostic>> {
     let mut parsed = Vec::new();
     for (i, f) in files.iter().enumerate() {
         match parse_file(f) {
-            Ok(spec) => parsed.push((i, spec)),
+            Ok(spec) => {
+                cx.diags.extend(super::limits::check(&f.path, &spec));
+                parsed.push((i, spec))
+            }
             Err(d) => cx.diags.push(d),
         }
     }
@@ -37,6 +40,9 @@ pub fn check(files: &[SourceFile]) -> Result<Fleet, Vec<Diagnostic>> {
 fn yaml_options() -> serde_saphyr::Options {
     let mut o = serde_saphyr::Options::default();
     o.with_snippet = false;
+    // A tag drover does not know (`!foo`, also on a key) is an error, not silently dropped.
+    o.reject_unsupported_tags = true;
+    o.reject_tagged_field_names = true;
     o
 }
 
@@ -69,6 +75,8 @@ fn structure_hint(msg: &str) -> String {
         "check the spelling; `drover schema` lists every field, and editors complete them with the yaml-language-server line".into()
     } else if msg.contains("missing field") {
         "add the field; `drover schema` shows which fields are required".into()
+    } else if msg.contains("unsupported tag") {
+        "drover specs use no YAML tags: remove the `!…` before the value".into()
     } else if msg.contains("unknown variant") {
         "use one of the values listed".into()
     } else {
