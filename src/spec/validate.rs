@@ -899,12 +899,22 @@ impl Cx {
         };
         let file = |cx: &mut Cx, v: &Option<Sp<String>>, what: &str| {
             v.as_ref().and_then(|p| {
-                let ok = !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-/~".contains(c));
+                let ok = !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
                 if !ok {
                     cx.err(
                         p.pos,
                         format!("{what} path {:?} is not a plain path", p.value),
-                        "use letters, digits and `._-/~`",
+                        "use letters, digits and `._-/`",
+                    );
+                }
+                // Credentials belong to the daemon host's operator (cli::real::spec_credential).
+                let climbs = p.split('/').any(|c| c == "..");
+                let ok = ok && !climbs;
+                if climbs {
+                    cx.err(
+                        p.pos,
+                        format!("{what} path {:?} climbs out with `..`", p.value),
+                        "name a file inside the spec directory, or give the operator's file with --known-hosts / --identity",
                     );
                 }
                 ok.then(|| p.value.clone())
