@@ -27,6 +27,11 @@ pub struct DaemonArgs {
     /// is then the spec directory inside the repository (`.` for its root).
     #[arg(long)]
     pub git: Option<String>,
+    /// File holding the password or token of the `--git` remote (its user name goes in the
+    /// URL, `https://USER@host/repo.git`). Also `DROVER_GIT_TOKEN`. Never put it in the URL:
+    /// drover's arguments are visible in `ps`.
+    #[arg(long, requires = "git")]
+    pub git_token_file: Option<std::path::PathBuf>,
     /// The branch to follow with `--git`.
     #[arg(long, default_value = "main", requires = "git")]
     pub branch: String,
@@ -133,8 +138,14 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
                     cli.specs.display()
                 ));
             }
+            let (url, auth) = crate::daemon::gitauth::resolve(
+                url,
+                da.git_token_file.as_deref(),
+                std::env::var("DROVER_GIT_TOKEN").ok(),
+            )?;
             let src = GitSource {
-                url: url.clone(),
+                url,
+                auth,
                 branch: da.branch.clone(),
                 subdir: cli.specs.clone(),
                 checkout: state_dir.join("spec-repo"),

@@ -17,6 +17,11 @@ pub struct RealArgs {
     /// SSH private key (default: the spec's `fleet.ssh.identity`, else ssh's default keys).
     #[arg(long)]
     pub identity: Option<PathBuf>,
+    /// Directory under which the spec may name credential files by absolute path
+    /// (`fleet.ssh.known_hosts`, `fleet.ssh.identity`). Without it the spec may only name
+    /// files inside the spec directory; --known-hosts and --identity are never restricted.
+    #[arg(long, env = "DROVER_CREDENTIALS_DIR")]
+    pub credentials_dir: Option<PathBuf>,
     /// Remote commands running at once across the fleet.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
@@ -103,19 +108,23 @@ fn settings(args: &RealArgs, runtime_dir: PathBuf) -> Settings {
 
 /// The login the spec and the command line ask for, with a control directory of its own.
 fn ssh_config(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<SshConfig, String> {
-    let from_spec = |p: &String| specs.join(p);
-    // Default (as the spec schema says): the user's own ~/.ssh/known_hosts.
-    let home_known_hosts = || std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts"));
-    let known_hosts = args
-        .known_hosts
-        .clone()
-        .or_else(|| fleet.ssh.known_hosts.as_ref().map(from_spec))
-        .or_else(home_known_hosts)
-        .ok_or(
-            "no known_hosts file: name one in the spec (`fleet.ssh.known_hosts`) or with --known-hosts; \
-             drover only connects to hosts whose keys it is given",
-        )?;
-    let identity = args.identity.clone().or_else(|| fleet.ssh.identity.as_ref().map(from_spec));
+    let from_spec = |p: &String, field: &str| spec_credential(p, field, specs, args.credentials_dir.as_deref());
+    // No default: ssh checks host keys against this file only (our ssh_config
+    // sets GlobalKnownHostsFile /dev/null), never silently ~/.ssh/known_hosts.
+    let known_hosts = match (&args.known_hosts, &fleet.ssh.known_hosts) {
+        (Some(k), _) => k.clone(),
+        (None, Some(p)) => from_spec(p, "fleet.ssh.known_hosts")?,
+        (None, None) => {
+            return Err("no known_hosts file: name one with --known-hosts (or in the spec, `fleet.ssh.known_hosts`); \
+                 drover only connects to hosts whose keys it is given"
+                .into());
+        }
+    };
+    let identity = match (&args.identity, &fleet.ssh.identity) {
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(p)) => Some(from_spec(p, "fleet.ssh.identity")?),
+        (None, None) => None,
+    };
     // Control sockets need a short path (108 bytes): keep them under /tmp.
     // One directory per connection set: the daemon opens a new set for a new
     // spec before it closes (and removes) the old one.
@@ -131,6 +140,38 @@ fn ssh_config(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<SshConfig,
         max_concurrency: args.concurrency,
         control_dir,
     })
+}
+
+/// A credential file the spec names, within the boundary the operator set:
+/// credentials belong to the daemon host's operator, not to the spec's
+/// authors. A relative path is inside the spec directory; an absolute one
+/// only inside `--credentials-dir`. Either way the file's real path
+/// (symbolic links resolved) must stay inside, so a link in the spec
+/// repository cannot hand over, e.g., the host's own private keys.
+/// (`..` and `~` are refused by spec validation already.)
+pub fn spec_credential(value: &str, field: &str, specs: &Path, allowed: Option<&Path>) -> Result<PathBuf, String> {
+    let path = Path::new(value);
+    let root = if path.is_absolute() {
+        allowed.ok_or_else(|| {
+            format!(
+                "the spec names {field} {value:?} by absolute path: name the file with --{} instead, \
+                 or allow a directory of credentials with --credentials-dir",
+                if field.ends_with("identity") { "identity" } else { "known-hosts" }
+            )
+        })?
+    } else {
+        specs
+    };
+    let real = |p: &Path| std::fs::canonicalize(p).map_err(|e| format!("{field} {}: {e}", p.display()));
+    let (root_real, file_real) = (real(root)?, real(&root.join(path))?);
+    if !file_real.starts_with(&root_real) {
+        return Err(format!(
+            "{field} {value:?} leads out of {} (to {}): the spec may only name credential files inside it",
+            root.display(),
+            file_real.display()
+        ));
+    }
+    Ok(file_real)
 }
 
 /// Closes the SSH masters and removes the control directory.
@@ -162,4 +203,34 @@ pub fn observe_once(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Obse
         let now_ms = crate::real::reconcile::now_ms();
         Ok(Observation { observed: observed?, memory, now_ms, errors: errors.into_iter().collect() })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spec_credential;
+
+    #[test]
+    fn spec_credentials_stay_inside_the_spec_or_the_operators_directory() {
+        let d = std::env::temp_dir().join(format!("drover-cred-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let (specs, creds) = (d.join("specs"), d.join("creds"));
+        std::fs::create_dir_all(&specs).unwrap();
+        std::fs::create_dir_all(&creds).unwrap();
+        std::fs::write(specs.join("known_hosts"), "").unwrap();
+        std::fs::write(creds.join("id"), "").unwrap();
+        std::fs::write(d.join("host_key"), "").unwrap();
+        assert!(spec_credential("known_hosts", "fleet.ssh.known_hosts", &specs, None).is_ok());
+        // Absolute: only with, and under, --credentials-dir.
+        let abs = creds.join("id").display().to_string();
+        let e = spec_credential(&abs, "fleet.ssh.identity", &specs, None).unwrap_err();
+        assert!(e.contains("--identity") && e.contains("--credentials-dir"), "{e}");
+        assert!(spec_credential(&abs, "fleet.ssh.identity", &specs, Some(&creds)).is_ok());
+        let outside = d.join("host_key").display().to_string();
+        assert!(spec_credential(&outside, "fleet.ssh.identity", &specs, Some(&creds)).is_err());
+        // A link in the spec repository to a key elsewhere is refused.
+        std::os::unix::fs::symlink(d.join("host_key"), specs.join("id")).unwrap();
+        let e = spec_credential("id", "fleet.ssh.identity", &specs, None).unwrap_err();
+        assert!(e.contains("leads out of"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -7,6 +7,7 @@
 //! - `metrics`: Prometheus metrics.
 //! - `http`: the endpoints on localhost (`/healthz`, `/readyz`, `/metrics`, `/status`).
 
+pub mod gitauth;
 pub mod http;
 pub mod metrics;
 pub mod source;

@@ -191,6 +191,8 @@ pub struct GitSource {
     /// Where the checkout lives (under the state directory).
     pub checkout: PathBuf,
     pub interval: Duration,
+    /// The remote's credential, given to git through its environment only (`gitauth`).
+    pub auth: Option<super::gitauth::GitAuth>,
 }
 
 impl GitSource {
@@ -201,7 +203,15 @@ impl GitSource {
 }
 
 async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
+    git_auth(dir, args, None).await
+}
+
+/// `git`, with the remote's credential in the command's environment (never in its arguments).
+async fn git_auth(dir: Option<&Path>, args: &[&str], auth: Option<&super::gitauth::GitAuth>) -> Result<String, String> {
     let mut cmd = tokio::process::Command::new("git");
+    if let Some(a) = auth {
+        cmd.envs(super::gitauth::env(a));
+    }
     if let Some(d) = dir {
         cmd.arg("-C").arg(d);
     }
@@ -264,7 +274,7 @@ impl GitSource {
     async fn fetch_and_check_out(&self) -> Result<String, (Step, String)> {
         let local = |e| (Step::Local, e);
         let refspec = format!("+refs/heads/{}:refs/remotes/origin/{}", self.branch, self.branch);
-        git(Some(&self.checkout), &["fetch", "-q", "--depth", "1", "origin", &refspec])
+        git_auth(Some(&self.checkout), &["fetch", "-q", "--depth", "1", "origin", &refspec], self.auth.as_ref())
             .await
             .map_err(|e| (Step::Fetch, e))?;
         let tip = format!("refs/remotes/origin/{}", self.branch);

@@ -172,9 +172,9 @@ pub struct SshSpec {
     pub user: Option<Sp<String>>,
     /// SSH port on every node unless the node says otherwise. Default 22.
     pub port: Option<Sp<u16>>,
-    /// known_hosts file checked strictly (relative to the spec directory). Default ~/.ssh/known_hosts.
+    /// known_hosts file checked strictly: relative to the spec directory and inside it (an absolute path only under the operator's --credentials-dir). No default: without it (or --known-hosts) drover does not connect.
     pub known_hosts: Option<Sp<String>>,
-    /// Private key file (relative to the spec directory). Default: ssh's own choice.
+    /// Private key file: relative to the spec directory and inside it (an absolute path only under the operator's --credentials-dir). Default: ssh's own choice.
     pub identity: Option<Sp<String>>,
 }
 

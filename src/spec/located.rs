@@ -52,9 +52,13 @@ impl<T> std::ops::Deref for Sp<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
+impl<'de, T: Deserialize<'de> + 'static> Deserialize<'de> for Sp<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        // Every string of a spec is an `Sp<String>`: its length is bounded here, once for all fields.
+        if let Some(text) = (&s.value as &dyn std::any::Any).downcast_ref::<String>() {
+            super::limits::string_value(text).map_err(serde::de::Error::custom)?;
+        }
         Ok(Sp { value: s.value, pos: Pos::from_saphyr(s.referenced) })
     }
 }

@@ -21,7 +21,10 @@ pub fn check(files: &[SourceFile]) -> Result<Fleet, Vec<Diagnostic>> {
     let mut parsed = Vec::new();
     for (i, f) in files.iter().enumerate() {
         match parse_file(f) {
-            Ok(spec) => parsed.push((i, spec)),
+            Ok(spec) => {
+                cx.diags.extend(super::limits::check(&f.path, &spec));
+                parsed.push((i, spec))
+            }
             Err(d) => cx.diags.push(d),
         }
     }
@@ -38,6 +41,9 @@ pub fn check(files: &[SourceFile]) -> Result<Fleet, Vec<Diagnostic>> {
 fn yaml_options() -> serde_saphyr::Options {
     let mut o = serde_saphyr::Options::default();
     o.with_snippet = false;
+    // A tag drover does not know (`!foo`, also on a key) is an error, not silently dropped.
+    o.reject_unsupported_tags = true;
+    o.reject_tagged_field_names = true;
     o
 }
 
@@ -75,6 +81,8 @@ fn structure_hint(msg: &str) -> String {
         "check the spelling; `drover schema` lists every field, and editors complete them with the yaml-language-server line".into()
     } else if msg.contains("missing field") {
         "add the field; `drover schema` shows which fields are required".into()
+    } else if msg.contains("unsupported tag") {
+        "drover specs use no YAML tags: remove the `!…` before the value".into()
     } else if msg.contains("unknown variant") {
         "use one of the values listed".into()
     } else {
@@ -939,12 +947,22 @@ impl Cx {
         };
         let file = |cx: &mut Cx, v: &Option<Sp<String>>, what: &str| {
             v.as_ref().and_then(|p| {
-                let ok = !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-/~".contains(c));
+                let ok = !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
                 if !ok {
                     cx.err(
                         p.pos,
                         format!("{what} path {:?} is not a plain path", p.value),
-                        "use letters, digits and `._-/~`",
+                        "use letters, digits and `._-/`",
+                    );
+                }
+                // Credentials belong to the daemon host's operator (cli::real::spec_credential).
+                let climbs = p.split('/').any(|c| c == "..");
+                let ok = ok && !climbs;
+                if climbs {
+                    cx.err(
+                        p.pos,
+                        format!("{what} path {:?} climbs out with `..`", p.value),
+                        "name a file inside the spec directory, or give the operator's file with --known-hosts / --identity",
                     );
                 }
                 ok.then(|| p.value.clone())

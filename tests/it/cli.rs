@@ -96,3 +96,24 @@ fn a_simulated_node_death_is_not_converged_and_exits_4() {
     assert_eq!(last["unobserved"].as_array().map(Vec::len), Some(1), "{last}");
     assert_eq!(last["violations"], 0, "{last}");
 }
+
+#[test]
+fn without_a_named_known_hosts_file_drover_does_not_fall_back_to_the_users() {
+    let home = std::env::temp_dir().join(format!("drover-home-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(home.join(".ssh/known_hosts"), "10.0.0.1 ssh-ed25519 AAAA\n").unwrap();
+    let out = drover()
+        .args(["plan", "--specs"])
+        .arg(format!("{}/examples/minimal", root()))
+        .arg("--state-dir")
+        .arg(home.join("state"))
+        .env("HOME", &home)
+        .env_remove("DROVER_STATE_DIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("no known_hosts file") && stderr.contains("--known-hosts"), "{stderr}");
+    std::fs::remove_dir_all(&home).unwrap();
+}

@@ -93,6 +93,7 @@ impl Daemon {
         let port = std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
         let listen = format!("{ip}:{port}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .env("DROVER_CREDENTIALS_DIR", &fleet.dir)
             .args(["--specs", "specs", "reconcile", "--git"])
             .arg(&repo.origin)
             .args(["--branch", "main", "--git-interval", "500ms", "--listen", &listen, "--log-format", "json"])
@@ -223,6 +224,7 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
     assert!(text.contains("rollout: converged  16 of 16 nodes at target") && text.contains("par1-f1-n1"), "{text}");
     // One drover per fleet: another one on the same state is refused.
     let second = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .env("DROVER_CREDENTIALS_DIR", &fleet.dir)
         .arg("--specs")
         .arg(&fleet.spec_dir)
         .args(["reconcile", "--once", "--state-dir"])

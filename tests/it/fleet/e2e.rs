@@ -14,6 +14,8 @@ use super::{FleetOptions, TestFleet, Topology};
 pub fn drover(fleet: &TestFleet, state: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_drover"));
     c.arg("--specs").arg(&fleet.spec_dir).args(args).arg("--state-dir").arg(state).env("NO_COLOR", "1");
+    // The fleet's spec names its key and known_hosts by absolute path: the operator allows it.
+    c.env("DROVER_CREDENTIALS_DIR", &fleet.dir);
     c
 }
 
