@@ -378,6 +378,7 @@ mod tests {
             subdir: ".".into(),
             checkout: base.join("state/spec-repo"),
             interval: Duration::from_secs(3600),
+            auth: None,
         };
         assert_eq!(src.sync().await.unwrap(), tip);
         // A crash between `git init` and `git remote add`: no `origin`.
@@ -409,6 +410,7 @@ mod tests {
             subdir: ".".into(),
             checkout: base.join("state/spec-repo"),
             interval: Duration::from_secs(3600),
+            auth: None,
         };
         let (mut rx, _err, following) = follow_git(src);
         tokio::time::timeout(Duration::from_secs(20), rx.changed()).await.unwrap().unwrap();
