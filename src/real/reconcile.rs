@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use super::journal::{Journal, OpRecord};
+use super::journal::{Journal, OpRecord, Resolved};
 use crate::model::Fleet;
 use crate::observe::Observed;
 use crate::plan::action::{Action, Outcome, Subject};
@@ -126,6 +126,15 @@ pub struct Summary {
     /// Windows left open in the journal (a farm mid-switch, a node drained):
     /// the next run completes them.
     pub open: Vec<String>,
+    /// Journal entries this run could not carry over to the spec (their
+    /// node or farm is gone, moved, or answers at another address): closed,
+    /// never applied to another object (`plan::named`).
+    pub resolved: Vec<String>,
+}
+
+/// Resolutions as recorded on `on` (`open`, `new spec`) at `at_ms`.
+fn stamp(resolutions: Vec<plan::named::Resolution>, at_ms: u64, on: &str) -> Vec<Resolved> {
+    resolutions.into_iter().map(|resolution| Resolved { at_ms, on: on.to_string(), resolution }).collect()
 }
 
 /// Wall-clock time in ms since the epoch: the journal's times survive restarts.
@@ -168,18 +177,25 @@ pub struct Controller<'j, F: Fleetside> {
     pub last_progress: Instant,
     pub started: u64,
     pub failed: Vec<String>,
+    /// What the journal could not carry over to the spec, on open and on
+    /// each new spec, oldest first (also recorded in the journal).
+    pub resolved: Vec<Resolved>,
 }
 
 impl<'j, F: Fleetside> Controller<'j, F> {
-    /// Loads the journal; whatever a previous run had in flight is
-    /// re-observed, not assumed.
+    /// Loads the journal for the side's fleet (entries tied to their objects
+    /// by identity, the rest reported in `resolved`); whatever a previous
+    /// run had in flight is re-observed, not assumed.
     pub fn new(side: Arc<F>, journal: &'j Journal) -> Result<Self, String> {
-        let mut memory = journal.load()?;
+        let fleet = side.fleet();
+        let loaded = journal.load(&fleet)?;
+        let mut memory = loaded.memory;
         memory.restarted();
-        journal.save(&memory)?;
+        let resolved = stamp(loaded.resolutions, side.now_ms(), "open");
+        journal.save_resolved(&memory, &fleet, &resolved)?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Controller {
-            fleet: side.fleet(),
+            fleet,
             side,
             journal,
             memory,
@@ -192,6 +208,7 @@ impl<'j, F: Fleetside> Controller<'j, F> {
             last_progress: Instant::now(),
             started: 0,
             failed: Vec::new(),
+            resolved,
         })
     }
 
@@ -214,20 +231,24 @@ impl<'j, F: Fleetside> Controller<'j, F> {
 
     /// Moves to a new fleet side (a new spec): only when nothing runs, so
     /// every completion lands on the fleet it was planned on. The memory is
-    /// carried over by name when the topology changed.
-    pub fn retarget(&mut self, side: Arc<F>) -> Result<(), String> {
+    /// carried over by identity (`plan::named::carry`); what cannot follow
+    /// its object is recorded and returned.
+    pub fn retarget(&mut self, side: Arc<F>) -> Result<Vec<Resolved>, String> {
         if !self.running.is_empty() {
             return Err(format!("a new spec cannot apply while {} actions run", self.running.len()));
         }
         let fleet = side.fleet();
-        if !self.fleet.same_topology(&fleet) {
-            self.memory = self.memory.remap(&self.fleet, &fleet);
-            self.journal.save(&self.memory)?;
+        let (memory, resolutions) = plan::named::carry(&self.memory, &self.fleet, &fleet);
+        let resolved = stamp(resolutions, side.now_ms(), "new spec");
+        if memory != self.memory || !resolved.is_empty() {
+            self.memory = memory;
+            self.journal.save_resolved(&self.memory, &fleet, &resolved)?;
         }
+        self.resolved.extend(resolved.iter().cloned());
         self.cooldown.clear();
         self.fleet = fleet;
         self.side = side;
-        Ok(())
+        Ok(resolved)
     }
 
     fn farm_of(&self, a: &Action) -> Option<crate::model::FarmId> {
@@ -266,7 +287,7 @@ impl<'j, F: Fleetside> Controller<'j, F> {
             let farm = self.farm_of(&action);
             let at = self.side.now_ms();
             self.memory.complete(&action, &outcome, at, farm);
-            self.journal.save_with(&self.memory, Some(&OpRecord::of(&fleet, &action, at, Some(&outcome))))?;
+            self.journal.save_with(&self.memory, &fleet, Some(&OpRecord::of(&fleet, &action, at, Some(&outcome))))?;
             match &outcome {
                 Outcome::Failed(e) => {
                     let line = format!("{}: {e}", action.describe(&fleet));
@@ -296,12 +317,11 @@ impl<'j, F: Fleetside> Controller<'j, F> {
         self.memory
             .farm_ops
             .iter()
-            .map(|(f, op)| format!("farm {} ({:?})", fleet.farms[*f as usize].name, op.phase))
+            .filter_map(|(f, op)| Some(format!("farm {} ({:?})", fleet.farms.get(*f as usize)?.name, op.phase)))
             .chain(
-                self.memory
-                    .node_ops
-                    .iter()
-                    .map(|(n, op)| format!("node {} ({:?})", fleet.nodes[*n as usize].name, op.phase)),
+                self.memory.node_ops.iter().filter_map(|(n, op)| {
+                    Some(format!("node {} ({:?})", fleet.nodes.get(*n as usize)?.name, op.phase))
+                }),
             )
             .collect()
     }
@@ -353,7 +373,7 @@ impl<'j, F: Fleetside> Controller<'j, F> {
         let farm = self.farm_of(&p.action);
         let weight = farm.map(|f| observed.farms[f as usize].lb.weight).unwrap_or(0);
         self.memory.begin(&p.action, now, farm, weight);
-        self.journal.save_with(&self.memory, Some(&OpRecord::of(&self.fleet, &p.action, now, None)))?;
+        self.journal.save_with(&self.memory, &self.fleet, Some(&OpRecord::of(&self.fleet, &p.action, now, None)))?;
         self.started += 1;
         self.last_progress = Instant::now();
         on(&Event::Started {
@@ -392,11 +412,13 @@ pub async fn reconcile_once<F: Fleetside>(
         passes: 0,
         elapsed: Duration::ZERO,
         open: Vec::new(),
+        resolved: Vec::new(),
     };
     let done = |mut s: Summary, ctl: Option<&Controller<'_, F>>, finish: Finish| {
         if let Some(c) = ctl {
             s.started = c.started;
             s.failed = c.failed.clone();
+            s.resolved = c.resolved.iter().map(|r| r.resolution.to_string()).collect();
         }
         s.finish = finish;
         s.elapsed = t0.elapsed();
@@ -706,8 +728,8 @@ mod tests {
         let (o, mut quiet) = (opts(), |_: &Event| {});
         let cut = tokio::time::timeout(Duration::from_secs(2), reconcile_once(Arc::clone(&world), &j, &o, &mut quiet));
         assert!(cut.await.is_err(), "the first run must be cut off");
-        let mid = j.load().unwrap();
-        assert!(!mid.in_flight.is_empty(), "cut off with actions in flight");
+        let mid = j.load(&world.fleet()).unwrap().memory;
+        assert!(!j.unfinished().unwrap().is_empty(), "cut off with actions in flight");
         assert!(!mid.node_ops.is_empty() || !mid.farm_ops.is_empty(), "cut off inside a window: {mid:?}");
         // The restarted run: only the journal survives.
         let world2 = Arc::new(world.restarted(None));
@@ -783,14 +805,14 @@ mod stop_tests {
             }
         })
         .await;
-        let left = j.load().unwrap();
+        let left = j.unfinished().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(s.finish, Finish::Interrupted);
         // Only the first pass's actions ran, and every one of them finished.
         assert_eq!(world.executed.load(Ordering::SeqCst) as u64, s.started);
         assert_eq!(finished as u64, s.started);
         assert!(s.started > 0);
-        assert!(left.in_flight.is_empty(), "nothing left in flight: {left:?}");
+        assert!(left.is_empty(), "nothing left in flight: {left:?}");
     }
 
     /// A fleet whose every action fails, on a clock the test moves.
