@@ -658,6 +658,38 @@ mod tests {
         (dir, j)
     }
 
+    /// A new spec with fewer farms while a window is open on one of the
+    /// removed ones: the retarget reports it, keeps the rest by identity,
+    /// records it in the journal, and a restart on that spec plans (no panic).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_spec_without_a_farm_mid_switch_reports_it() {
+        let big = fleetgen::fleet(&Shape { farms_per_site: 3, ..shape() }).unwrap();
+        let small = fleetgen::fleet(&shape()).unwrap();
+        let (dir, j) = journal("retarget");
+        let mut ctl = Controller::new(Arc::new(InMemory::new(big.clone(), never)), &j).unwrap();
+        let gone = big.farms.iter().position(|f| f.name == "s0-f2").unwrap() as u32;
+        let kept = big.nodes.iter().position(|n| n.name == "s1-f1-n002").unwrap() as u32;
+        ctl.memory.begin(&Action::SetFarm { farm: gone, admin: Admin::Maint }, 1, None, 100);
+        ctl.memory.begin(&Action::SetNode { node: kept, admin: Admin::Drain }, 1, None, 100);
+        ctl.memory.restarted();
+        let resolved = ctl.retarget(Arc::new(InMemory::new(small.clone(), never))).unwrap();
+        assert_eq!(resolved.len(), 1, "{resolved:?}");
+        assert_eq!(resolved[0].resolution.object, "farm s0/s0-f2");
+        assert_eq!(resolved[0].resolution.reason, plan::named::Reason::Gone);
+        let kept_now = small.nodes.iter().position(|n| n.name == "s1-f1-n002").unwrap() as u32;
+        assert_ne!(kept, kept_now, "the node moved position");
+        assert_eq!(ctl.memory.node_ops.keys().copied().collect::<Vec<_>>(), vec![kept_now]);
+        assert!(ctl.memory.farm_ops.is_empty());
+        assert_eq!(j.resolutions(10).unwrap().len(), 1, "recorded in the journal");
+        drop(ctl);
+        // A restart on the small spec: the drained node is carried on, nothing to report.
+        let world = Arc::new(InMemory::new(small, never));
+        let s = reconcile_once(Arc::clone(&world), &j, &opts(), &mut |_| {}).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(s.finish, Finish::Converged, "{s:?}");
+        assert!(s.resolved.is_empty(), "{s:?}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn converges_a_fleet_with_every_kind_of_change() {
         let fleet = fleetgen::fleet(&shape()).unwrap();
