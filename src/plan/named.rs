@@ -13,6 +13,7 @@
 //!
 //! Pure: no I/O, no clock.
 
+use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -237,15 +238,17 @@ impl Named {
             })
         };
         let mut nodes: BTreeMap<NodeId, NamedNode> = BTreeMap::new();
-        fn entry<'a>(
-            nodes: &'a mut BTreeMap<NodeId, NamedNode>,
+        fn entry(
+            nodes: &mut BTreeMap<NodeId, NamedNode>,
             n: NodeId,
             r: impl Fn(NodeId) -> Option<NodeRef>,
-        ) -> Option<&'a mut NamedNode> {
-            if !nodes.contains_key(&n) {
-                nodes.insert(n, NamedNode { node: r(n)?, op: None, failed: None, unreachable_since: None });
+        ) -> Option<&mut NamedNode> {
+            match nodes.entry(n) {
+                Slot::Occupied(e) => Some(e.into_mut()),
+                Slot::Vacant(e) => {
+                    Some(e.insert(NamedNode { node: r(n)?, op: None, failed: None, unreachable_since: None }))
+                }
             }
-            nodes.get_mut(&n)
         }
         for (&n, op) in &memory.node_ops {
             if let Some(e) = entry(&mut nodes, n, node_ref) {
@@ -267,15 +270,15 @@ impl Named {
             Some(FarmRef { site: fleet.sites.get(farm.site as usize)?.name.clone(), name: farm.name.clone() })
         };
         let mut farms: BTreeMap<FarmId, NamedFarm> = BTreeMap::new();
-        fn farm_entry<'a>(
-            farms: &'a mut BTreeMap<FarmId, NamedFarm>,
+        fn farm_entry(
+            farms: &mut BTreeMap<FarmId, NamedFarm>,
             f: FarmId,
             r: impl Fn(FarmId) -> Option<FarmRef>,
-        ) -> Option<&'a mut NamedFarm> {
-            if !farms.contains_key(&f) {
-                farms.insert(f, NamedFarm { farm: r(f)?, op: None, failed: None });
+        ) -> Option<&mut NamedFarm> {
+            match farms.entry(f) {
+                Slot::Occupied(e) => Some(e.into_mut()),
+                Slot::Vacant(e) => Some(e.insert(NamedFarm { farm: r(f)?, op: None, failed: None })),
             }
-            farms.get_mut(&f)
         }
         for (&f, op) in &memory.farm_ops {
             let checked =
