@@ -39,7 +39,7 @@ fn main() {
     let op = OpRecord::of(&fleet, &Action::SetNode { node: 7, admin: Admin::Drain }, 0, None);
 
     // Warm both paths (first allocation of the file, directory entries).
-    journal.save_with(&memory, Some(&op)).unwrap();
+    journal.save_with(&memory, &fleet, Some(&op)).unwrap();
     save_json(&dir.join("journal.json"), &memory);
 
     let (mut redb, mut json) = (Vec::new(), Vec::new());
@@ -50,7 +50,7 @@ fn main() {
             // Each save differs from the last, as between two actions.
             m.unreachable_since.insert(0, (r * round + k) as u64);
             let t = Instant::now();
-            journal.save_with(&m, Some(&op)).unwrap();
+            journal.save_with(&m, &fleet, Some(&op)).unwrap();
             redb.push(t.elapsed());
         }
         for k in 0..round {
@@ -64,7 +64,11 @@ fn main() {
     let redb_file = fs::metadata(dir.join("journal.redb")).map(|m| m.len()).unwrap_or(0);
     let t = Instant::now();
     let reopened = Journal::open(&dir.join("journal.redb")).unwrap();
-    assert_eq!(reopened.load().unwrap(), m, "the journal holds the last save");
+    assert_eq!(
+        reopened.load(&fleet).unwrap().memory,
+        Memory { in_flight: Default::default(), ..m.clone() },
+        "the journal holds the last save"
+    );
     let reopen = t.elapsed();
     drop(reopened);
     let _ = fs::remove_dir_all(&dir);

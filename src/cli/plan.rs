@@ -38,7 +38,12 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
         (Sim::new(&fleet, cfg.clone()).observe(), Memory::default(), 0, BTreeMap::new())
     } else {
         match real::observe_once(&fleet, &cli.specs, &args.real) {
-            Ok(o) => (o.observed, o.memory, o.now_ms, o.errors),
+            Ok(o) => {
+                for r in &o.resolved {
+                    eprintln!("journal entry not carried over to this spec: {r}");
+                }
+                (o.observed, o.memory, o.now_ms, o.errors)
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return exit::ERROR;

@@ -185,6 +185,8 @@ pub struct Observation {
     pub observed: crate::observe::Observed,
     /// What the reconciler has under way (its journal).
     pub memory: crate::plan::Memory,
+    /// Journal entries not carried over to this spec (`plan::named`).
+    pub resolved: Vec<String>,
     pub now_ms: u64,
     /// Why each unreachable node did not answer.
     pub errors: std::collections::BTreeMap<crate::model::NodeId, String>,
@@ -193,7 +195,9 @@ pub struct Observation {
 /// Connects, observes every node and LB once, and disconnects.
 pub fn observe_once(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Observation, String> {
     // Read-only: a reconcile may be running and writing it.
-    let (memory, _) = crate::real::journal::Journal::peek(&args.state_dir.join(crate::real::journal::FILE), 0)?;
+    let peek = crate::real::journal::Journal::peek(&args.state_dir.join(crate::real::journal::FILE), 20, fleet)?;
+    let resolved = peek.resolution_lines();
+    let memory = peek.loaded.memory;
     let rt = runtime()?;
     rt.block_on(async {
         let rf = connect(fleet, specs, args).await?;
@@ -201,7 +205,7 @@ pub fn observe_once(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Obse
         let errors = rf.last_errors.lock().map(|e| e.clone()).unwrap_or_default();
         disconnect(&rf).await;
         let now_ms = crate::real::reconcile::now_ms();
-        Ok(Observation { observed: observed?, memory, now_ms, errors: errors.into_iter().collect() })
+        Ok(Observation { observed: observed?, memory, resolved, now_ms, errors: errors.into_iter().collect() })
     })
 }
 

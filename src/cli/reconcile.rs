@@ -197,6 +197,9 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
     for o in &summary.open {
         eprintln!("left open (the next run completes it): {o}");
     }
+    for r in &summary.resolved {
+        eprintln!("journal entry not carried over to this spec: {r}");
+    }
     for h in &summary.held {
         eprintln!("held by an operator (not touched): {h}");
     }
@@ -226,6 +229,7 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
                 "unobserved": summary.unobserved,
                 "held": summary.held,
                 "open": summary.open,
+                "journal_resolved": summary.resolved,
                 "blocked": summary.blocked,
                 "change_window_opens": match summary.finish {
                     Finish::OutsideWindow { opens_ms } => Some(crate::plan::change_windows::format_utc(opens_ms)),

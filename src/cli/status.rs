@@ -109,6 +109,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
     let Some(fleet) = super::load_fleet(cli) else {
         return exit::ERROR;
     };
+    let mut resolved: Vec<String> = Vec::new();
     let (observed, memory, errors) = if args.simulate {
         let cfg = match simulate::config(&fleet, &args.sim) {
             Ok(c) => c,
@@ -120,14 +121,21 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> u8 {
         (crate::sim::Sim::new(&fleet, cfg).observe(), Memory::default(), Default::default())
     } else {
         match real::observe_once(&fleet, &cli.specs, &args.real) {
-            Ok(o) => (o.observed, o.memory, o.errors),
+            Ok(o) => {
+                resolved = o.resolved;
+                (o.observed, o.memory, o.errors)
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return exit::ERROR;
             }
         }
     };
-    let view = view(&fleet, &observed, &memory, &errors);
+    let mut view = view(&fleet, &observed, &memory, &errors);
+    // Journal entries not carried over to this spec (`plan::named`).
+    if !resolved.is_empty() {
+        view["journal_resolved"] = serde_json::json!(resolved);
+    }
     super::quiet_on_closed_stdout();
     match cli.output {
         Output::Json => println!("{view}"),
@@ -178,4 +186,7 @@ fn print_text(v: &serde_json::Value) {
         }
     }
     println!("failures: {} of a budget of {}", v["failures"], v["failure_budget"]);
+    for r in v["journal_resolved"].as_array().into_iter().flatten() {
+        println!("journal entry not carried over to this spec: {}", s(r));
+    }
 }

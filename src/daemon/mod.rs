@@ -203,9 +203,19 @@ where
             match connect(Arc::clone(&fleet), ctl.as_ref().map(|c| Arc::clone(c.side()))).await {
                 Ok(side) => {
                     retry_connect_at = None;
-                    match ctl.as_mut() {
-                        None => ctl = Some(Controller::new(side, journal)?),
+                    let resolved = match ctl.as_mut() {
+                        None => {
+                            let c = ctl.insert(Controller::new(side, journal)?);
+                            c.resolved.clone()
+                        }
                         Some(c) => c.retarget(side)?,
+                    };
+                    for r in &resolved {
+                        tracing::warn!(on = %r.on, "journal entry not carried over: {}", r.resolution);
+                    }
+                    if let Some(c) = ctl.as_ref() {
+                        shared.status().journal_resolved =
+                            c.resolved.iter().map(|r| format!("{} ({})", r.resolution, r.on)).collect();
                     }
                     generation += 1;
                     tracing::info!(generation, commit = u.commit.as_deref(), digest = %u.digest,

@@ -78,6 +78,11 @@ pub struct DaemonStatus {
     pub last_error: Option<String>,
     /// The spec source's last error (a Git fetch that failed), `None` when it works.
     pub spec_source_error: Option<String>,
+    /// Journal entries that could not be carried over to the spec in force
+    /// (their node or farm is gone, moved, or answers at another address),
+    /// on open and on each new spec: closed, never applied to another
+    /// object (`plan::named`), oldest first.
+    pub journal_resolved: Vec<String>,
     /// The fleet as last observed: `status::view`'s document.
     pub fleet: serde_json::Value,
     /// Simulation only: invariant violations and requests so far.

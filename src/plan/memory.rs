@@ -123,15 +123,15 @@ impl Memory {
     /// (drover no longer manages them).
     pub fn remap(&self, old: &crate::model::Fleet, new: &crate::model::Fleet) -> Memory {
         let node = |n: &NodeId| {
-            let name = &old.nodes[*n as usize].name;
+            let name = &old.nodes.get(*n as usize)?.name;
             new.nodes.iter().position(|m| m.name == *name).map(|i| i as NodeId)
         };
         let farm = |f: &FarmId| {
-            let name = &old.farms[*f as usize].name;
+            let name = &old.farms.get(*f as usize)?.name;
             new.farms.iter().position(|m| m.name == *name).map(|i| i as FarmId)
         };
         let profile = |p: &u32| {
-            let name = &old.profiles[*p as usize].name;
+            let name = &old.profiles.get(*p as usize)?.name;
             new.profiles.iter().position(|m| m.name == *name).map(|i| i as u32)
         };
         let subject = |s: &Subject| match s {

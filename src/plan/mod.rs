@@ -15,6 +15,7 @@ pub mod gate;
 pub mod memory;
 #[cfg(test)]
 mod unobserved_tests;
+pub mod named;
 
 use serde::Serialize;
 
@@ -274,7 +275,8 @@ impl<'a, 'w> Planner<'a, 'w> {
                 self.continue_farm(f);
             }
         }
-        for (&n, op) in &self.w.memory.node_ops {
+        // A memory of another fleet (keys past this one's end) is never a panic.
+        for (&n, op) in self.w.memory.node_ops.range(..fleet.nodes.len() as NodeId) {
             self.continue_node(n, op);
         }
         self.keep_failed_out();
@@ -546,7 +548,8 @@ impl<'a, 'w> Planner<'a, 'w> {
 
     fn keep_failed_out(&mut self) {
         let w = self.w;
-        for (&n, &since) in &w.memory.unreachable_since {
+        let nodes = ..w.fleet.nodes.len() as NodeId;
+        for (&n, &since) in w.memory.unreachable_since.range(nodes) {
             let in_window =
                 w.memory.node_ops.contains_key(&n) || w.memory.farm_ops.contains_key(&w.fleet.nodes[n as usize].farm);
             let limit = unreachable_limit_ms(w.fleet);
@@ -557,7 +560,7 @@ impl<'a, 'w> Planner<'a, 'w> {
                 );
             }
         }
-        for &n in w.memory.failed_nodes.keys() {
+        for (&n, _) in w.memory.failed_nodes.range(nodes) {
             let o = &w.observed.nodes[n as usize];
             // Also when unreachable: HAProxy would put it back by itself once it answers health checks.
             if o.lb.admin == Admin::Ready {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use super::journal::{Journal, OpRecord};
+use super::journal::{Journal, OpRecord, Resolved};
 use crate::model::Fleet;
 use crate::observe::Observed;
 use crate::plan::action::{Action, Outcome, Subject};
@@ -134,6 +134,15 @@ pub struct Summary {
     pub open: Vec<String>,
     /// Nodes that did not answer the last observation, and why.
     pub unobserved: Vec<crate::observe::Unobserved>,
+    /// Journal entries this run could not carry over to the spec (their
+    /// node or farm is gone, moved, or answers at another address): closed,
+    /// never applied to another object (`plan::named`).
+    pub resolved: Vec<String>,
+}
+
+/// Resolutions as recorded on `on` (`open`, `new spec`) at `at_ms`.
+fn stamp(resolutions: Vec<plan::named::Resolution>, at_ms: u64, on: &str) -> Vec<Resolved> {
+    resolutions.into_iter().map(|resolution| Resolved { at_ms, on: on.to_string(), resolution }).collect()
 }
 
 /// Wall-clock time in ms since the epoch: the journal's times survive restarts.
@@ -176,18 +185,25 @@ pub struct Controller<'j, F: Fleetside> {
     pub last_progress: Instant,
     pub started: u64,
     pub failed: Vec<String>,
+    /// What the journal could not carry over to the spec, on open and on
+    /// each new spec, oldest first (also recorded in the journal).
+    pub resolved: Vec<Resolved>,
 }
 
 impl<'j, F: Fleetside> Controller<'j, F> {
-    /// Loads the journal; whatever a previous run had in flight is
-    /// re-observed, not assumed.
+    /// Loads the journal for the side's fleet (entries tied to their objects
+    /// by identity, the rest reported in `resolved`); whatever a previous
+    /// run had in flight is re-observed, not assumed.
     pub fn new(side: Arc<F>, journal: &'j Journal) -> Result<Self, String> {
-        let mut memory = journal.load()?;
+        let fleet = side.fleet();
+        let loaded = journal.load(&fleet)?;
+        let mut memory = loaded.memory;
         memory.restarted();
-        journal.save(&memory)?;
+        let resolved = stamp(loaded.resolutions, side.now_ms(), "open");
+        journal.save_resolved(&memory, &fleet, &resolved)?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Controller {
-            fleet: side.fleet(),
+            fleet,
             side,
             journal,
             memory,
@@ -200,6 +216,7 @@ impl<'j, F: Fleetside> Controller<'j, F> {
             last_progress: Instant::now(),
             started: 0,
             failed: Vec::new(),
+            resolved,
         })
     }
 
@@ -222,20 +239,24 @@ impl<'j, F: Fleetside> Controller<'j, F> {
 
     /// Moves to a new fleet side (a new spec): only when nothing runs, so
     /// every completion lands on the fleet it was planned on. The memory is
-    /// carried over by name when the topology changed.
-    pub fn retarget(&mut self, side: Arc<F>) -> Result<(), String> {
+    /// carried over by identity (`plan::named::carry`); what cannot follow
+    /// its object is recorded and returned.
+    pub fn retarget(&mut self, side: Arc<F>) -> Result<Vec<Resolved>, String> {
         if !self.running.is_empty() {
             return Err(format!("a new spec cannot apply while {} actions run", self.running.len()));
         }
         let fleet = side.fleet();
-        if !self.fleet.same_topology(&fleet) {
-            self.memory = self.memory.remap(&self.fleet, &fleet);
-            self.journal.save(&self.memory)?;
+        let (memory, resolutions) = plan::named::carry(&self.memory, &self.fleet, &fleet);
+        let resolved = stamp(resolutions, side.now_ms(), "new spec");
+        if memory != self.memory || !resolved.is_empty() {
+            self.memory = memory;
+            self.journal.save_resolved(&self.memory, &fleet, &resolved)?;
         }
+        self.resolved.extend(resolved.iter().cloned());
         self.cooldown.clear();
         self.fleet = fleet;
         self.side = side;
-        Ok(())
+        Ok(resolved)
     }
 
     fn farm_of(&self, a: &Action) -> Option<crate::model::FarmId> {
@@ -274,7 +295,7 @@ impl<'j, F: Fleetside> Controller<'j, F> {
             let farm = self.farm_of(&action);
             let at = self.side.now_ms();
             self.memory.complete(&action, &outcome, at, farm);
-            self.journal.save_with(&self.memory, Some(&OpRecord::of(&fleet, &action, at, Some(&outcome))))?;
+            self.journal.save_with(&self.memory, &fleet, Some(&OpRecord::of(&fleet, &action, at, Some(&outcome))))?;
             match &outcome {
                 Outcome::Failed(e) => {
                     let line = format!("{}: {e}", action.describe(&fleet));
@@ -304,12 +325,11 @@ impl<'j, F: Fleetside> Controller<'j, F> {
         self.memory
             .farm_ops
             .iter()
-            .map(|(f, op)| format!("farm {} ({:?})", fleet.farms[*f as usize].name, op.phase))
+            .filter_map(|(f, op)| Some(format!("farm {} ({:?})", fleet.farms.get(*f as usize)?.name, op.phase)))
             .chain(
-                self.memory
-                    .node_ops
-                    .iter()
-                    .map(|(n, op)| format!("node {} ({:?})", fleet.nodes[*n as usize].name, op.phase)),
+                self.memory.node_ops.iter().filter_map(|(n, op)| {
+                    Some(format!("node {} ({:?})", fleet.nodes.get(*n as usize)?.name, op.phase))
+                }),
             )
             .collect()
     }
@@ -361,7 +381,7 @@ impl<'j, F: Fleetside> Controller<'j, F> {
         let farm = self.farm_of(&p.action);
         let weight = farm.map(|f| observed.farms[f as usize].lb.weight).unwrap_or(0);
         self.memory.begin(&p.action, now, farm, weight);
-        self.journal.save_with(&self.memory, Some(&OpRecord::of(&self.fleet, &p.action, now, None)))?;
+        self.journal.save_with(&self.memory, &self.fleet, Some(&OpRecord::of(&self.fleet, &p.action, now, None)))?;
         self.started += 1;
         self.last_progress = Instant::now();
         on(&Event::Started {
@@ -401,11 +421,13 @@ pub async fn reconcile_once<F: Fleetside>(
         elapsed: Duration::ZERO,
         open: Vec::new(),
         unobserved: Vec::new(),
+        resolved: Vec::new(),
     };
     let done = |mut s: Summary, ctl: Option<&Controller<'_, F>>, finish: Finish| {
         if let Some(c) = ctl {
             s.started = c.started;
             s.failed = c.failed.clone();
+            s.resolved = c.resolved.iter().map(|r| r.resolution.to_string()).collect();
         }
         s.finish = finish;
         s.elapsed = t0.elapsed();
@@ -657,6 +679,38 @@ mod tests {
         (dir, j)
     }
 
+    /// A new spec with fewer farms while a window is open on one of the
+    /// removed ones: the retarget reports it, keeps the rest by identity,
+    /// records it in the journal, and a restart on that spec plans (no panic).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_spec_without_a_farm_mid_switch_reports_it() {
+        let big = fleetgen::fleet(&Shape { farms_per_site: 3, ..shape() }).unwrap();
+        let small = fleetgen::fleet(&shape()).unwrap();
+        let (dir, j) = journal("retarget");
+        let mut ctl = Controller::new(Arc::new(InMemory::new(big.clone(), never)), &j).unwrap();
+        let gone = big.farms.iter().position(|f| f.name == "s0-f2").unwrap() as u32;
+        let kept = big.nodes.iter().position(|n| n.name == "s1-f1-n002").unwrap() as u32;
+        ctl.memory.begin(&Action::SetFarm { farm: gone, admin: Admin::Maint }, 1, None, 100);
+        ctl.memory.begin(&Action::SetNode { node: kept, admin: Admin::Drain }, 1, None, 100);
+        ctl.memory.restarted();
+        let resolved = ctl.retarget(Arc::new(InMemory::new(small.clone(), never))).unwrap();
+        assert_eq!(resolved.len(), 1, "{resolved:?}");
+        assert_eq!(resolved[0].resolution.object, "farm s0/s0-f2");
+        assert_eq!(resolved[0].resolution.reason, plan::named::Reason::Gone);
+        let kept_now = small.nodes.iter().position(|n| n.name == "s1-f1-n002").unwrap() as u32;
+        assert_ne!(kept, kept_now, "the node moved position");
+        assert_eq!(ctl.memory.node_ops.keys().copied().collect::<Vec<_>>(), vec![kept_now]);
+        assert!(ctl.memory.farm_ops.is_empty());
+        assert_eq!(j.resolutions(10).unwrap().len(), 1, "recorded in the journal");
+        drop(ctl);
+        // A restart on the small spec: the drained node is carried on, nothing to report.
+        let world = Arc::new(InMemory::new(small, never));
+        let s = reconcile_once(Arc::clone(&world), &j, &opts(), &mut |_| {}).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(s.finish, Finish::Converged, "{s:?}");
+        assert!(s.resolved.is_empty(), "{s:?}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn converges_a_fleet_with_every_kind_of_change() {
         let fleet = fleetgen::fleet(&shape()).unwrap();
@@ -727,8 +781,8 @@ mod tests {
         let (o, mut quiet) = (opts(), |_: &Event| {});
         let cut = tokio::time::timeout(Duration::from_secs(2), reconcile_once(Arc::clone(&world), &j, &o, &mut quiet));
         assert!(cut.await.is_err(), "the first run must be cut off");
-        let mid = j.load().unwrap();
-        assert!(!mid.in_flight.is_empty(), "cut off with actions in flight");
+        let mid = j.load(&world.fleet()).unwrap().memory;
+        assert!(!j.unfinished().unwrap().is_empty(), "cut off with actions in flight");
         assert!(!mid.node_ops.is_empty() || !mid.farm_ops.is_empty(), "cut off inside a window: {mid:?}");
         // The restarted run: only the journal survives.
         let world2 = Arc::new(world.restarted(None));
@@ -807,14 +861,14 @@ mod stop_tests {
             }
         })
         .await;
-        let left = j.load().unwrap();
+        let left = j.unfinished().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(s.finish, Finish::Interrupted);
         // Only the first pass's actions ran, and every one of them finished.
         assert_eq!(world.executed.load(Ordering::SeqCst) as u64, s.started);
         assert_eq!(finished as u64, s.started);
         assert!(s.started > 0);
-        assert!(left.in_flight.is_empty(), "nothing left in flight: {left:?}");
+        assert!(left.is_empty(), "nothing left in flight: {left:?}");
     }
 
     /// A fleet whose every action fails, on a clock the test moves.

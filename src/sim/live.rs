@@ -620,7 +620,7 @@ mod tests {
             assert_eq!(s.finish, Finish::Interrupted, "seed {seed}");
             assert_eq!(live.running(), 0, "seed {seed}: stopped with an action running");
             assert_eq!(live.lost_outcomes(), 0);
-            assert!(tmp.journal().load().unwrap().in_flight.is_empty());
+            assert!(tmp.journal().unfinished().unwrap().is_empty());
             assert_clean(&live.report());
             let s = reconcile(Arc::clone(&live), &tmp.journal(), &opts()).await;
             assert_eq!(s.finish, Finish::Converged, "seed {seed}: {s:?}");

@@ -55,6 +55,12 @@ impl Harness {
         Journal::new(&self.dir.join(drover::real::journal::FILE))
     }
 
+    /// The journal's memory for the fleet the simulation runs now.
+    fn memory(&self) -> drover::plan::Memory {
+        let fleet = drover::real::reconcile::Fleetside::fleet(&**self.sim.lock().unwrap().as_ref().unwrap());
+        self.journal().load(&fleet).unwrap().memory
+    }
+
     fn opts() -> daemon::Options {
         daemon::Options {
             detect_only: false,
@@ -245,7 +251,7 @@ async fn a_stop_at_a_random_instant_closes_open_windows_then_a_restart_converges
         let (r, ()) = tokio::join!(h.run(rx.clone(), Arc::clone(&sh), stop_rx), driver);
         let stopped = r.unwrap();
         assert!(stopped.parked.is_empty(), "seed {seed}: parked {:?}", stopped.parked);
-        let memory = h.journal().load().unwrap();
+        let memory = h.memory();
         assert!(memory.farm_ops.is_empty() && memory.node_ops.is_empty(), "seed {seed}: {memory:?}");
         assert_eq!(h.sim.lock().unwrap().as_ref().unwrap().running(), 0, "seed {seed}: an action still runs");
         // Restarted, it finishes the rollout.
@@ -286,7 +292,7 @@ async fn detect_only_reports_drift_and_the_plan_and_starts_nothing() {
     assert!(st.rollout.drift_items > 0 && st.rollout.nodes_at_target == 0, "{:?}", st.rollout);
     assert!(!st.rollout.pending.is_empty() && st.rollout.pending.iter().all(|p| p.ends_with("(detect-only)")));
     assert_eq!(h.report().actions.values().sum::<u64>(), 0);
-    assert!(h.journal().load().unwrap().node_ops.is_empty());
+    assert!(h.memory().node_ops.is_empty());
 }
 
 /// The live simulation behind switches a test turns: observation that

@@ -322,7 +322,7 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
     assert!(log.contains("stopping"), "{log}");
     assert!(log.contains("\"parked\":0") && !log.contains("stop grace ran out"), "a window was left open:\n{log}");
     // Nothing is left out of service by the stop.
-    let memory = journal_memory(&state);
+    let memory = journal_memory(&state, &fleet.model);
     assert!(memory.farm_ops.is_empty() && memory.node_ops.is_empty(), "{memory:?}");
     let mut d = Daemon::start(&fleet, &repo, &state);
     d.wait_status("php 8.3.14 converged after SIGTERM", Duration::from_secs(150), converged_on(&c3));
@@ -332,6 +332,6 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
 }
 
 /// The daemon's journal as it left it (read-only, as `drover status` reads it).
-fn journal_memory(state: &Path) -> drover::plan::Memory {
-    drover::real::journal::Journal::peek(&state.join(drover::real::journal::FILE), 0).unwrap().0
+fn journal_memory(state: &Path, fleet: &drover::model::Fleet) -> drover::plan::Memory {
+    drover::real::journal::Journal::peek(&state.join(drover::real::journal::FILE), 0, fleet).unwrap().loaded.memory
 }
