@@ -13,9 +13,9 @@ pub mod change_windows;
 pub mod diffs;
 pub mod gate;
 pub mod memory;
+pub mod named;
 #[cfg(test)]
 mod unobserved_tests;
-pub mod named;
 
 use serde::Serialize;
 
