@@ -54,7 +54,7 @@ pub fn string_value(s: &str) -> Result<(), String> {
 pub fn check(file: &str, spec: &SpecFile) -> Vec<Diagnostic> {
     let mut c = Checks { file, out: Vec::new() };
     if let Some(f) = &spec.fleet {
-        c.port(&f.http_port, "http_port");
+        // http_port 0 is refused with its own message by validation.
         c.port(&f.ssh.port, "ssh.port");
         c.policy(&f.policy);
     }
@@ -68,11 +68,9 @@ pub fn check(file: &str, spec: &SpecFile) -> Vec<Diagnostic> {
         c.at_most(&fm.max_unavailable, MAX_COUNT, "max_unavailable");
         for n in &fm.nodes {
             c.port(&n.ssh_port, "ssh_port");
-            c.port(&n.http_port, "http_port");
         }
         if let Some(p) = &fm.node_pattern {
             c.port(&p.ssh_port, "ssh_port");
-            c.port(&p.http_port, "http_port");
             c.node_pattern(p);
         }
     }
@@ -196,7 +194,6 @@ mod tests {
         );
         let msgs: Vec<String> = e.iter().map(|(l, c, m)| format!("{l}:{c} {m}")).collect();
         for want in [
-            "2:14 http_port 0 is not a port",
             "3:16 ssh.port 0 is not a port",
             "5:24 health.retries 0",
             "5:36 health.timeout \"0s\" is out of range",

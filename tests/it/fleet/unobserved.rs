@@ -131,6 +131,7 @@ fn nodes_that_cannot_be_observed_are_never_converged_and_are_named() {
             .arg(&fleet.spec_dir)
             .args(["reconcile", "--listen", &listen, "--resync", "1s", "--state-dir"])
             .arg(fleet.dir.join("daemon-state"))
+            .env("DROVER_CREDENTIALS_DIR", &fleet.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
