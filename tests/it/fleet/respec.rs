@@ -5,6 +5,7 @@
 //! that was out — by name, not by position — and converges the new spec.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Output, Stdio};
 
 use super::e2e::{drover, summary};
@@ -20,7 +21,7 @@ fn text(o: &Output) -> String {
 }
 
 /// `spec` with its farms rotated by one (every farm changes position), each
-/// farm's nodes in reverse order, and the node `removed` left out.
+/// farm's nodes in reverse order, and the node or farm `removed` left out.
 fn reorder_without(spec: &str, removed: &str) -> String {
     let (head, farms) = spec.split_once("\nfarms:\n").expect("a farms section");
     let mut blocks: Vec<Vec<&str>> = Vec::new();
@@ -34,6 +35,7 @@ fn reorder_without(spec: &str, removed: &str) -> String {
     let node = |l: &str| l.starts_with("      - { name: ");
     let mut out = format!("{head}\nfarms:\n");
     blocks.rotate_left(1);
+    blocks.retain(|b| b[0] != format!("  - name: {removed}"));
     for b in &blocks {
         let (nodes, header): (Vec<&str>, Vec<&str>) = b.iter().partition(|l| node(l));
         for l in header {
@@ -51,14 +53,10 @@ fn reorder_without(spec: &str, removed: &str) -> String {
     out
 }
 
-#[test]
-fn kill_9_mid_switch_then_a_reordered_spec_without_a_node_completes_the_same_farm() {
-    let mut fleet = TestFleet::start("respec", FleetOptions::full(Topology::single_site("rs", 3, 3, Admin::Tcp)));
-    let to = Target { release: "2026.11.2".into(), ..Target::initial() };
-    fleet.write_spec(&to);
-    let old_model = fleet.model.clone();
-    let state = fleet.dir.join("drover-state");
-
+/// Starts `reconcile --once` on the fleet's spec and kills it (`kill -9`)
+/// once a farm is being switched. The journal as it was left, the farm it
+/// holds out (exactly one: `max_farms_down: 1`) and what drover printed.
+fn kill_mid_switch(fleet: &TestFleet, state: &Path) -> (drover::plan::Memory, String, String) {
     // 1. A release change; kill -9 once a farm is being switched.
     let mut child = drover(&fleet, &state, &["reconcile", "--once", "--stall", "60s"])
         .stdout(Stdio::null())
@@ -81,15 +79,29 @@ fn kill_9_mid_switch_then_a_reordered_spec_without_a_node_completes_the_same_far
     assert!(killed, "never saw a farm switch:\n{seen}");
 
     // The journal holds exactly one farm out (max_farms_down: 1): that farm.
-    let memory = drover::real::journal::Journal::peek(&state.join(drover::real::journal::FILE), 0, &old_model)
+    let memory = drover::real::journal::Journal::peek(&state.join(drover::real::journal::FILE), 0, &fleet.model)
         .unwrap()
         .loaded
         .memory;
     assert_eq!(memory.farm_ops.len(), 1, "one farm mid-switch: {memory:?}\n{seen}");
     let mid = *memory.farm_ops.keys().next().unwrap();
-    let mid_farm = old_model.farms[mid as usize].name.clone();
+    let mid_farm = fleet.model.farms[mid as usize].name.clone();
+    let st = fleet.site("rs").lb.server_state("site", &mid_farm);
+    eprintln!("killed with farm {mid_farm} mid-switch; LB: {st:?}");
+    (memory, mid_farm, seen)
+}
+
+#[test]
+fn kill_9_mid_switch_then_a_reordered_spec_without_a_node_completes_the_same_farm() {
+    let mut fleet = TestFleet::start("respec", FleetOptions::full(Topology::single_site("rs", 3, 3, Admin::Tcp)));
+    let to = Target { release: "2026.11.2".into(), ..Target::initial() };
+    fleet.write_spec(&to);
+    let old_model = fleet.model.clone();
+    let state = fleet.dir.join("drover-state");
+
+    let (memory, mid_farm, seen) = kill_mid_switch(&fleet, &state);
+    let mid = old_model.farms.iter().position(|f| f.name == mid_farm).unwrap() as u32;
     let lb = &fleet.site("rs").lb;
-    eprintln!("killed with farm {mid_farm} mid-switch; LB: {:?}", lb.server_state("site", &mid_farm));
 
     // 2. The spec rewritten: farms and nodes reordered, the second node of
     // another farm removed.
@@ -160,4 +172,61 @@ fn kill_9_mid_switch_then_a_reordered_spec_without_a_node_completes_the_same_far
         .loaded
         .memory;
     assert!(after.farm_ops.is_empty() && after.node_ops.is_empty() && after.failures() == 0, "{after:?}");
+}
+
+#[test]
+fn kill_9_mid_switch_then_a_spec_without_that_farm_resolves_it_and_converges_the_rest() {
+    let mut fleet = TestFleet::start("respec-farm", FleetOptions::full(Topology::single_site("rs", 3, 2, Admin::Tcp)));
+    let to = Target { release: "2026.11.2".into(), ..Target::initial() };
+    fleet.write_spec(&to);
+    let old_model = fleet.model.clone();
+    let state = fleet.dir.join("drover-state");
+    let (memory, mid_farm, seen) = kill_mid_switch(&fleet, &state);
+    let lb = &fleet.site("rs").lb;
+
+    // The farm that is out removed from the spec, the others reordered.
+    let path = fleet.spec_dir.join("fleet.yaml");
+    let new_text = reorder_without(&std::fs::read_to_string(&path).unwrap(), &mid_farm);
+    std::fs::write(&path, &new_text).unwrap();
+    let files = [drover::spec::SourceFile { path: path.display().to_string(), text: new_text.clone() }];
+    let new_model = drover::spec::validate::check(&files)
+        .unwrap_or_else(|d| panic!("the rewritten spec is invalid:\n{}", drover::spec::diag::render(&d, &files)));
+    assert_eq!(new_model.farms.len(), old_model.farms.len() - 1);
+    assert!(new_model.farms.iter().all(|f| f.name != mid_farm));
+
+    let out = drover(&fleet, &state, &["--output", "json", "reconcile", "--once", "--stall", "60s"]).output().unwrap();
+    let log = text(&out);
+    eprintln!("{seen}\n--- restarted on the spec without farm {mid_farm} ---\n{log}");
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    let s = summary(&out);
+    assert_eq!(s["converged"], true, "{log}");
+    assert_eq!(s["failed"], serde_json::json!([]), "a healthy node reported failed:\n{log}");
+    // The farm's open switch is resolved (closed, reported), and nothing else.
+    let resolved = s["journal_resolved"].as_array().cloned().unwrap_or_default();
+    assert!(!resolved.is_empty(), "the open switch of farm {mid_farm} was not reported:\n{log}");
+    for r in &resolved {
+        // As printed: `<object>: <entry> closed, <reason>; <advice>`.
+        let (object, _) = r.as_str().unwrap().split_once(": ").unwrap();
+        assert!(object.contains(&format!("farm rs/{mid_farm}")), "resolved something else: {r}\n{log}");
+    }
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("journal entry not carried over")).collect();
+    assert_eq!(lines.len(), resolved.len(), "{log}");
+    assert!(
+        lines.iter().any(|l| l.contains(&format!("farm rs/{mid_farm}: ")) && l.contains("it is no longer in the spec")),
+        "{log}"
+    );
+    // Not applied to another farm: every farm of the new spec was switched and is ready.
+    for f in &new_model.farms {
+        assert_eq!(lb.server_state("site", &f.name).admin_state, 0, "farm {} left out:\n{log}", f.name);
+    }
+    for n in &new_model.nodes {
+        assert_eq!(fleet.node(&n.name).active_release().as_deref(), Some(&*to.release), "release on {}", n.name);
+    }
+    // The removed farm's server is no longer drover's: left as drover found it (out).
+    assert_ne!(lb.server_state("site", &mid_farm).admin_state, 0, "drover acted on a farm the spec no longer names");
+    let after = drover::real::journal::Journal::peek(&state.join(drover::real::journal::FILE), 0, &new_model)
+        .unwrap()
+        .loaded
+        .memory;
+    assert!(after.farm_ops.is_empty() && after.node_ops.is_empty() && after.failures() == 0, "{after:?} {memory:?}");
 }
