@@ -61,6 +61,7 @@ pub mod topology;
 mod daemon;
 mod e2e;
 mod haproxy_semantics;
+mod respec;
 mod smoke;
 mod unobserved;
 
