@@ -367,19 +367,24 @@ mod tests {
         (repo, tip)
     }
 
-    #[tokio::test]
-    async fn a_broken_checkout_is_recreated() {
-        let base = std::env::temp_dir().join(format!("drover-git-repair-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        let (repo, tip) = spec_repo(&base);
-        let src = GitSource {
+    /// The branch `main` of `repo`, checked out under `base`, fetched hourly.
+    fn following(base: &Path, repo: &Path) -> GitSource {
+        GitSource {
             url: repo.to_string_lossy().into(),
             branch: "main".into(),
             subdir: ".".into(),
             checkout: base.join("state/spec-repo"),
             interval: Duration::from_secs(3600),
             auth: None,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_checkout_is_recreated() {
+        let base = std::env::temp_dir().join(format!("drover-git-repair-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (repo, tip) = spec_repo(&base);
+        let src = following(&base, &repo);
         assert_eq!(src.sync().await.unwrap(), tip);
         // A crash between `git init` and `git remote add`: no `origin`.
         git_in(&src.checkout, &["remote", "remove", "origin"]);
@@ -404,14 +409,7 @@ mod tests {
         let base = std::env::temp_dir().join(format!("drover-git-rescan-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         let (repo, tip) = spec_repo(&base);
-        let src = GitSource {
-            url: repo.to_string_lossy().into(),
-            branch: "main".into(),
-            subdir: ".".into(),
-            checkout: base.join("state/spec-repo"),
-            interval: Duration::from_secs(3600),
-            auth: None,
-        };
+        let src = following(&base, &repo);
         let (mut rx, _err, following) = follow_git(src);
         tokio::time::timeout(Duration::from_secs(20), rx.changed()).await.unwrap().unwrap();
         assert_eq!(rx.borrow_and_update().as_ref().unwrap().commit.as_deref(), Some(tip.as_str()));
