@@ -291,16 +291,7 @@ where
                 }
                 set_error(&shared, Some(format!("observing the fleet: {e}")));
                 (log_event!())(&Event::ObserveFailed(e));
-                shared.waiting(retry_in);
-                tokio::select! {
-                    _ = c.wait(retry_in) => {}
-                    // `changed()` marks the value seen: read it on the next turn.
-                    r = specs.changed(), if specs_open => match r {
-                        Ok(()) => fresh_spec = true,
-                        Err(_) => specs_open = false,
-                    },
-                    _ = stop.changed() => {}
-                }
+                fresh_spec |= pause(c, retry_in, &shared, &mut specs, &mut specs_open, &mut stop).await;
                 continue;
             }
         };
@@ -366,16 +357,32 @@ where
         } else {
             opts.idle_tick
         };
-        shared.waiting(wait);
-        tokio::select! {
-            _ = c.wait(wait) => {}
-            // `changed()` marks the value seen: read it on the next turn.
-            r = specs.changed(), if specs_open => match r {
-                Ok(()) => fresh_spec = true,
-                Err(_) => specs_open = false,
-            },
-            _ = stop.changed() => {}
-        }
+        fresh_spec |= pause(c, wait, &shared, &mut specs, &mut specs_open, &mut stop).await;
+    }
+}
+
+/// Waits up to `wait` (telling `/healthz` how long), cut short by a
+/// completion, a new spec or a stop request; true when a new spec came.
+/// `changed()` marks it seen: the caller reads it on its next turn.
+async fn pause<F: Fleetside>(
+    c: &mut Controller<'_, F>,
+    wait: Duration,
+    shared: &Shared,
+    specs: &mut watch::Receiver<Option<SpecUpdate>>,
+    specs_open: &mut bool,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    shared.waiting(wait);
+    tokio::select! {
+        _ = c.wait(wait) => false,
+        r = specs.changed(), if *specs_open => match r {
+            Ok(()) => true,
+            Err(_) => {
+                *specs_open = false;
+                false
+            }
+        },
+        _ = stop.changed() => false,
     }
 }
 
