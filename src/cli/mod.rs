@@ -162,8 +162,9 @@ pub(crate) fn load_fleet(cli: &Cli) -> Option<crate::model::Fleet> {
             None
         }
         Ok(crate::spec::Loaded::Invalid { diagnostics, files }) => {
-            eprint!("{}", crate::spec::diag::render(&diagnostics, &files));
-            eprintln!("{} errors in {}: nothing was planned", diagnostics.len(), cli.specs.display());
+            let report = crate::spec::diag::Report::of(diagnostics);
+            eprint!("{}", report.render(&files));
+            eprintln!("{}", report.summary(&cli.specs.display().to_string(), ": nothing was planned"));
             None
         }
         Ok(crate::spec::Loaded::Valid { fleet, .. }) => Some(fleet),

@@ -27,13 +27,9 @@ pub fn run(cli: &Cli, what: &What) -> u8 {
     let fleet = match spec::load(&cli.specs) {
         Ok(Loaded::Valid { fleet, .. }) => fleet,
         Ok(Loaded::Invalid { diagnostics, files }) => {
-            eprint!("{}", spec::diag::render(&diagnostics, &files));
-            eprintln!(
-                "error: the specs in {} are invalid ({} error{}); nothing rendered",
-                cli.specs.display(),
-                diagnostics.len(),
-                if diagnostics.len() == 1 { "" } else { "s" }
-            );
+            let report = spec::diag::Report::of(diagnostics);
+            eprint!("{}", report.render(&files));
+            eprintln!("error: {}", report.summary(&cli.specs.display().to_string(), ": nothing rendered"));
             return exit::ERROR;
         }
         Err(e) => {

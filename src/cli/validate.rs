@@ -40,17 +40,16 @@ pub fn run(cli: &Cli) -> u8 {
             exit::OK
         }
         Loaded::Invalid { diagnostics, files } => {
+            let report = spec::diag::Report::of(diagnostics);
             match cli.output {
                 Output::Text => {
-                    eprint!("{}", spec::diag::render(&diagnostics, &files));
-                    eprintln!(
-                        "{} error{} in {}",
-                        diagnostics.len(),
-                        if diagnostics.len() == 1 { "" } else { "s" },
-                        cli.specs.display()
-                    );
+                    eprint!("{}", report.render(&files));
+                    eprintln!("{}", report.summary(&cli.specs.display().to_string(), ""));
                 }
-                Output::Json => println!("{}", serde_json::json!({ "valid": false, "errors": diagnostics })),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({ "valid": false, "errors": report.shown, "suppressed": report.suppressed })
+                ),
             }
             exit::ERROR
         }

@@ -42,9 +42,7 @@ pub fn read(dir: &Path, commit: Option<String>) -> SpecUpdate {
     let digest = digest_of(&files);
     let fleet = match crate::spec::validate::check(&files) {
         Ok(fleet) => Ok(Arc::new(fleet)),
-        Err(diags) => {
-            Err(format!("{}{} errors in {}", crate::spec::diag::render(&diags, &files), diags.len(), dir.display()))
-        }
+        Err(diags) => Err(crate::spec::diag::Report::of(diags).text(&files, &dir.display().to_string())),
     };
     SpecUpdate { commit, digest, at_ms, fleet }
 }

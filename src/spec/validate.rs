@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::diag::{Diagnostic, SourceFile};
+use super::diag::{Basis, Diagnostic, SourceFile};
 use super::file::*;
 use super::identity::{self, Holder, LbHost};
 use super::located::{Pos, Sp};
@@ -15,7 +15,9 @@ use crate::model::{self, Fleet};
 pub const MAX_NODES: u32 = 1_000_000;
 const MAX_NODES_PER_FARM: u32 = 10_000;
 
-/// Parses and checks all spec files; either a fleet or every error found.
+/// Parses and checks all spec files; either a fleet or every error found,
+/// parse errors first (`diag::Report` decides what of the rest is shown
+/// while a file failed to parse).
 pub fn check(files: &[SourceFile]) -> Result<Fleet, Vec<Diagnostic>> {
     let mut cx = Cx::default();
     let mut parsed = Vec::new();
@@ -32,7 +34,8 @@ pub fn check(files: &[SourceFile]) -> Result<Fleet, Vec<Diagnostic>> {
     if cx.diags.is_empty() {
         Ok(fleet.expect("a fleet is resolved when no error was reported"))
     } else {
-        cx.diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        let key = |d: &Diagnostic| (d.basis != Basis::Parse, d.file.clone(), d.line, d.column);
+        cx.diags.sort_by_key(key);
         cx.diags.dedup();
         Err(cx.diags)
     }
@@ -59,10 +62,10 @@ pub fn parse_file(f: &SourceFile) -> Result<SpecFile, Diagnostic> {
             if let serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } = &e {
                 let message = identity::duplicate_key(&f.text, key, pos.line, pos.col);
                 let hint = "write each key once: YAML tools keep one of the two silently, drover refuses the file";
-                return Err(Diagnostic::new(&f.path, pos, message, Some(hint.into())));
+                return Err(Diagnostic::new(&f.path, pos, message, Some(hint.into())).resting_on(Basis::Parse));
             }
             let message = first_line(&e.to_string());
-            Err(Diagnostic::new(&f.path, pos, message, Some(structure_hint(&e.to_string()))))
+            Err(Diagnostic::new(&f.path, pos, message, Some(structure_hint(&e.to_string()))).resting_on(Basis::Parse))
         }
     }
 }
@@ -101,9 +104,43 @@ impl Cx {
         self.file = file.to_string();
     }
     fn err(&mut self, pos: Pos, msg: impl Into<String>, hint: impl Into<String>) {
+        self.err_on(Basis::Written, pos, msg, hint);
+    }
+    /// An error that rests on what the spec as a whole defines (`Basis::Whole`):
+    /// held back while a file failed to parse, since that file may define it.
+    fn whole(&mut self, pos: Pos, msg: impl Into<String>, hint: impl Into<String>) {
+        self.err_on(Basis::Whole, pos, msg, hint);
+    }
+    fn err_on(&mut self, basis: Basis, pos: Pos, msg: impl Into<String>, hint: impl Into<String>) {
         let hint = hint.into();
         let hint = (!hint.is_empty()).then_some(hint);
-        self.diags.push(Diagnostic::new(&self.file, pos, msg, hint));
+        self.diags.push(Diagnostic::new(&self.file, pos, msg, hint).resting_on(basis));
+    }
+
+    /// One report per mistake in a `node_pattern`: the errors of the nodes it
+    /// generated (from `start` on) that point at one field of the pattern and
+    /// say the same thing (one hint) are one error, counting the others.
+    fn merge_generated(&mut self, start: usize) {
+        let generated = self.diags.split_off(start);
+        let mut merged: Vec<(Diagnostic, usize)> = Vec::new();
+        for d in generated {
+            match merged
+                .iter_mut()
+                .find(|(m, _)| (m.offset, m.line, m.column, &m.hint) == (d.offset, d.line, d.column, &d.hint))
+            {
+                Some((_, more)) => *more += 1,
+                None => merged.push((d, 0)),
+            }
+        }
+        for (mut d, more) in merged {
+            if more > 0 {
+                d.message.push_str(&format!(
+                    "; the same for {more} more node{} of this node_pattern",
+                    if more == 1 { "" } else { "s" }
+                ));
+            }
+            self.diags.push(d);
+        }
     }
     fn value<T>(&mut self, pos: Pos, r: Result<T, ValueError>) -> Option<T> {
         match r {
@@ -145,6 +182,9 @@ impl Cx {
                 }
             }
         }
+        // Without a fleet section its settings are defaults; if a file failed to
+        // parse, the section may be in it: errors using them rest on the whole spec.
+        let fleet_basis = if fleet_spec.is_some() { Basis::Written } else { Basis::Whole };
         let default_fleet = FleetSpec::default();
         let (fleet_file, fs) = fleet_spec
             .map(|(i, f)| (path(i), &f.value))
@@ -304,7 +344,7 @@ impl Cx {
                     Some(&s) => Some(s),
                     None => {
                         let known: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
-                        self.err(
+                        self.whole(
                             fm.site.pos,
                             format!("farm `{name}` refers to unknown site `{}`", *fm.site),
                             format!("known sites: {}", or_none(&known)),
@@ -394,13 +434,14 @@ impl Cx {
                     let by =
                         Holder::new(format!("node `{}` of farm `{name}`", n.name), &n.address, &cx.file, n.address_pos);
                     if let Some(c) = ids.node(&n.address, ssh_port, node_http_port, by) {
-                        cx.err(n.address_pos, c.message, c.hint);
+                        // The ports may be the fleet's defaults.
+                        cx.err_on(fleet_basis, n.address_pos, c.message, c.hint);
                         return;
                     }
                     let Some(&profile) = profile_ids.get(&n.profile) else {
                         let mut known: Vec<&str> = profile_ids.keys().map(String::as_str).collect();
                         known.sort();
-                        cx.err(
+                        cx.whole(
                             n.profile_pos,
                             format!("node `{}` refers to unknown profile `{}`", n.name, n.profile),
                             format!("known profiles: {}", or_none(&known)),
@@ -466,6 +507,7 @@ impl Cx {
                             format!("drover manages at most {MAX_NODES} nodes"),
                         );
                     } else if let (Some(_), Some(_)) = (self.pattern_ok(&p.name), self.pattern_ok(&p.address)) {
+                        let generated_from = self.diags.len();
                         for m in first..first.saturating_add(p.count.value) {
                             let (Ok(nname), Ok(addr)) = (expand(&p.name, m), expand(&p.address, m)) else {
                                 break;
@@ -492,6 +534,7 @@ impl Cx {
                                 },
                             );
                         }
+                        self.merge_generated(generated_from);
                     }
                 }
                 if fm.nodes.is_empty() && fm.node_pattern.is_none() {
@@ -509,7 +552,9 @@ impl Cx {
                 let max_unavailable = fm.max_unavailable.as_ref().map(|m| m.value).unwrap_or(policy.max_unavailable);
                 if complete && max_unavailable as usize >= farm_nodes.len() {
                     let pos = fm.max_unavailable.as_ref().map(|m| m.pos).unwrap_or(fm.name.pos);
-                    self.err(
+                    let basis = if fm.max_unavailable.is_some() { Basis::Written } else { fleet_basis };
+                    self.err_on(
+                        basis,
                         pos,
                         format!(
                             "max_unavailable {max_unavailable} would take all {} nodes of farm `{name}` out at once",
@@ -518,9 +563,11 @@ impl Cx {
                         "max_unavailable must be below the farm's size",
                     );
                 }
-                if max_unavailable == 0 {
-                    let pos = fm.max_unavailable.as_ref().map(|m| m.pos).unwrap_or(fm.name.pos);
-                    self.err(pos, "max_unavailable 0 would block every node-level change", "use at least 1");
+                // The policy's own 0 is reported once, at the policy (`policy`).
+                if let Some(m) = &fm.max_unavailable
+                    && m.value == 0
+                {
+                    self.err(m.pos, "max_unavailable 0 would block every node-level change", "use at least 1");
                 }
 
                 // Target: farm > site > fleet.
@@ -579,7 +626,7 @@ impl Cx {
             // reported as blocked by the planner (the last serving farm never goes out).
             let complete = !incomplete_sites.contains(&(si as u32));
             if complete && site.farms.len() > 1 && ((full - largest) as f64) < site.capacity_floor * full as f64 {
-                self.err(pos, format!("site `{}`: taking its largest farm out leaves {:.0}% of its capacity, below its floor of {:.0}%: no farm switch could ever start", site.name, 100.0 * (full - largest) as f64 / full as f64, 100.0 * site.capacity_floor), "lower the site's capacity_floor (or policy.site_capacity_floor), or add farms");
+                self.whole(pos, format!("site `{}`: taking its largest farm out leaves {:.0}% of its capacity, below its floor of {:.0}%: no farm switch could ever start", site.name, 100.0 * (full - largest) as f64 / full as f64, 100.0 * site.capacity_floor), "lower the site's capacity_floor (or policy.site_capacity_floor), or add farms");
             }
         }
 
@@ -589,7 +636,7 @@ impl Cx {
                 if !preprod_profiles.contains(profile) {
                     self.at(file);
                     let pname = profiles[*profile as usize].name.clone();
-                    self.err(*pos, format!("production nodes of profile `{pname}` have no preproduction node of that profile: the preproduction gate could never open"), "add a preproduction node of this profile, or set policy.preproduction.waive_gate: true");
+                    self.whole(*pos, format!("production nodes of profile `{pname}` have no preproduction node of that profile: the preproduction gate could never open"), "add a preproduction node of this profile, or set policy.preproduction.waive_gate: true");
                 }
             }
         }
@@ -632,7 +679,7 @@ impl Cx {
 
         if sites.is_empty() && self.diags.is_empty() {
             self.at(&fleet_file);
-            self.err(
+            self.whole(
                 Pos { line: 1, col: 1, ..Pos::default() },
                 "the spec has no sites",
                 "add a `sites:` list (see examples/)",
@@ -646,7 +693,7 @@ impl Cx {
             if s.environment == Environment::Production && s.farms.is_empty() && !named.contains(s.name.as_str()) {
                 let (file, pos) = site_pos[si].clone();
                 self.at(&file);
-                self.err(
+                self.whole(
                     pos,
                     format!("production site `{}` has no farms", s.name),
                     "add its farms (`farms:` entries with `site: <name>`), or remove the site",
@@ -710,7 +757,7 @@ impl Cx {
                         None => {
                             let mut known: Vec<&str> = sets.keys().map(String::as_str).collect();
                             known.sort();
-                            self.err(
+                            self.whole(
                                 n.pos,
                                 format!("unknown package set `{}`", n.value),
                                 format!("known package sets: {}", or_none(&known)),
@@ -750,7 +797,7 @@ impl Cx {
             .filter_map(|(m, n)| m.then_some(n))
             .collect();
         if !missing.is_empty() {
-            self.err(
+            self.whole(
                 farm_pos.pos,
                 format!(
                     "`{farm}` has no {} (set by neither the farm, its site, nor fleet.defaults)",
@@ -837,6 +884,15 @@ impl Cx {
             retries: h.retries.as_ref().map(|r| r.value).unwrap_or(3).max(1),
         };
         let max_unavailable = p.max_unavailable.as_ref().map(|m| m.value).unwrap_or(1);
+        if let Some(m) = &p.max_unavailable
+            && m.value == 0
+        {
+            self.err(
+                m.pos,
+                "max_unavailable 0 would block every node-level change",
+                "use at least 1 (a farm may set its own `max_unavailable`)",
+            );
+        }
         let max_farms_down = p.max_farms_down.as_ref().map(|m| m.value).unwrap_or(1);
         if let Some(m) = &p.max_farms_down
             && m.value == 0
@@ -1210,6 +1266,112 @@ mod tests {
                 (14, 28, "malformed time \"1:00\" (expected HH:MM)".to_string()),
             ]
         );
+    }
+
+    const BASE: &str = include_str!("../../tests/invalid/00-valid-base.yaml.txt");
+
+    /// The base spec with `from` replaced by `to` (which must be there).
+    fn base_with(from: &str, to: &str) -> Vec<SourceFile> {
+        assert!(BASE.contains(from), "{from}");
+        vec![SourceFile { path: "spec.yaml".into(), text: BASE.replace(from, to) }]
+    }
+
+    /// The base spec in two files: what the fleet defines (`fleet.yaml`) and its sites and farms.
+    fn split_base(fleet_edit: (&str, &str), sites_edit: (&str, &str)) -> Vec<SourceFile> {
+        let at = BASE.find("sites:\n").unwrap();
+        let (fleet, sites) = BASE.split_at(at);
+        assert!(fleet.contains(fleet_edit.0) && sites.contains(sites_edit.0));
+        vec![
+            SourceFile { path: "fleet.yaml".into(), text: fleet.replacen(fleet_edit.0, fleet_edit.1, 1) },
+            SourceFile { path: "sites.yaml".into(), text: sites.replacen(sites_edit.0, sites_edit.1, 1) },
+        ]
+    }
+
+    #[test]
+    fn a_file_that_fails_to_parse_is_reported_first_and_what_may_follow_from_it_is_counted() {
+        use crate::spec::diag::{Basis, Report};
+        assert!(check(&split_base(("", ""), ("", ""))).is_ok(), "the base split in two files is valid");
+        // One space too many: fleet.yaml does not parse; sites.yaml names its
+        // profile and inherits its targets. Its bad memcached port is wrong anyway.
+        let files = split_base(
+            ("  policy:\n", "   policy:\n"),
+            ("memcached: [\"10.1.1.5:11211\"]", "memcached: [\"10.1.1.5:99999\"]"),
+        );
+        let diags = check(&files).unwrap_err();
+        assert_eq!((diags[0].file.as_str(), diags[0].basis), ("fleet.yaml", Basis::Parse), "{diags:#?}");
+        assert!(diags.iter().any(|d| d.basis == Basis::Whole && d.message.contains("unknown profile `r640`")));
+        let report = Report::of(diags.clone());
+        let shown: Vec<(&str, u32)> = report.shown.iter().map(|d| (d.file.as_str(), d.line)).collect();
+        assert_eq!(shown, [("fleet.yaml", 4), ("sites.yaml", 12)], "{:#?}", report.shown);
+        assert!(report.shown[1].message.contains("99999"), "{:#?}", report.shown);
+        assert_eq!(report.suppressed, diags.len() - 2);
+        assert_eq!(
+            report.summary("specs", ""),
+            format!(
+                "2 errors in specs; {} errors that may follow from it were not reported (fix the parse error first)",
+                report.suppressed
+            )
+        );
+        // Fixed, the errors that followed from it are gone; with no parse error nothing is held back.
+        let files = split_base(("", ""), ("memcached: [\"10.1.1.5:11211\"]", "memcached: [\"10.1.1.5:99999\"]"));
+        let report = Report::of(check(&files).unwrap_err());
+        assert_eq!((report.shown.len(), report.suppressed), (1, 0));
+        assert_eq!(report.summary("specs", ": nothing was planned"), "1 error in specs: nothing was planned");
+    }
+
+    #[test]
+    fn without_a_parse_error_every_error_is_reported_even_those_resting_on_the_whole_spec() {
+        let files = base_with("profile: r640 }\n  - name: par1-f01", "profile: r650 }\n  - name: par1-f01");
+        let report = crate::spec::diag::Report::of(check(&files).unwrap_err());
+        assert_eq!(report.suppressed, 0);
+        assert!(report.shown.iter().any(|d| d.message.contains("unknown profile `r650`")), "{:#?}", report.shown);
+    }
+
+    /// The messages of `files`' errors.
+    fn messages(files: &[SourceFile]) -> Vec<String> {
+        check(files).unwrap_err().into_iter().map(|d| format!("{}:{}: {}", d.line, d.column, d.message)).collect()
+    }
+
+    #[test]
+    fn a_node_pattern_mistake_is_one_error_for_the_pattern_not_one_per_node() {
+        let pattern = r#"node_pattern: { count: 4, name: "par1-f01-n{member:02}", address: "10.1.1.{member+10}", profile: r640 }"#;
+        let sixteen = pattern.replace("count: 4", "count: 16");
+        // A profile that does not exist.
+        let e = messages(&base_with(pattern, &sixteen.replace("r640", "r64")));
+        assert_eq!(
+            e,
+            [
+                "31:103: node `par1-f01-n01` refers to unknown profile `r64`; the same for 15 more nodes of this node_pattern"
+            ]
+        );
+        // A copied farm whose addresses, or names, are still the first farm's.
+        let copy = |name: &str, address: &str| {
+            format!(
+                "{sixteen}\n  - name: par1-f03\n    site: par1\n    memcached: [\"10.1.3.5:11211\"]\n    node_pattern: {{ count: 16, name: \"{name}\", address: \"{address}\", profile: r640 }}"
+            )
+        };
+        let e = messages(&base_with(pattern, &copy("par1-f03-n{member:02}", "10.1.1.{member+10}")));
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(
+            e[0].starts_with("35:72: node `par1-f03-n01` of farm `par1-f03` has the SSH endpoint `10.1.1.11:22`"),
+            "{e:#?}"
+        );
+        assert!(e[0].ends_with("; the same for 15 more nodes of this node_pattern"), "{e:#?}");
+        let e = messages(&base_with(pattern, &copy("par1-f01-n{member:02}", "10.1.3.{member+10}")));
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].starts_with("35:38: duplicate node name `par1-f01-n01` (first at spec.yaml:31:38)"), "{e:#?}");
+        // Members given twice: by the pattern and a node of the farm.
+        let e = messages(&base_with(
+            pattern,
+            &format!("{sixteen}\n    nodes: [{{ name: x1, address: 10.1.9.1, member: 3, profile: r640 }}]"),
+        ));
+        assert_eq!(e.len(), 1, "{e:#?}");
+    }
+
+    #[test]
+    fn the_policys_max_unavailable_0_is_reported_once_at_the_policy() {
+        let e = messages(&base_with("max_unavailable: 1", "max_unavailable: 0"));
+        assert_eq!(e, ["8:22: max_unavailable 0 would block every node-level change"]);
     }
 
     #[test]
