@@ -1,6 +1,7 @@
 //! Options and set-up shared by `plan` and `reconcile` against the real
 //! fleet: the SSH pool, the LB connections, the journal.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,12 +113,23 @@ fn ssh_config(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<SshConfig,
     // No default: ssh checks host keys against this file only (our ssh_config
     // sets GlobalKnownHostsFile /dev/null), never silently ~/.ssh/known_hosts.
     let known_hosts = match (&args.known_hosts, &fleet.ssh.known_hosts) {
-        (Some(k), _) => k.clone(),
-        (None, Some(p)) => from_spec(p, "fleet.ssh.known_hosts")?,
+        (Some(k), _) => {
+            // Read by the pool; a missing one is said here, with what to do.
+            if let Err(e) = std::fs::metadata(k) {
+                return Err(format!("known_hosts file {}: {e}{}", k.display(), known_hosts_hint(fleet, k)));
+            }
+            k.clone()
+        }
+        (None, Some(p)) => from_spec(p, "fleet.ssh.known_hosts").map_err(|e| {
+            let written = if Path::new(p).is_absolute() { PathBuf::from(p) } else { specs.join(p) };
+            if std::fs::metadata(&written).is_err() { format!("{e}{}", known_hosts_hint(fleet, &written)) } else { e }
+        })?,
         (None, None) => {
-            return Err("no known_hosts file: name one with --known-hosts (or in the spec, `fleet.ssh.known_hosts`); \
-                 drover only connects to hosts whose keys it is given"
-                .into());
+            return Err(format!(
+                "no known_hosts file: name one with --known-hosts (or in the spec, `fleet.ssh.known_hosts`); \
+                 drover only connects to hosts whose keys it is given{}",
+                known_hosts_hint(fleet, &specs.join("known_hosts"))
+            ));
         }
     };
     let identity = match (&args.identity, &fleet.ssh.identity) {
@@ -140,6 +152,70 @@ fn ssh_config(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<SshConfig,
         max_concurrency: args.concurrency,
         control_dir,
     })
+}
+
+/// What to do when the fleet's known_hosts file is missing (`file`: where it
+/// was looked for, or where to put one). A spec with a `simulation:` section
+/// (the reference fleet, whose addresses are examples) is most likely meant
+/// to be simulated: that is said first. Then how to reach a real fleet: a
+/// known_hosts file with its hosts' keys, and the `ssh-keyscan` command that
+/// collects them (its hosts grouped by SSH port, listed when few).
+pub fn known_hosts_hint(fleet: &Fleet, file: &Path) -> String {
+    let mut hosts: std::collections::BTreeMap<u16, Vec<String>> = std::collections::BTreeMap::new();
+    let mut add = |host: &str, port: u16| {
+        let list = hosts.entry(port).or_default();
+        if !list.iter().any(|h| h == host) {
+            list.push(host.to_string());
+        }
+    };
+    for n in &fleet.nodes {
+        add(&n.address, n.ssh_port);
+    }
+    let mut lbs = 0;
+    for s in &fleet.sites {
+        if let crate::model::LbApi::Ssh { host, port, .. } = &s.lb.api {
+            add(host, *port);
+            lbs += 1;
+        }
+    }
+    let mut out = String::new();
+    if fleet.simulation.is_some() {
+        out.push_str(
+            "\n  hint: this spec describes its fleet for simulation (it has a `simulation:` section): \
+             run the command with `--simulate`, e.g. `drover plan --simulate` or `drover reconcile --once --simulate`",
+        );
+    }
+    let file = crate::spec::diag::shown(&file.display().to_string());
+    let _ = write!(
+        out,
+        "\n  hint: to run against the real fleet, point `fleet.ssh.known_hosts` (or --known-hosts FILE) at a file \
+         with the SSH host keys of its {} node{} and {lbs} LB host{}; to collect them into {file}:",
+        fleet.nodes.len(),
+        if fleet.nodes.len() == 1 { "" } else { "s" },
+        if lbs == 1 { "" } else { "s" },
+    );
+    const LISTED: usize = 8;
+    for (port, list) in &hosts {
+        let p = if *port == 22 { String::new() } else { format!(" -p {port}") };
+        let shown: Vec<String> = list.iter().map(|h| crate::spec::diag::shown(h)).collect();
+        if list.len() <= LISTED {
+            let _ = write!(out, "\n    ssh-keyscan{p} {} >> {file}", shown.join(" "));
+        } else {
+            let _ = write!(
+                out,
+                "\n    ssh-keyscan{p} -f HOSTS >> {file}    # HOSTS: a file of its {} hosts on port {port}, one per line ({}, {}, … {})",
+                list.len(),
+                shown[0],
+                shown[1],
+                shown[list.len() - 1]
+            );
+        }
+    }
+    out.push_str(
+        "\n    then compare each key with the host's own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on it): \
+         ssh-keyscan records whatever answers",
+    );
+    out
 }
 
 /// A credential file the spec names, within the boundary the operator set:

@@ -117,3 +117,149 @@ fn without_a_named_known_hosts_file_drover_does_not_fall_back_to_the_users() {
     assert!(stderr.contains("no known_hosts file") && stderr.contains("--known-hosts"), "{stderr}");
     std::fs::remove_dir_all(&home).unwrap();
 }
+
+/// A copy of the reference spec with one space too many at the start of
+/// line 10 of fleet.yaml (`packages:` of the fleet defaults), in a fresh directory.
+fn reference_spec_with_a_bad_indent(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("drover-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let specs = dir.join("specs");
+    std::fs::create_dir_all(specs.join("sites")).unwrap();
+    for entry in std::fs::read_dir(format!("{}/specs/sites", root())).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, specs.join("sites").join(p.file_name().unwrap())).unwrap();
+    }
+    let fleet = std::fs::read_to_string(format!("{}/specs/fleet.yaml", root())).unwrap();
+    let mut lines: Vec<String> = fleet.lines().map(str::to_string).collect();
+    assert_eq!(lines[9], "    packages: [base, web-2026.11, kernel-6.6.62]", "line 10 of the reference fleet.yaml");
+    lines[9].insert(0, ' ');
+    std::fs::write(specs.join("fleet.yaml"), lines.join("\n") + "\n").unwrap();
+    dir
+}
+
+#[test]
+fn one_bad_indent_in_the_reference_spec_is_one_error_and_a_count() {
+    let dir = reference_spec_with_a_bad_indent("indent");
+    let specs = dir.join("specs");
+    let out = drover().args(["validate", "--specs"]).arg(&specs).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let headlines: Vec<&str> = stderr.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(headlines.len(), 1, "{stderr}");
+    assert!(headlines[0].ends_with("fleet.yaml:11:5: error: while parsing a block mapping, did not find expected key"));
+    let last = stderr.lines().last().unwrap();
+    assert!(last.starts_with(&format!("1 error in {}; ", specs.display())), "{stderr}");
+    assert!(last.ends_with("errors that may follow from it were not reported (fix the parse error first)"), "{stderr}");
+    assert!(stderr.lines().count() < 15, "{stderr}");
+
+    let out = drover().args(["validate", "--output", "json", "--specs"]).arg(&specs).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(1), "{v}");
+    let suppressed = v["suppressed"].as_u64().unwrap();
+    assert!(suppressed > 0 && last.contains(&format!("; {suppressed} errors")), "{v} {last}");
+
+    // The commands that load the spec report it the same way.
+    for args in [&["plan", "--simulate"][..], &["plan"], &["status", "--direct"], &["reconcile", "--once"]] {
+        let out =
+            drover().args(args).arg("--specs").arg(&specs).arg("--state-dir").arg(dir.join("state")).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().filter(|l| l.contains(": error: ")).count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("(fix the parse error first)"), "{args:?}: {stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_rejected_spec_is_reported_root_cause_first_by_the_daemons_spec_source() {
+    let dir = reference_spec_with_a_bad_indent("rejected");
+    let update = drover::daemon::source::read(&dir.join("specs"), None);
+    let error = update.fleet.err().expect("the spec is rejected");
+    assert_eq!(error.lines().filter(|l| l.contains(": error: ")).count(), 1, "{error}");
+    assert!(
+        error
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("fleet.yaml:11:5: error: while parsing a block mapping, did not find expected key")
+    );
+    assert!(error.ends_with("(fix the parse error first)"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The lines of `stderr` that say what to do about a missing known_hosts file.
+fn assert_known_hosts_hint(what: &str, stderr: &str, simulated: bool) {
+    assert_eq!(stderr.contains("this spec describes its fleet for simulation"), simulated, "{what}: {stderr}");
+    if simulated {
+        assert!(
+            stderr.contains("run the command with `--simulate`, e.g. `drover plan --simulate`"),
+            "{what}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("point `fleet.ssh.known_hosts` (or --known-hosts FILE) at a file"), "{what}: {stderr}");
+    assert!(stderr.contains("\n    ssh-keyscan "), "{what}: {stderr}");
+}
+
+#[test]
+fn a_simulated_fleet_run_without_simulate_says_to_add_it_or_how_to_reach_a_real_fleet() {
+    let state = std::env::temp_dir().join(format!("drover-kh-{}", std::process::id()));
+    let specs = format!("{}/specs", root());
+    for args in [&["plan"][..], &["status", "--direct"], &["reconcile", "--once"]] {
+        let out = drover().args(args).args(["--specs", &specs]).arg("--state-dir").arg(&state).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: fleet.ssh.known_hosts "), "{args:?}: {stderr}");
+        assert_known_hosts_hint(&format!("{args:?}"), &stderr, true);
+        assert!(stderr.contains("its 518 nodes and 5 LB hosts"), "{stderr}");
+        assert!(stderr.contains("ssh-keyscan -f HOSTS >> "), "{stderr}");
+    }
+    // A spec without a `simulation:` section: only how to reach the real
+    // fleet, with the hosts listed (few) and --known-hosts named by the user.
+    let minimal = format!("{}/examples/minimal", root());
+    let out = drover()
+        .args(["plan", "--specs", &minimal, "--known-hosts"])
+        .arg(state.join("nowhere"))
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_known_hosts_hint("--known-hosts", &stderr, false);
+    assert!(stderr.contains(&format!(">> {}", state.join("nowhere").display())), "{stderr}");
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn the_daemon_says_the_same_when_it_cannot_connect_a_simulated_fleet() {
+    let state = std::env::temp_dir().join(format!("drover-kh-daemon-{}", std::process::id()));
+    std::fs::create_dir_all(&state).unwrap();
+    let log = state.join("log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = drover()
+        .args(["reconcile", "--specs", &format!("{}/specs", root()), "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--state-dir")
+        .arg(state.join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("ssh-keyscan records whatever answers") {
+            break text;
+        }
+        if child.try_wait().unwrap().is_some() || t0.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("no hint in the daemon's log:\n{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("cannot connect the fleet"), "{text}");
+    assert_known_hosts_hint("daemon", &text, true);
+    let _ = std::fs::remove_dir_all(&state);
+}
