@@ -7,7 +7,14 @@
 //! Then many small sites (25 to 200 sites of 8 nodes): a first pass, a pass
 //! in mid-rollout and a whole projected rollout, per node and as a ratio to
 //! 25 sites (1.0 = linear), and the real `drover plan --simulate` on 200
-//! sites. `--quick` stops at 50 sites and skips the binary.
+//! sites. `--quick` stops at 50 sites and skips that 200-site binary run.
+//!
+//! First of all, what a user waits for: the real binary's `drover plan
+//! --simulate` on the reference spec (`specs/`, 518 nodes), end to end,
+//! beside `drover validate` on the same spec in the same run (reading and
+//! checking the spec: the ratio is what the projection costs), against the
+//! target of 2 s. Needs the release binary (`cargo build --release`; it is
+//! found next to this bench's executable, in `target/release/`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -46,6 +53,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    reference_end_to_end();
     let mut sizes = vec![(4, 8, 16), (10, 25, 40)];
     if !quick {
         sizes.push((25, 40, 100));
@@ -212,4 +220,57 @@ fn end_to_end(sites: u32) {
     let text = String::from_utf8_lossy(&out.stdout);
     let projected = text.lines().find(|l| l.contains("projected makespan")).unwrap_or("(no projection)").trim();
     println!("drover plan --simulate, {sites} sites of 8 nodes: {:.2}s wall; {projected}", wall.as_secs_f64());
+}
+
+/// The release binary next to this bench's executable
+/// (`target/release/deps/plan-*` -> `target/release/drover`).
+fn drover_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("bench executable path");
+    let bin = exe.parent().and_then(|deps| deps.parent()).map(|dir| dir.join("drover"));
+    match bin {
+        Some(bin) if bin.is_file() => bin,
+        _ => panic!("the release binary is not built next to {}: run `cargo build --release` first", exe.display()),
+    }
+}
+
+/// Median wall time of the real binary run with `args` on the reference
+/// spec, and its exit code.
+fn wall(bin: &std::path::Path, args: &[&str], runs: usize) -> (Duration, Option<i32>) {
+    let specs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+    let mut code = None;
+    let times = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            let out = std::process::Command::new(bin)
+                .arg("--specs")
+                .arg(&specs)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("run drover");
+            code = out.code();
+            t.elapsed()
+        })
+        .collect();
+    (median(times), code)
+}
+
+/// `drover plan --simulate` on the reference spec as a user runs it (the
+/// real process, end to end), beside `drover validate` in the same run.
+fn reference_end_to_end() {
+    let bin = drover_binary();
+    let runs = 5;
+    let (validate, vcode) = wall(&bin, &["validate"], runs);
+    let (plan, pcode) = wall(&bin, &["plan", "--simulate"], runs);
+    assert_eq!((vcode, pcode), (Some(0), Some(2)), "validate exits 0, plan --simulate 2 (changes pending)");
+    println!(
+        "drover plan --simulate, reference spec (518 nodes), real binary: {:.2}s wall (median of {runs}); \
+         drover validate on the same spec {:.3}s: the projection costs {:.1}x validate; target < 2 s: {}",
+        plan.as_secs_f64(),
+        validate.as_secs_f64(),
+        plan.as_secs_f64() / validate.as_secs_f64().max(1e-9),
+        if plan < Duration::from_secs(2) { "met" } else { "MISSED" }
+    );
+    println!();
 }

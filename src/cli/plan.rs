@@ -2,6 +2,7 @@
 //! projected rollout (the same planner run against a traffic-free simulation).
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 
 use super::{Cli, Output, exit, real, simulate};
 use crate::diff::{drift_items, node_diff};
@@ -76,7 +77,28 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
     let projection = args.simulate.then(|| {
         let mut pcfg = SimConfig { traffic: false, record_actions: true, faults: Default::default(), ..cfg };
         pcfg.strategy = crate::sim::Strategy::Drover;
-        Sim::new(&fleet, pcfg).run()
+        let mut sim = Sim::new(&fleet, pcfg);
+        // On a terminal, a spinner says how far the projection is; nothing
+        // on a pipe or in CI.
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(std::time::Duration::from_millis(100));
+            b.set_message("projecting the rollout");
+            b
+        });
+        if let Some(b) = bar.clone() {
+            sim.on_pass(move |ms, at_target, nodes| {
+                b.set_message(format!(
+                    "projecting the rollout: {} simulated, {at_target}/{nodes} nodes at target",
+                    simulate::clock(ms)
+                ));
+            });
+        }
+        let report = sim.run();
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        report
     });
 
     // Nodes that did not answer: their state is unknown, so "nothing to do"

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::{Cli, Output, exit, real, simulate};
 use crate::plan::action::Outcome;
+use crate::plan::progress::Event as Progress;
 use crate::real::journal::Journal;
 use crate::real::lease::{FileLeases, LeaseStore};
-use crate::real::reconcile::{Event, Finish, Options, reconcile_once};
+use crate::real::reconcile::{Event, Finish, Options, reconcile_once_with};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReconcileArgs {
@@ -144,7 +145,21 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
                 None => eprintln!("{line}"),
             }
         };
-        let summary = reconcile_once(std::sync::Arc::clone(&rf), &journal, &opts, &mut on).await;
+        // Waits (soak, change window, capacity) and member waves as they
+        // begin and end; farm windows show as their actions' lines already.
+        let progress_bar = bar.clone();
+        let mut progress = |fleet: &crate::model::Fleet, _now_ms: u64, e: &Progress| {
+            if matches!(e, Progress::FarmOut { .. }) {
+                return;
+            }
+            let at = simulate::clock(t0.elapsed().as_millis() as u64);
+            let line = format!("{at} {}", e.line(fleet, &crate::plan::change_windows::format_utc));
+            match &progress_bar {
+                Some(b) => b.println(line),
+                None => eprintln!("{line}"),
+            }
+        };
+        let summary = reconcile_once_with(std::sync::Arc::clone(&rf), &journal, &opts, &mut on, &mut progress).await;
         if let Some(b) = &bar {
             b.finish_and_clear();
         }

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use super::{Cli, Output, exit};
 use crate::model::Fleet;
-use crate::sim::{Faults, Report, Sim, SimConfig, Strategy};
+use crate::sim::{Faults, Report, Sim, SimConfig, Strategy, Verdict};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimArgs {
@@ -86,23 +86,70 @@ pub fn reconcile(cli: &Cli, fleet: &Fleet, args: &SimArgs) -> u8 {
     code(&report)
 }
 
-/// Exit code of a simulated `reconcile --once`, with the same precedence as
-/// on machines: a violation or a run that did not settle (1), a halt (3),
-/// nodes that do not answer (4), converged (0).
+/// Exit code of a simulated `reconcile --once`, from the run's verdict: a
+/// violation (it outranks everything else), a run stuck or out of time (1),
+/// a halt (3), nodes that do not answer (4), converged without violation (0).
 fn code(r: &Report) -> u8 {
-    if r.halted {
-        exit::HALTED
-    } else if r.violations > 0 || !r.settled {
-        exit::ERROR
-    } else if !r.unobserved_nodes.is_empty() {
-        exit::UNOBSERVED
-    } else {
-        exit::OK
+    match r.verdict {
+        Verdict::Violated | Verdict::Stuck | Verdict::OutOfTime => exit::ERROR,
+        Verdict::Halted => exit::HALTED,
+        Verdict::Unobserved => exit::UNOBSERVED,
+        Verdict::Converged => exit::OK,
+    }
+}
+
+/// The summary's first line: the verdict first, then the figures that mean
+/// something for it (a makespan and its ratio to the lower bound only for a
+/// run that converged without violation).
+pub fn headline(r: &Report) -> String {
+    let at = clock((r.makespan_s * 1000.0) as u64);
+    let checked = format!(
+        "{} requests checked, {} failed, {} violations{}",
+        r.requests,
+        r.failed_requests,
+        r.violations,
+        if r.crashes > 0 { format!(", {} reconciler crashes survived", r.crashes) } else { String::new() }
+    );
+    match r.verdict {
+        Verdict::Converged => format!(
+            "converged: makespan {at} (lower bound {}, ratio {:.3}), {checked}",
+            clock((r.lower_bound_s * 1000.0) as u64),
+            r.ratio
+        ),
+        Verdict::Violated => {
+            let by: Vec<String> = r.violations_by_invariant.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            format!(
+                "FAILED: {} invariant violations ({}); the run ended at {at}{}, {checked}",
+                r.violations,
+                by.join(", "),
+                if r.halted {
+                    ", halted on the failure budget"
+                } else if r.settled {
+                    " with every node that answers at its target"
+                } else {
+                    ", not settled"
+                }
+            )
+        }
+        Verdict::Halted => format!(
+            "HALTED at {at}: {} failure(s) exceed the failure budget; what was in flight finished, nothing else started, {checked}",
+            r.failed_nodes.len() + r.failed_farms.len()
+        ),
+        Verdict::Stuck => format!(
+            "STUCK at {at}: nothing ran and nothing could start for {} minutes (see blocked), {checked}",
+            crate::sim::IDLE_LIMIT_MS / 60_000
+        ),
+        Verdict::OutOfTime => format!("NOT FINISHED: still running at the {at} limit of simulated time, {checked}"),
+        Verdict::Unobserved => format!(
+            "NOT OBSERVED: every node that answers is at its target at {at}, {} node(s) do not answer, {checked}",
+            r.unobserved_nodes.len()
+        ),
     }
 }
 
 fn print_report(cli: &Cli, r: &Report) {
     let summary = serde_json::json!({
+        "verdict": r.verdict,
         "converged": r.converged,
         "settled": r.settled,
         "unobserved": r.unobserved_nodes,
@@ -114,7 +161,8 @@ fn print_report(cli: &Cli, r: &Report) {
         "failed_requests": r.failed_requests,
         "makespan_s": (r.makespan_s * 1000.0).round() / 1000.0,
         "lower_bound_s": (r.lower_bound_s * 1000.0).round() / 1000.0,
-        "ratio": (r.ratio * 10000.0).round() / 10000.0,
+        // Null where it means nothing (see `Verdict::has_ratio`).
+        "ratio": r.verdict.has_ratio().then(|| (r.ratio * 10000.0).round() / 10000.0),
         "actions": r.actions,
         "failed_nodes": r.failed_nodes,
         "crashes": r.crashes,
@@ -129,25 +177,7 @@ fn print_report(cli: &Cli, r: &Report) {
             println!("{summary}");
         }
         Output::Text => {
-            println!(
-                "{}: makespan {} (lower bound {}, ratio {:.3}), {} requests checked, {} failed, {} violations{}",
-                if r.converged {
-                    "converged"
-                } else if r.settled && !r.halted {
-                    "NOT OBSERVED (every node that answers is at its target)"
-                } else if r.halted {
-                    "HALTED"
-                } else {
-                    "NOT converged"
-                },
-                clock((r.makespan_s * 1000.0) as u64),
-                clock((r.lower_bound_s * 1000.0) as u64),
-                r.ratio,
-                r.requests,
-                r.failed_requests,
-                r.violations,
-                if r.crashes > 0 { format!(", {} reconciler crashes survived", r.crashes) } else { String::new() }
-            );
+            println!("{}", headline(r));
             for v in &r.violation_samples {
                 println!("  violation [{}] {:?}: {}", clock(v.at_ms), v.invariant, v.what);
             }

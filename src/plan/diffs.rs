@@ -47,6 +47,12 @@ impl DiffCache {
         self.computed
     }
 
+    /// How many nodes were at their target (a clean diff) at the last
+    /// `refresh`.
+    pub fn clean(&self) -> usize {
+        self.diffs.iter().filter(|d| d.is_clean()).count()
+    }
+
     /// Every node's diff against `obs`, recomputing only those whose
     /// observed inputs changed. `obs` must describe this cache's fleet.
     pub fn refresh(&mut self, obs: &Observed) -> &[NodeDiff] {

@@ -14,6 +14,7 @@ pub mod diffs;
 pub mod gate;
 pub mod memory;
 pub mod named;
+pub mod progress;
 #[cfg(test)]
 mod unobserved_tests;
 
@@ -96,6 +97,37 @@ pub struct Planned {
 pub struct Blocked {
     pub subject: String,
     pub reason: String,
+    /// What it waits for, for grouping (`progress`).
+    pub cause: Cause,
+    /// When the wait ends by itself, if known: a soak's end, a change
+    /// window's opening (ms on the fleet's clock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+    /// The farm or node `subject` names (`None`: the whole rollout).
+    #[serde(skip)]
+    pub on: Option<Subject>,
+}
+
+/// What a blocked subject waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// Preproduction has not run the value for the soak time yet.
+    Preproduction,
+    /// Outside every change window.
+    ChangeWindow,
+    /// Site or farm capacity: `max_farms_down`, the site's floor, the load
+    /// the other farms or nodes would carry, the last serving farm or node.
+    Capacity,
+    /// PHP trees and releases are not staged on every node of the farm yet.
+    Staging,
+    /// The farm's node-level windows must close before its switch.
+    NodeWindows,
+    /// Only the operator can move it on (a rollback not allowed, a farm
+    /// whose every node failed).
+    Operator,
+    /// The failure budget is spent.
+    Halted,
 }
 
 /// One planning pass.
@@ -289,6 +321,9 @@ impl<'a, 'w> Planner<'a, 'w> {
                     self.w.memory.failures(),
                     fleet.policy.failure_budget
                 ),
+                cause: Cause::Halted,
+                until_ms: None,
+                on: None,
             });
         } else {
             self.start_farm_windows();
@@ -314,17 +349,36 @@ impl<'a, 'w> Planner<'a, 'w> {
         self.pass.actions.push(Planned { action, why, wave });
     }
 
-    fn block(&mut self, subject: impl Into<String>, reason: impl Into<String>) {
-        self.pass.blocked.push(Blocked { subject: subject.into(), reason: reason.into() });
+    fn block(&mut self, on: Subject, cause: Cause, reason: impl Into<String>) {
+        self.block_until(on, cause, reason, None);
     }
 
-    /// Reports `subject`, whose disruptive or farm-level work does not start
+    fn block_until(&mut self, on: Subject, cause: Cause, reason: impl Into<String>, until_ms: Option<u64>) {
+        let fleet = self.w.fleet;
+        let subject = match on {
+            Subject::Farm(f) => format!("farm {}", fleet.farms[f as usize].name),
+            Subject::Node(n) => format!("node {}", fleet.nodes[n as usize].name),
+        };
+        self.pass.blocked.push(Blocked { subject, reason: reason.into(), cause, until_ms, on: Some(on) });
+    }
+
+    /// Reports `on`, whose disruptive or farm-level work does not start
     /// outside every change window, as waiting for the next one.
-    fn wait_for_change_window(&mut self, subject: impl Into<String>) {
+    fn wait_for_change_window(&mut self, on: Subject) {
         if let Some((why, next)) = self.closed.clone() {
-            self.block(subject, why);
+            self.block_until(on, Cause::ChangeWindow, why, next);
             self.pass.change_window_opens_ms = next;
         }
+    }
+
+    /// When node `n`'s gate for `component` = `value` opens: the soak's end
+    /// once every preproduction node of its profile runs the value, `None`
+    /// before (or when it has no record).
+    fn gate_opens_ms(&self, n: NodeId, component: &str, value: &str) -> Option<u64> {
+        let fleet = self.w.fleet;
+        let profile = fleet.nodes[n as usize].profile;
+        let rec = self.w.memory.gate.get(&(profile, component.to_string(), value.to_string()))?;
+        Some(rec.since_ms + fleet.policy.soak.as_millis() as u64)
     }
 
     fn node_failed(&self, n: NodeId) -> bool {
@@ -454,7 +508,7 @@ impl<'a, 'w> Planner<'a, 'w> {
                 format!("farm {} switched and healthy: back into the LB", farm.name),
             );
         } else if !any_alive {
-            self.block(format!("farm {}", farm.name), "every node of the farm failed: the farm stays out");
+            self.block(Subject::Farm(f), Cause::Operator, "every node of the farm failed: the farm stays out");
         }
     }
 
@@ -638,7 +692,7 @@ impl<'a, 'w> Planner<'a, 'w> {
 
     // ---- starting new windows --------------------------------------------
 
-    fn switch_gate_open(&self, f: FarmId) -> Result<(), String> {
+    fn switch_gate_open(&self, f: FarmId) -> Result<(), (Cause, String, Option<u64>)> {
         let fleet = self.w.fleet;
         let target = fleet.farm_target(f);
         for &n in &fleet.farms[f as usize].nodes {
@@ -647,25 +701,34 @@ impl<'a, 'w> Planner<'a, 'w> {
             }
             let d = &self.diffs[n as usize];
             if d.backwards && !target.allow_rollback {
-                return Err(format!(
-                    "the switch to release {} / php {} goes backwards: a rollback needs `allow_rollback: true` in the spec",
-                    target.release, target.php
+                return Err((
+                    Cause::Operator,
+                    format!(
+                        "the switch to release {} / php {} goes backwards: a rollback needs `allow_rollback: true` in the spec",
+                        target.release, target.php
+                    ),
+                    None,
                 ));
             }
             if let Some(r) = &d.switch_release
                 && !self.gate_open(n, "release", &r.0)
             {
-                return Err(format!(
-                    "preproduction has not run release {r} long enough (soak {}s)",
-                    fleet.policy.soak.as_secs()
+                return Err((
+                    Cause::Preproduction,
+                    format!(
+                        "preproduction has not run release {r} long enough (soak {}s)",
+                        fleet.policy.soak.as_secs()
+                    ),
+                    self.gate_opens_ms(n, "release", &r.0),
                 ));
             }
             if let Some(p) = &d.switch_php
                 && !self.gate_open(n, "php", &p.0)
             {
-                return Err(format!(
-                    "preproduction has not run php {p} long enough (soak {}s)",
-                    fleet.policy.soak.as_secs()
+                return Err((
+                    Cause::Preproduction,
+                    format!("preproduction has not run php {p} long enough (soak {}s)", fleet.policy.soak.as_secs()),
+                    self.gate_opens_ms(n, "php", &p.0),
                 ));
             }
         }
@@ -730,24 +793,28 @@ impl<'a, 'w> Planner<'a, 'w> {
                     self.pass.held.push(format!("farm {name}"));
                     continue;
                 }
-                if let Err(why) = self.switch_gate_open(f) {
-                    self.block(format!("farm {name}"), why);
+                if let Err((cause, why, until)) = self.switch_gate_open(f) {
+                    self.block_until(Subject::Farm(f), cause, why, until);
                     continue;
                 }
                 if !v.staged_for_switch {
-                    self.block(format!("farm {name}"), "waiting for PHP trees / releases to be staged on every node");
+                    self.block(
+                        Subject::Farm(f),
+                        Cause::Staging,
+                        "waiting for PHP trees / releases to be staged on every node",
+                    );
                     continue;
                 }
                 if v.node_windows > 0 {
-                    self.block(format!("farm {name}"), "node-level windows still open in this farm");
+                    self.block(Subject::Farm(f), Cause::NodeWindows, "node-level windows still open in this farm");
                     continue;
                 }
                 if self.closed.is_some() {
-                    self.wait_for_change_window(format!("farm {name}"));
+                    self.wait_for_change_window(Subject::Farm(f));
                     continue;
                 }
                 if let Err(why) = self.farm_capacity_ok(s as SiteId, f) {
-                    self.block(format!("farm {name}"), why);
+                    self.block(Subject::Farm(f), Cause::Capacity, why);
                     continue;
                 }
                 self.farms_out[s] += 1;
@@ -891,25 +958,36 @@ impl<'a, 'w> Planner<'a, 'w> {
                     continue;
                 }
                 if !self.packages_gate_open(n, &d.disruptive) {
-                    self.block(format!("node {}", node.name), "preproduction has not run these packages long enough");
+                    // The gate opens when the last of these packages has soaked.
+                    let until = d.disruptive.iter().try_fold(0u64, |t, a| {
+                        Some(t.max(self.gate_opens_ms(n, &gate::package_component(&a.key()), &a.version)?))
+                    });
+                    self.block_until(
+                        Subject::Node(n),
+                        Cause::Preproduction,
+                        "preproduction has not run these packages long enough",
+                        until,
+                    );
                     continue;
                 }
                 if self.closed.is_some() {
-                    self.wait_for_change_window(format!("node {}", node.name));
+                    self.wait_for_change_window(Subject::Node(n));
                     continue;
                 }
                 let cap = fleet.profiles[node.profile as usize].capacity as u64;
                 let after = serving_cap.saturating_sub(cap);
                 if after == 0 {
                     self.block(
-                        format!("node {}", node.name),
+                        Subject::Node(n),
+                        Cause::Capacity,
                         format!("last serving node of farm {}: the farm goes out as a whole instead", farm.name),
                     );
                     continue;
                 }
                 if load > p.max_farm_load * after as f64 {
                     self.block(
-                        format!("node {}", node.name),
+                        Subject::Node(n),
+                        Cause::Capacity,
                         format!(
                             "farm {} load {load:.0} would exceed {}% of the capacity left",
                             farm.name,
@@ -920,7 +998,7 @@ impl<'a, 'w> Planner<'a, 'w> {
                 }
                 let site_after = self.site_serving[s].saturating_sub(cap);
                 if (site_after as f64) < fleet.sites[s].capacity_floor * self.site_full[s] as f64 {
-                    self.block(format!("node {}", node.name), "site capacity would fall below its floor");
+                    self.block(Subject::Node(n), Cause::Capacity, "site capacity would fall below its floor");
                     continue;
                 }
                 open += 1;

@@ -410,6 +410,20 @@ pub async fn reconcile_once<F: Fleetside>(
     opts: &Options,
     on: &mut (dyn FnMut(&Event) + Send),
 ) -> Summary {
+    reconcile_once_with(real, journal, opts, on, &mut |_, _, _| {}).await
+}
+
+/// `reconcile_once`, also telling `progress` (fleet, fleet clock ms, event)
+/// what begins and ends between passes: waits (until when), farm windows,
+/// member waves (`plan::progress`, the simulation's lines too).
+pub async fn reconcile_once_with<F: Fleetside>(
+    real: Arc<F>,
+    journal: &Journal,
+    opts: &Options,
+    on: &mut (dyn FnMut(&Event) + Send),
+    progress: &mut (dyn FnMut(&Fleet, u64, &plan::progress::Event) + Send),
+) -> Summary {
+    let mut tracker = plan::progress::Tracker::default();
     let t0 = Instant::now();
     let mut summary = Summary {
         finish: Finish::Converged,
@@ -461,7 +475,7 @@ pub async fn reconcile_once<F: Fleetside>(
             }
         };
         summary.passes += 1;
-        let (pass, now) = ctl.plan(&observed);
+        let (mut pass, now) = ctl.plan(&observed);
         summary.blocked = pass.blocked.clone();
         summary.held = pass.held.clone();
         summary.unobserved = observed.unobserved_nodes(ctl.fleet(), &ctl.side().unreachable_errors());
@@ -499,13 +513,16 @@ pub async fn reconcile_once<F: Fleetside>(
         {
             return done(summary, Some(&ctl), Finish::Stuck);
         }
-        for p in pass.actions {
+        for p in std::mem::take(&mut pass.actions) {
             if ctl.cooling(p.action.subject()) {
                 continue;
             }
             if let Err(e) = ctl.start(p, &observed, now, on) {
                 return done(summary, Some(&ctl), Finish::Error(e));
             }
+        }
+        for e in tracker.step(ctl.fleet(), &pass, &ctl.memory, now) {
+            progress(ctl.fleet(), now, &e);
         }
         ctl.wait(opts.tick).await;
     }

@@ -99,14 +99,47 @@ pub struct Started {
     pub why: String,
 }
 
+/// How a run ended, most serious first: the first word of the summary, the
+/// JSON's `verdict` and the exit code all come from it, so a run that broke
+/// an invariant or stopped is never called converged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// An invariant was violated, whatever else happened (a fast rollout
+    /// that broke the rules is a failed one).
+    Violated,
+    /// Failures exceeded the failure budget: the rollout stopped.
+    Halted,
+    /// Nothing ran and nothing could start for `IDLE_LIMIT_MS`.
+    Stuck,
+    /// Still running at `max_virtual_s`.
+    OutOfTime,
+    /// Every node that answers is at its target; some do not answer.
+    Unobserved,
+    /// Every node observed at its target, no invariant violated.
+    Converged,
+}
+
+impl Verdict {
+    /// The makespan / lower-bound ratio means something only for a run
+    /// that converged without violation: the bound is one for safe
+    /// rollouts (one that breaks the rules can beat it), and a run that
+    /// stopped has no makespan.
+    pub fn has_ratio(self) -> bool {
+        self == Verdict::Converged
+    }
+}
+
 /// What a run produced. `converged`, `violations`, `requests`, `makespan_s`
 /// and `lower_bound_s` are the CLI's machine-readable summary.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub seed: u64,
     pub strategy: Strategy,
-    /// Every node observed at its target (or failed): `settled` with
-    /// `unobserved_nodes` empty.
+    /// How the run ended (see `Verdict`).
+    pub verdict: Verdict,
+    /// Every node observed at its target (or failed) and no invariant
+    /// violated: `verdict` is `Converged`.
     pub converged: bool,
     /// The rollout ended with nothing left to do on what answered.
     pub settled: bool,
@@ -273,6 +306,12 @@ struct Serial {
 /// Receives milestone lines (virtual ms, text).
 type Progress<'f> = Box<dyn FnMut(u64, &str) + Send + 'f>;
 
+/// Receives (virtual ms, nodes at their target, nodes) now and then.
+type PassProgress<'f> = Box<dyn FnMut(u64, usize, usize) + Send + 'f>;
+
+/// `on_pass` listeners hear at most once per this much virtual time.
+const PASS_PROGRESS_EVERY_MS: u64 = 10_000;
+
 pub struct Sim<'f> {
     fleet: Arc<Fleet>,
     driver: Driver,
@@ -318,6 +357,11 @@ pub struct Sim<'f> {
     started: Vec<Started>,
     blocked: Vec<plan::Blocked>,
     progress: Option<Progress<'f>>,
+    /// Turns the built-in reconciler's passes into progress lines (waits,
+    /// farm windows, waves), when someone listens.
+    tracker: Option<plan::progress::Tracker>,
+    /// Hears how far the rollout is (`on_pass`), and when it last did.
+    pass_progress: Option<(PassProgress<'f>, Option<u64>)>,
     // external driver
     /// Finished actions whose outcome the executor has not collected yet.
     completed: BTreeMap<u64, InFlight>,
@@ -459,6 +503,8 @@ impl<'f> Sim<'f> {
             started: Vec::new(),
             blocked: Vec::new(),
             progress: None,
+            tracker: None,
+            pass_progress: None,
             completed: BTreeMap::new(),
             lost_outcomes: 0,
             diff_cache: None,
@@ -469,6 +515,14 @@ impl<'f> Sim<'f> {
     /// Receives milestone lines (virtual ms, text) as the run goes.
     pub fn on_progress(&mut self, f: impl FnMut(u64, &str) + Send + 'f) {
         self.progress = Some(Box::new(f));
+        self.tracker = Some(plan::progress::Tracker::default());
+    }
+
+    /// Hears, at most every `PASS_PROGRESS_EVERY_MS` of virtual time, how
+    /// many nodes the built-in reconciler's last pass found at their target
+    /// (a progress bar for a projection that prints no lines).
+    pub fn on_pass(&mut self, f: impl FnMut(u64, usize, usize) + Send + 'f) {
+        self.pass_progress = Some((Box::new(f), None));
     }
 
     fn say(&mut self, text: &str) {
@@ -1008,7 +1062,13 @@ impl<'f> Sim<'f> {
         let est = self.cfg.estimates.clone();
         let cache = self.diff_cache.get_or_insert_with(|| plan::DiffCache::new(Arc::clone(&self.fleet)));
         let world = World { fleet, observed: &obs, memory: &self.journal, now_ms: self.now, estimates: &est };
-        let pass = plan::plan_with(&world, cache);
+        let mut pass = plan::plan_with(&world, cache);
+        if let Some((listener, last)) = self.pass_progress.as_mut()
+            && last.is_none_or(|t| self.now >= t + PASS_PROGRESS_EVERY_MS)
+        {
+            *last = Some(self.now);
+            listener(self.now, cache.clean(), fleet.nodes.len());
+        }
         self.last_observation = Some(obs);
         self.halted = pass.halted;
         self.blocked = pass.blocked.clone();
@@ -1020,21 +1080,13 @@ impl<'f> Sim<'f> {
         // Done with everything that answered: the run ends (a dead node
         // never answers again; the report names it and is not converged).
         if pass.settled {
-            self.converged_at = Some(self.now);
-            if pass.unobserved.is_empty() {
-                self.say("converged");
-            } else {
-                self.say(&format!(
-                    "settled: every node that answers is at its target; {} node(s) do not answer",
-                    pass.unobserved.len()
-                ));
-            }
+            self.settle(pass.unobserved.len());
             return;
         }
         if !pass.actions.is_empty() {
             self.last_activity = self.now;
         }
-        for p in pass.actions {
+        for p in std::mem::take(&mut pass.actions) {
             let farm = match p.action.subject() {
                 Subject::Node(n) => Some(fleet.nodes[n as usize].farm),
                 Subject::Farm(f) => Some(f),
@@ -1042,6 +1094,12 @@ impl<'f> Sim<'f> {
             let weight = farm.map(|f| self.farms[f as usize].weight).unwrap_or(0);
             self.journal.begin(&p.action, self.now, farm, weight);
             self.dispatch(p.action, p.why);
+        }
+        if let Some(mut tracker) = self.tracker.take() {
+            for e in tracker.step(fleet, &pass, &self.journal, self.now) {
+                self.say(&e.line(fleet, &plan::progress::hms));
+            }
+            self.tracker = Some(tracker);
         }
         // Wake up when a change window opens, so waiting work starts on time.
         self.change_window_opens = pass.change_window_opens_ms;
@@ -1682,12 +1740,28 @@ impl<'f> Sim<'f> {
         let all_done = serial.batch * serial.per_batch >= serial.order.len();
         self.serial = Some(serial);
         if all_done && self.in_flight.is_empty() {
-            self.converged_at = Some(self.now);
+            self.settle(0);
             return;
         }
         for a in actions {
             self.last_activity = self.now;
             self.dispatch(a, "serial batch".into());
+        }
+    }
+
+    /// Nothing is left to do on what answers: the run ends. "converged" is
+    /// said only of a run that broke no invariant and sees every node.
+    fn settle(&mut self, unobserved: usize) {
+        self.converged_at = Some(self.now);
+        let violations = self.checker.count;
+        if violations > 0 {
+            self.say(&format!(
+                "every node that answers is at its target, but {violations} invariant violation(s): NOT converged"
+            ));
+        } else if unobserved > 0 {
+            self.say(&format!("settled: every node that answers is at its target; {unobserved} node(s) do not answer"));
+        } else {
+            self.say("converged");
         }
     }
 
@@ -1714,11 +1788,24 @@ impl<'f> Sim<'f> {
             .filter(|(_, s)| s.dead || s.down_until > end)
             .map(|(n, _)| fleet.nodes[n].name.clone())
             .collect();
-        let converged = settled && unobserved_nodes.is_empty();
+        let verdict = if checker.count > 0 {
+            Verdict::Violated
+        } else if self.halted {
+            Verdict::Halted
+        } else if !settled {
+            let idle = self.in_flight.is_empty() && end.saturating_sub(self.last_activity) > IDLE_LIMIT_MS;
+            if idle { Verdict::Stuck } else { Verdict::OutOfTime }
+        } else if !unobserved_nodes.is_empty() {
+            Verdict::Unobserved
+        } else {
+            Verdict::Converged
+        };
+        let converged = verdict == Verdict::Converged;
         let makespan_s = self.converged_at.unwrap_or(end) as f64 / 1000.0;
         Report {
             seed: self.cfg.seed,
             strategy: self.cfg.strategy.clone(),
+            verdict,
             converged,
             settled,
             unobserved_nodes,

@@ -263,3 +263,99 @@ fn the_daemon_says_the_same_when_it_cannot_connect_a_simulated_fleet() {
     assert_known_hosts_hint("daemon", &text, true);
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// `reconcile --once --simulate` with its output: (exit code, stdout, the
+/// last stdout line as JSON when `json`).
+fn simulate_once(args: &[&str], json: bool) -> (Option<i32>, String, Option<serde_json::Value>) {
+    let mut cmd = drover();
+    if json {
+        cmd.args(["--output", "json"]);
+    }
+    let out = cmd
+        .arg("--specs")
+        .arg(format!("{}/specs", root()))
+        .args(["reconcile", "--once", "--simulate", "--sessions", "200"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let last = json.then(|| serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_default());
+    (out.status.code(), stdout, last)
+}
+
+/// A strategy that breaks invariants reaches every target fast, under the
+/// safe lower bound: it is a failure, never "converged", and a ratio to a
+/// bound for safe rollouts means nothing there.
+#[test]
+fn a_run_with_violations_is_not_called_converged() {
+    let (code, stdout, _) = simulate_once(&["--strategy", "serial:10"], false);
+    let first = stdout.lines().next().unwrap_or("");
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(first.starts_with("FAILED: ") && first.contains("invariant violations"), "{first}");
+    assert!(!stdout.contains("converged") && !stdout.contains("ratio"), "{stdout}");
+    let (code, _, json) = simulate_once(&["--strategy", "serial:10"], true);
+    let json = json.unwrap();
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!((json["verdict"].as_str(), json["converged"].as_bool()), (Some("violated"), Some(false)), "{json}");
+    assert!(json["ratio"].is_null() && json["violations"].as_u64() > Some(0), "{json}");
+}
+
+/// Faults that exhaust the failure budget: the run says it halted, exits 3
+/// and prints no makespan ratio.
+#[test]
+fn a_halted_run_says_halted() {
+    let (code, stdout, _) = simulate_once(&["--faults", "action-fail=0.05"], false);
+    let first = stdout.lines().next().unwrap_or("");
+    assert_eq!(code, Some(3), "{stdout}");
+    assert!(first.starts_with("HALTED at ") && first.contains("failure budget"), "{first}");
+    assert!(!stdout.contains("converged") && !stdout.contains("ratio"), "{stdout}");
+    let (code, _, json) = simulate_once(&["--faults", "action-fail=0.05"], true);
+    let json = json.unwrap();
+    assert_eq!(code, Some(3), "{json}");
+    assert_eq!((json["verdict"].as_str(), json["halted"].as_bool()), (Some("halted"), Some(true)), "{json}");
+    assert!(json["ratio"].is_null() && json["converged"] == false, "{json}");
+}
+
+/// The main job tells a newcomer what it waits for: the preproduction soak
+/// with its end time when it begins, "gate passed" when it ends (at that
+/// time), before the first production farm leaves the LB; and the whole
+/// run stays readable (a few lines per farm, none per node).
+#[test]
+fn the_main_job_shows_the_soak_wait_and_the_gate_passing() {
+    let out = drover()
+        .arg("--specs")
+        .arg(format!("{}/specs", root()))
+        .args(["reconcile", "--once", "--simulate"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let soak = lines.iter().position(|l| l.contains("production gated on preproduction soak until "));
+    let soak = soak.unwrap_or_else(|| panic!("no soak wait with its end:\n{stderr}"));
+    let until = lines[soak].split("soak until ").nth(1).and_then(|r| r.split(' ').next()).unwrap();
+    let passed = lines.iter().position(|l| l.contains("gate passed: production may start"));
+    let passed = passed.unwrap_or_else(|| panic!("no gate-passed line:\n{stderr}"));
+    assert!(lines[passed].starts_with(&format!("[{until}]")), "the gate passes when the soak said: {}", lines[passed]);
+    let first_prod_out = lines.iter().position(|l| l.contains(" out of the LB ") && !l.contains("farm pp-"));
+    let first_prod_out = first_prod_out.unwrap_or_else(|| panic!("no production farm window:\n{stderr}"));
+    assert!(soak < passed && passed < first_prod_out, "soak wait, gate passed, then production:\n{stderr}");
+    assert!(lines.len() <= 200, "{} lines for 518 nodes:\n{stderr}", lines.len());
+}
+
+/// `plan --simulate` shows its progress on a terminal (here a pseudo-terminal
+/// from `script`), and prints nothing of it on a pipe.
+#[test]
+fn plan_simulate_shows_progress_on_a_terminal_only() {
+    let specs = format!("{}/specs", root());
+    let out = drover().args(["--specs", &specs, "plan", "--simulate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cmd = format!("{} --specs {specs} plan --simulate >/dev/null", env!("CARGO_BIN_EXE_drover"));
+    let Ok(tty) = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output() else {
+        eprintln!("skipped: `script` (util-linux) is not installed to give drover a terminal");
+        return;
+    };
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(shown.contains("projecting the rollout"), "{shown}");
+}
