@@ -205,6 +205,10 @@ pub struct Metrics {
     ssh_connects: Counter,
     ssh_commands: Counter,
     spec_source_error: Gauge,
+    spec_pending: Gauge,
+    sim_time_scale: GaugeF64,
+    sim_effective_time_scale: GaugeF64,
+    sim_slipped: GaugeF64,
 }
 
 fn now_s() -> f64 {
@@ -250,6 +254,10 @@ impl Metrics {
             ssh_connects: Counter::default(),
             ssh_commands: Counter::default(),
             spec_source_error: Gauge::default(),
+            spec_pending: Gauge::default(),
+            sim_time_scale: GaugeF64::default(),
+            sim_effective_time_scale: GaugeF64::default(),
+            sim_slipped: GaugeF64::default(),
         };
         // Every state, drift kind and failure subject has a series from the
         // start (0), so alerts on them work before the first occurrence.
@@ -385,6 +393,28 @@ impl Metrics {
             "1 while the spec source fails (a Git fetch or checkout; the text is in /status spec_source_error)",
             self.spec_source_error.clone(),
         );
+        r.register(
+            "spec_pending",
+            "1 while a valid new spec waits for the actions running to finish (see /status spec.pending_since)",
+            self.spec_pending.clone(),
+        );
+        r.register(
+            "simulation_time_scale",
+            "--simulate: simulated seconds per second asked for (--time-scale; 0 on a real fleet)",
+            self.sim_time_scale.clone(),
+        );
+        r.register(
+            "simulation_effective_time_scale",
+            "--simulate: simulated seconds per second achieved over the last few seconds (below the time scale \
+             when the simulated world cannot keep up; 0 on a real fleet)",
+            self.sim_effective_time_scale.clone(),
+        );
+        r.register_with_unit(
+            "simulation_slipped",
+            "--simulate: simulated time given up because the world could not be simulated at the time scale",
+            Unit::Seconds,
+            self.sim_slipped.clone(),
+        );
         self
     }
 
@@ -515,6 +545,19 @@ impl Metrics {
                 self.last_error.set(0);
             }
         }
+    }
+
+    /// Whether a valid new spec waits for a quiet point.
+    pub fn spec_pending(&self, pending: bool) {
+        self.spec_pending.set(i64::from(pending));
+    }
+
+    /// The simulated clock: the time scale asked for, the one achieved, and
+    /// the simulated seconds given up so far.
+    pub fn simulation_pace(&self, scale: f64, effective: f64, slipped_s: f64) {
+        self.sim_time_scale.set(scale);
+        self.sim_effective_time_scale.set(effective);
+        self.sim_slipped.set(slipped_s);
     }
 
     /// The spec source's error (`None` once it works again).

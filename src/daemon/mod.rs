@@ -113,6 +113,8 @@ where
     // Observations failed in a row, and the last error logged (logged again when it changes).
     let mut observe_failures = 0u32;
     let mut observe_error_logged: Option<String> = None;
+    // The pending spec last logged (its digest) and since when one waits.
+    let mut pending_shown: Option<(String, u64)> = None;
     {
         let mut st = shared.status();
         st.detect_only = opts.detect_only;
@@ -244,7 +246,19 @@ where
                 }
             }
         }
-        shared.status().spec.pending = pending.is_some();
+        {
+            let running = ctl.as_ref().map_or(0, |c| c.running_count());
+            let why = pending.as_ref().map(|_| {
+                if stopping.is_some() {
+                    "the daemon to stop (a new spec applies at the next start)".to_string()
+                } else if running > 0 {
+                    format!("{running} running action{} to finish", if running == 1 { "" } else { "s" })
+                } else {
+                    "the fleet of the new spec to connect (retrying)".to_string()
+                }
+            });
+            show_pending(&shared, pending.as_ref(), why, generation + 1, &mut pending_shown);
+        }
         let Some(c) = ctl.as_mut() else {
             // No spec in force yet: wait for one (or a stop).
             shared.waiting(opts.idle_tick);
@@ -406,6 +420,46 @@ pub fn observe_backoff(opts: &Options, failures: u32) -> Duration {
     base.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(cap)
 }
 
+/// Shows a valid spec that waits for a quiet point (`/status`
+/// `spec.pending`, `pending_since_ms`, `pending_reason`, the metric
+/// `drover_spec_pending`), and logs each such spec once as it starts waiting.
+/// `shown` remembers the spec logged and since when one waits.
+fn show_pending(
+    shared: &Shared,
+    pending: Option<&SpecUpdate>,
+    why: Option<String>,
+    next_generation: u64,
+    shown: &mut Option<(String, u64)>,
+) {
+    let Some(u) = pending else {
+        if shown.take().is_some() {
+            shared.metrics.spec_pending(false);
+        }
+        let mut st = shared.status();
+        st.spec.pending = false;
+        st.spec.pending_since_ms = None;
+        st.spec.pending_reason = None;
+        st.spec.pending_digest = None;
+        st.spec.pending_commit = None;
+        return;
+    };
+    let why = why.unwrap_or_default();
+    // A newer spec that replaces a waiting one goes on waiting from then.
+    let since = shown.as_ref().map_or_else(crate::real::reconcile::now_ms, |(_, t)| *t);
+    if shown.as_ref().is_none_or(|(d, _)| *d != u.digest) {
+        tracing::info!(commit = u.commit.as_deref(), digest = %u.digest,
+            "spec generation {next_generation} pending: waiting for {why}");
+        shared.metrics.spec_pending(true);
+    }
+    *shown = Some((u.digest.clone(), since));
+    let mut st = shared.status();
+    st.spec.pending = true;
+    st.spec.pending_since_ms = Some(since);
+    st.spec.pending_reason = Some(why);
+    st.spec.pending_digest = Some(u.digest.clone());
+    st.spec.pending_commit = u.commit.clone();
+}
+
 fn set_error(shared: &Shared, e: Option<String>) {
     shared.metrics.last_error(e.as_deref());
     shared.status().last_error = e;
@@ -448,6 +502,12 @@ fn publish<F: Fleetside>(
     // The simulation's report advances the simulated world: never under the
     // status lock, which the endpoints need.
     let simulation = c.side().simulation_report();
+    if let Some(s) = &simulation
+        && let (Some(scale), Some(effective), Some(slipped)) =
+            (s["time_scale"].as_f64(), s["effective_time_scale"].as_f64(), s["slipped_s"].as_f64())
+    {
+        shared.metrics.simulation_pace(scale, effective, slipped);
+    }
     let counts = shared.metrics.fleet_observed(fleet, observed, &c.memory);
     shared.metrics.rollout_converged(pass.converged);
     if let Some(t) = c.side().transport() {

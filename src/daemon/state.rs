@@ -20,6 +20,13 @@ pub struct SpecInfo {
     pub rejected: Option<Rejected>,
     /// A valid spec waits for the actions in flight to finish before it applies.
     pub pending: bool,
+    /// Since when (wall-clock ms) a valid spec waits, while `pending`.
+    pub pending_since_ms: Option<u64>,
+    /// What it waits for, while `pending` (e.g. `3 running actions to finish`).
+    pub pending_reason: Option<String>,
+    /// Its digest (and commit with `--git`), while `pending`.
+    pub pending_digest: Option<String>,
+    pub pending_commit: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -36,11 +36,32 @@ pub struct LiveSim {
     /// Virtual ms given up because the world could not be simulated as fast
     /// as `scale` asks (a busy world, a slow machine): virtual time is
     /// scaled wall time minus this, so the world never falls ever further
-    /// behind while holding its lock.
+    /// behind while holding its lock. Only `world()` raises it, to the gap
+    /// between scaled wall time and where the world got, so a gap is
+    /// counted once however often the world is asked to catch up.
     slipped_ms: AtomicU64,
-    /// The latest virtual time handed out (virtual time never goes back).
-    shown_ms: AtomicU64,
+    /// How fast virtual time really goes, and when that was last said.
+    pace: Mutex<Pace>,
 }
+
+/// The effective time scale, measured over windows of `PACE_WINDOW`.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    /// The current window: its wall start and the virtual and slipped ms then.
+    since: Instant,
+    virtual_then: u64,
+    slipped_then: u64,
+    /// Virtual ms per wall ms over the last complete window (`scale` until one ends).
+    effective: f64,
+    /// When the world last fell behind was logged (rate-limited), and whether it is behind now.
+    logged_at: Option<Instant>,
+    behind: bool,
+}
+
+/// The window over which the effective time scale is measured.
+const PACE_WINDOW: Duration = Duration::from_secs(5);
+/// At most one "cannot keep up" log line per this much wall time.
+const PACE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The longest one call advances the world before virtual time slips.
 const ADVANCE_BUDGET: Duration = Duration::from_millis(20);
@@ -53,6 +74,11 @@ struct State {
     bound_s: f64,
     /// The first observation since `epoch_ms` that found the fleet at its target.
     at_target_since: Option<u64>,
+    /// After an advance that used its whole budget the world rests as long
+    /// (wall time): however many callers ask (hundreds of actions ending at
+    /// once), simulating takes at most about half a core and never holds
+    /// the lock (and a runtime thread) back to back.
+    rest_until: Option<std::time::Instant>,
 }
 
 impl LiveSim {
@@ -76,21 +102,33 @@ impl LiveSim {
         let mut sim = Sim::build(fleet, cfg, Driver::External);
         let bound_s = plan::bound::lower_bound(&sim.fleet, &sim.observe(), &sim.cfg.estimates).total_s;
         sim.start_world(bound_s);
-        let state = State { sim, epoch_ms: 0, bound_s, at_target_since: None };
+        let state = State { sim, epoch_ms: 0, bound_s, at_target_since: None, rest_until: None };
+        let start = Instant::now();
         Ok(Arc::new(LiveSim {
-            start: Instant::now(),
+            start,
             scale,
             state: Mutex::new(state),
             slipped_ms: AtomicU64::new(0),
-            shown_ms: AtomicU64::new(0),
+            pace: Mutex::new(Pace {
+                since: start,
+                virtual_then: 0,
+                slipped_then: 0,
+                effective: scale,
+                logged_at: None,
+                behind: false,
+            }),
         }))
     }
 
-    /// Virtual ms since the start (never less than before).
+    /// Scaled wall time since the start, slips not counted.
+    fn raw_ms(&self) -> u64 {
+        (self.start.elapsed().as_nanos() as f64 * self.scale / 1e6) as u64
+    }
+
+    /// Virtual ms since the start: the world's time, advanced to now (it
+    /// never goes back, and is never ahead of the world).
     fn virtual_ms(&self) -> u64 {
-        let raw = (self.start.elapsed().as_nanos() as f64 * self.scale / 1e6) as u64;
-        let t = raw.saturating_sub(self.slipped_ms.load(Ordering::Relaxed));
-        self.shown_ms.fetch_max(t, Ordering::Relaxed).max(t)
+        self.world().sim.now
     }
 
     /// The instant virtual time reaches `t_ms` (rounded up; later if it slips meanwhile).
@@ -105,6 +143,56 @@ impl LiveSim {
         self.slipped_ms.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
+    /// The time scale asked for (virtual ms per wall ms).
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// Virtual ms per wall ms over the last complete measuring window
+    /// (`PACE_WINDOW`): the scale asked for, or less while the world
+    /// cannot be simulated that fast.
+    pub fn effective_scale(&self) -> f64 {
+        self.pace.lock().unwrap_or_else(PoisonError::into_inner).effective
+    }
+
+    /// Measures the pace at virtual time `now_ms`; says (in the log, at
+    /// most once per `PACE_LOG_EVERY`) when the world falls behind the time
+    /// scale asked for, and once when it keeps up again.
+    fn measure_pace(&self, now_ms: u64) {
+        let mut p = self.pace.lock().unwrap_or_else(PoisonError::into_inner);
+        let wall = p.since.elapsed();
+        if wall < PACE_WINDOW {
+            return;
+        }
+        let slipped = self.slipped_ms.load(Ordering::Relaxed);
+        p.effective = now_ms.saturating_sub(p.virtual_then) as f64 / (wall.as_nanos() as f64 / 1e6);
+        let behind = slipped > p.slipped_then;
+        if behind && p.logged_at.is_none_or(|t| t.elapsed() >= PACE_LOG_EVERY) {
+            tracing::warn!(
+                time_scale = self.scale,
+                effective_scale = p.effective,
+                slipped_s = slipped / 1000,
+                "simulation cannot keep up with --time-scale {}: running at ~{:.0}x (slipped {}): the simulated clock \
+                 slows instead (a lower --time-scale or less simulated traffic keeps up)",
+                self.scale,
+                p.effective,
+                hms(slipped / 1000)
+            );
+            p.logged_at = Some(Instant::now());
+        } else if !behind && p.behind {
+            tracing::info!(
+                time_scale = self.scale,
+                slipped_s = slipped / 1000,
+                "simulation keeps up with --time-scale {} again",
+                self.scale
+            );
+        }
+        p.behind = behind;
+        p.since = Instant::now();
+        p.virtual_then = now_ms;
+        p.slipped_then = slipped;
+    }
+
     /// The world, advanced to now. A panic while it was held (a bug) leaves
     /// the world as it was at that event; it is still the best state to show.
     ///
@@ -114,11 +202,22 @@ impl LiveSim {
     /// lock (and a runtime thread) ever longer to catch up.
     fn world(&self) -> MutexGuard<'_, State> {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = self.virtual_ms();
-        if !st.sim.advance_within(now, ADVANCE_BUDGET) {
-            let behind = now.saturating_sub(st.sim.now);
-            self.slipped_ms.fetch_add(behind, Ordering::Relaxed);
+        if st.rest_until.is_some_and(|t| std::time::Instant::now() < t) {
+            // Resting: the world as it is (its time slips at the next advance).
+            return st;
         }
+        st.rest_until = None;
+        let now = self.raw_ms().saturating_sub(self.slipped_ms.load(Ordering::Relaxed));
+        if !st.sim.advance_within(now, ADVANCE_BUDGET) {
+            st.rest_until = Some(std::time::Instant::now() + ADVANCE_BUDGET);
+            // Virtual time goes on from where the world got, now. (Adding the
+            // gap at each call instead counted it again at every call until the
+            // world caught up: the clock stood still for minutes, actions in
+            // flight never ended and a stop request waited for them.)
+            let gap = self.raw_ms().saturating_sub(st.sim.now);
+            self.slipped_ms.fetch_max(gap, Ordering::Relaxed);
+        }
+        self.measure_pace(st.sim.now);
         st
     }
 
@@ -181,6 +280,11 @@ impl LiveSim {
     pub fn lost_outcomes(&self) -> u64 {
         self.world().sim.lost_outcomes
     }
+}
+
+/// Seconds as `H:MM:SS`.
+fn hms(s: u64) -> String {
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 /// The same sites, farms and nodes, by name, in order, in the same places.
@@ -265,6 +369,10 @@ impl Fleetside for LiveSim {
             "virtual_s": self.now_ms() as f64 / 1000.0,
             // Virtual time given up because the world could not be simulated that fast.
             "slipped_s": self.slipped_s(),
+            // Virtual seconds per wall second asked for (`--time-scale`) and
+            // achieved over the last few seconds (less when the world cannot keep up).
+            "time_scale": self.scale,
+            "effective_time_scale": self.effective_scale(),
             "at_target": r.converged,
             "requests": r.requests,
             "failed_requests": r.failed_requests,
@@ -282,14 +390,15 @@ impl Fleetside for LiveSim {
             st.sim.dispatch(action.clone(), String::new())
         };
         let mut claim = Claim { live: self, id, collected: false };
-        tokio::time::sleep_until(self.instant_of(due)).await;
-        // Bounded: each turn waits a wall ms or more, and `due` is fixed.
+        // Bounded: each turn waits a wall ms or more, and `due` is fixed. When
+        // virtual time slipped meanwhile, `due` is later in wall time: wait
+        // for it again rather than ask the world every millisecond.
         loop {
+            tokio::time::sleep_until(self.instant_of(due).max(Instant::now() + Duration::from_millis(1))).await;
             if let Some(outcome) = self.world().sim.deliver(id) {
                 claim.collected = true;
                 return outcome;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }
@@ -573,6 +682,38 @@ mod tests {
 
     fn fleet_nodes(f: &Fleet) -> u64 {
         f.nodes.len() as u64
+    }
+
+    /// A world that cannot be simulated at the scale asked for (heavy
+    /// traffic, a million times real time): its clock slows, counting each
+    /// gap once, and goes on (the former accounting added the gap at every
+    /// call, so the clock stood still for minutes); no call holds the
+    /// world much longer than its budget; the slowdown is measured.
+    #[tokio::test]
+    async fn a_world_that_cannot_keep_up_slows_its_clock_and_goes_on() {
+        let heavy = Shape { sessions_per_site: 20_000, ..shape() };
+        let fleet = Arc::new(fleetgen::fleet(&heavy).unwrap());
+        let live = LiveSim::new(Arc::clone(&fleet), SimConfig::new(&fleet, 1), 1e6).unwrap();
+        let wall = std::time::Instant::now();
+        let mut seen = Vec::new();
+        let mut longest = Duration::ZERO;
+        while wall.elapsed() < PACE_WINDOW + Duration::from_secs(1) {
+            let t = std::time::Instant::now();
+            live.observe().await.unwrap();
+            seen.push(live.now_ms());
+            longest = longest.max(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let slipped = live.slipped_ms.load(Ordering::Relaxed);
+        assert!(slipped > 0, "the world kept up at a million times real time?");
+        assert!(slipped <= live.raw_ms(), "a gap counted more than once: slipped {slipped} ms of {} ms", live.raw_ms());
+        // The clock goes on: it moved across every few calls, never back.
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        let moved = seen.windows(4).filter(|w| w[3] > w[0]).count();
+        assert_eq!(moved, seen.len() - 3, "the clock stood still: {seen:?}");
+        assert!(longest < Duration::from_millis(500), "one call held the world {longest:?}");
+        let effective = live.effective_scale();
+        assert!(effective > 0.0 && effective < 1e6 * 0.9, "effective scale {effective}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -34,11 +34,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(base: &Path, state: &str, addr: &str) -> Daemon {
+        Daemon::start_at(base, state, addr, "600")
+    }
+
+    /// At `--time-scale scale`.
+    fn start_at(base: &Path, state: &str, addr: &str, scale: &str) -> Daemon {
         let log = base.join(format!("{state}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .arg("--specs")
             .arg(base.join("specs"))
-            .args(["reconcile", "--simulate", "--time-scale", "600", "--listen", addr, "--state-dir"])
+            .args(["reconcile", "--simulate", "--time-scale", scale, "--listen", addr, "--state-dir"])
             .arg(base.join(state))
             .env("TMPDIR", base.join("tmp"))
             .stdin(Stdio::null())
@@ -150,4 +155,152 @@ fn sighup_rereads_slow_clients_wait_and_no_temporary_directory_is_left() {
     assert!(tmp_entries(&base).is_empty(), "left in the temporary directory: {:?}", tmp_entries(&base));
     drop(slow);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// `/status` as JSON (`None` while it does not answer).
+fn status(addr: &str) -> Option<serde_json::Value> {
+    get(addr, "/status").and_then(|(_, body)| serde_json::from_str(&body).ok())
+}
+
+/// Replaces `from` by `to` in `file` as `sed -i` does: a new file renamed over it.
+fn edit(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{from} not in {}", file.display());
+    let tmp = file.with_extension("tmp~");
+    std::fs::write(&tmp, text.replacen(from, to, 1)).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+/// A valid spec that arrives while actions run is shown as pending (with
+/// what it waits for, and one log line) exactly while they run, then
+/// applies; one that arrives when nothing runs applies at once.
+#[test]
+fn a_new_spec_is_pending_while_actions_run_then_applies() {
+    let base = setup("pending");
+    let file = base.join("specs/spec.yaml");
+    let addr = format!("127.0.0.1:{}", free_port());
+    // Slow enough that staging a release takes seconds of wall time.
+    let mut d = Daemon::start_at(&base, "state", &addr, "2");
+    d.wait_until("convergence", Duration::from_secs(60), |d| {
+        status(&d.addr).is_some_and(|s| s["rollout"]["phase"] == "converged")
+    });
+    // Nothing runs: the edit applies without being pending.
+    edit(&file, "release: \"2026.11.2\"", "release: \"2026.11.3\"");
+    d.wait_until("generation 2 with actions running", Duration::from_secs(30), |d| {
+        status(&d.addr).is_some_and(|s| {
+            s["spec"]["generation"] == 2 && s["rollout"]["running"].as_array().is_some_and(|r| !r.is_empty())
+        })
+    });
+    assert!(!d.log().contains("pending: waiting"), "{}", d.log());
+    // Actions run: the next edit waits, and says so.
+    edit(&file, "release: \"2026.11.3\"", "release: \"2026.11.4\"");
+    let seen_pending = std::cell::Cell::new(false);
+    d.wait_until("generation 3", Duration::from_secs(120), |d| {
+        let Some(s) = status(&d.addr) else { return false };
+        let spec = &s["spec"];
+        if spec["pending"] == true {
+            assert_eq!(spec["generation"], 2, "{spec}");
+            let why = spec["pending_reason"].as_str().unwrap_or_default();
+            assert!(why.contains("running action"), "{spec}");
+            assert!(spec["pending_since_ms"].as_u64().is_some(), "{spec}");
+            // Pending only while something runs (the status is one document).
+            assert!(s["rollout"]["running"].as_array().is_some_and(|r| !r.is_empty()), "{s}");
+            seen_pending.set(true);
+        }
+        spec["generation"] == 3
+    });
+    assert!(seen_pending.get(), "the spec was never shown as pending:\n{}", d.log());
+    let s = status(&addr).unwrap();
+    assert_eq!(s["spec"]["pending"], false, "{}", s["spec"]);
+    assert!(s["spec"]["pending_reason"].is_null(), "{}", s["spec"]);
+    let log = d.log();
+    assert!(log.contains("spec generation 3 pending: waiting for"), "{log}");
+    let pending_at = log.find("spec generation 3 pending").unwrap();
+    let applied_at = log.find("spec applied generation=3").expect("generation 3 applied");
+    assert!(pending_at < applied_at);
+    let metrics = get(&addr, "/metrics").unwrap().1;
+    assert!(metrics.contains("drover_spec_pending 0"), "{metrics}");
+    d.signal(15);
+    assert_eq!(d.wait_exit(Duration::from_secs(60)), Some(0), "{}", d.log());
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// The reference fleet (20,000 simulated sessions per site) at time scales
+/// this machine cannot simulate: every `/healthz` and `/status` answers
+/// within a bound throughout the rollout (also the first, at start), the
+/// simulated clock goes on (slower, and says so), and SIGHUP and SIGTERM
+/// (with hundreds of actions running) are handled promptly.
+#[test]
+fn the_live_simulation_never_stalls_its_daemon_at_any_time_scale() {
+    // Generous: this asserts "never stalls", not speed, on a loaded box.
+    const BOUND: Duration = Duration::from_secs(2);
+    for scale in ["600", "6000"] {
+        let base = std::env::temp_dir().join(format!("drover-proc-scale{scale}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("tmp")).unwrap();
+        copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("specs"), &base.join("specs"));
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut d = Daemon::start_at(&base, "state", &addr, scale);
+        // From the first answer on (the listener is bound before the world is built).
+        d.wait_until("the first answer", Duration::from_secs(60), |d| TcpStream::connect(&d.addr).is_ok());
+        let timed = |path: &str| {
+            let t0 = Instant::now();
+            let answer = get(&addr, path);
+            let took = t0.elapsed();
+            assert!(took < BOUND, "scale {scale}: {path} took {took:?}");
+            answer.unwrap_or_else(|| panic!("scale {scale}: {path} did not answer"))
+        };
+        let mut virtual_s = Vec::new();
+        let t0 = Instant::now();
+        // A rollout's first 20 s: hundreds of actions start and end at once.
+        while t0.elapsed() < Duration::from_secs(20) {
+            assert!(d.child.try_wait().unwrap().is_none(), "{}", d.log());
+            assert_eq!(timed("/healthz").0, 200, "scale {scale}");
+            let s: serde_json::Value = serde_json::from_str(&timed("/status").1).unwrap();
+            if let Some(v) = s["simulation"]["virtual_s"].as_f64() {
+                virtual_s.push(v);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The clock went on all along (it once stood still for minutes).
+        let n = virtual_s.len();
+        assert!(n > 20, "scale {scale}: {n} status documents with a simulation");
+        assert!(virtual_s[n - 1] > virtual_s[n / 2], "scale {scale}: the simulated clock stood still: {virtual_s:?}");
+        let s = status(&addr).unwrap();
+        let sim = &s["simulation"];
+        assert_eq!(sim["time_scale"].as_f64(), Some(scale.parse().unwrap()), "{sim}");
+        let effective = sim["effective_time_scale"].as_f64().unwrap();
+        if sim["slipped_s"].as_f64().unwrap() > 0.0 {
+            assert!(d.log().contains(&format!("simulation cannot keep up with --time-scale {scale}")), "{}", d.log());
+            let metrics = timed("/metrics").1;
+            assert!(metrics.contains("drover_simulation_effective_time_scale"), "{metrics}");
+        }
+        assert!(effective > 0.0, "{sim}");
+        // SIGHUP is handled at once.
+        d.signal(1);
+        let t = Instant::now();
+        d.wait_until("the SIGHUP log line", BOUND, |d| d.log().contains("SIGHUP: reading the spec again"));
+        assert!(t.elapsed() < BOUND);
+        // SIGTERM with actions running: they finish (in scaled time), then exit 0.
+        let running = s["rollout"]["running"].as_array().map_or(0, Vec::len);
+        let t = Instant::now();
+        d.signal(15);
+        let code = d.wait_exit(Duration::from_secs(60));
+        assert_eq!(code, Some(0), "scale {scale}: SIGTERM with {running} actions running:\n{}", d.log());
+        eprintln!("scale {scale}: stopped {:?} after SIGTERM with {running} actions running", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(30), "scale {scale}: SIGTERM took {:?}", t.elapsed());
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }
