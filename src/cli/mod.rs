@@ -8,6 +8,7 @@ mod reconcile;
 mod render;
 mod schema;
 mod simulate;
+mod state_dir;
 mod status;
 mod validate;
 
