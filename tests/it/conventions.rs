@@ -1,12 +1,29 @@
-//! What people expect of a Unix command: a state directory that follows the
+//! What people expect of a Unix command: shell completions and manual pages
+//! generated from the clap definitions (`drover completions`, `drover man`,
+//! the committed `dist/man/`), and a state directory that follows the
 //! platform convention instead of the current directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::CommandFactory;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn drover() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_drover"))
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -18,6 +35,163 @@ fn scratch(name: &str) -> PathBuf {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Every subcommand name, from the same clap definitions the binary uses.
+fn subcommands() -> Vec<String> {
+    let names: Vec<String> = drover::cli::Cli::command().get_subcommands().map(|s| s.get_name().to_string()).collect();
+    assert!(names.len() >= 8, "{names:?}");
+    names
+}
+
+#[test]
+fn completions_for_each_shell_name_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = drover().args(["completions", shell]).output().unwrap();
+        let script = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", text(&out.stderr));
+        assert!(script.len() > 1000, "{shell}: {script}");
+        for sub in subcommands() {
+            assert!(script.contains(&sub), "the {shell} completion does not mention `{sub}`");
+        }
+        // The flags of a subcommand and their values complete as well (fish
+        // writes `-l state-dir`).
+        for word in ["state-dir", "simulate", "out-dir", "json"] {
+            assert!(script.contains(word), "the {shell} completion does not mention `{word}`");
+        }
+        // The script parses in its shell, where that shell is installed
+        // (tests/run-all installs bash only; zsh and fish are optional).
+        let check: &[&str] = match shell {
+            "zsh" => &["-n"],
+            "fish" => &["--no-execute"],
+            _ => &["-n"],
+        };
+        match which(shell) {
+            Some(bin) => {
+                let path = scratch(&format!("completion-{shell}")).join("drover.completion");
+                std::fs::write(&path, &script).unwrap();
+                let out = Command::new(bin).args(check).arg(&path).output().unwrap();
+                assert!(out.status.success(), "{shell} {check:?}: {}", text(&out.stderr));
+                let _ = std::fs::remove_dir_all(path.parent().unwrap());
+            }
+            None => println!("{shell}: not installed, its completion script was not parsed"),
+        }
+    }
+    let out = drover().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "an unknown shell is a usage error");
+}
+
+/// `source <(drover completions bash)` in a real bash registers the
+/// completion, and it completes subcommands and their arguments.
+#[test]
+fn the_bash_completion_loads_and_completes_in_bash() {
+    let script = format!(
+        r#"source <("{bin}" completions bash) || exit 3
+complete -p drover
+f=$(complete -p drover | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+COMP_WORDS=(drover rec); COMP_CWORD=1; COMP_LINE="drover rec"; COMP_POINT=${{#COMP_LINE}}
+"$f" drover rec drover
+echo "sub: ${{COMPREPLY[*]}}"
+COMP_WORDS=(drover completions ""); COMP_CWORD=2; COMP_LINE="drover completions "; COMP_POINT=${{#COMP_LINE}}
+"$f" drover "" completions
+echo "shells: ${{COMPREPLY[*]}}"
+COMP_WORDS=(drover reconcile --once --state); COMP_CWORD=3; COMP_LINE="drover reconcile --once --state"; COMP_POINT=${{#COMP_LINE}}
+"$f" drover --state --once
+echo "flags: ${{COMPREPLY[*]}}"
+"#,
+        bin = env!("CARGO_BIN_EXE_drover")
+    );
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "bash: {stdout}{}", text(&out.stderr));
+    assert!(stdout.lines().next().is_some_and(|l| l.starts_with("complete ") && l.ends_with(" drover")), "{stdout}");
+    let line = |tag: &str| stdout.lines().find_map(|l| l.strip_prefix(tag)).unwrap_or_default().to_string();
+    assert_eq!(line("sub: "), "reconcile", "{stdout}");
+    for shell in ["bash", "fish", "zsh"] {
+        assert!(line("shells: ").split(' ').any(|w| w == shell), "{stdout}");
+    }
+    assert_eq!(line("flags: "), "--state-dir", "{stdout}");
+}
+
+/// The pages `drover man --out-dir DIR` writes, by file name.
+fn generate_pages(dir: &Path) -> BTreeMap<String, String> {
+    let out = drover().args(["man", "--out-dir"]).arg(dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listed: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    let pages = pages_in(dir);
+    assert_eq!(listed.len(), pages.len(), "{listed:?}");
+    pages
+}
+
+fn pages_in(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "1"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .collect()
+}
+
+#[test]
+fn man_pages_cover_every_subcommand_and_render_without_warnings() {
+    let dir = scratch("man");
+    let pages = generate_pages(&dir.join("man"));
+    assert!(pages.contains_key("drover.1"), "{:?}", pages.keys());
+    for sub in subcommands().iter().filter(|s| *s != "help") {
+        let page = format!("drover-{sub}.1");
+        assert!(pages.contains_key(&page), "no {page} in {:?}", pages.keys());
+        assert!(pages["drover.1"].contains(&sub.replace('-', "\\-")), "drover.1 does not list {sub}");
+    }
+    assert!(pages.contains_key("drover-render-haproxy.1"), "{:?}", pages.keys());
+    assert!(pages["drover-reconcile.1"].contains("DROVER_STATE_DIR"), "the environment variables are documented");
+    // `drover man` without --out-dir prints drover.1.
+    let out = drover().arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), pages["drover.1"]);
+
+    // groff (groff-base, installed by tests/run-all) formats each page with
+    // every warning enabled, and finds nothing to say.
+    let groff = which("groff").expect("groff is not installed (tests/run-all installs groff-base)");
+    for (name, _) in &pages {
+        let out = Command::new(&groff)
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(dir.join("man").join(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success() && out.stderr.is_empty(), "groff {name}: {}", text(&out.stderr));
+    }
+    // man -l, where man is installed, shows the page as a reader sees it.
+    match which("man") {
+        Some(man) => {
+            let out = Command::new(man)
+                .args(["-l", "-P", "cat"])
+                .arg(dir.join("man/drover-reconcile.1"))
+                .env("MANWIDTH", "100")
+                .env("MAN_KEEP_FORMATTING", "")
+                .output()
+                .unwrap();
+            let shown = text(&out.stdout);
+            assert!(out.status.success(), "man -l: {}", text(&out.stderr));
+            assert!(shown.contains("drover-reconcile") && shown.contains("--state-dir"), "{shown}");
+        }
+        None => println!("man: not installed; the pages were checked with groff only"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The committed pages are what this build generates.
+#[test]
+fn the_committed_man_pages_in_dist_are_current() {
+    let dir = scratch("man-dist");
+    let fresh = generate_pages(&dir);
+    let committed = pages_in(&root().join("dist/man"));
+    let regen = "rm -rf dist/man && cargo run --release -- man --out-dir dist/man";
+    let names = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&committed), names(&fresh), "dist/man is stale (pages added or removed): run `{regen}`");
+    for (name, page) in &fresh {
+        assert!(committed[name] == *page, "dist/man/{name} is stale: run `{regen}`");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 unsafe extern "C" {
