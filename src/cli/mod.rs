@@ -43,7 +43,7 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "drover", version, about = "Declarative, stickiness-safe reconciler for PHP web clusters")]
 pub struct Cli {
-    /// Directory of spec files (*.yaml), read recursively.
+    /// Directory of spec files (*.yaml and *.yml), read recursively.
     #[arg(long, global = true, default_value = "specs", env = "DROVER_SPECS")]
     pub specs: PathBuf,
     /// Output format.

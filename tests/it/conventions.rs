@@ -358,3 +358,21 @@ fn the_simulated_daemon_keeps_its_state_in_the_users_state_directory() {
         "outside the simulation's directory: {state:?}"
     );
 }
+
+/// Spec files end in `.yaml` or `.yml` (both are read, as the README says);
+/// anything else in the directory is not a spec.
+#[test]
+fn yml_files_are_specs_too() {
+    let dir = scratch("yml");
+    let spec = std::fs::read_to_string(root().join("examples/minimal/spec.yaml")).unwrap();
+    std::fs::write(dir.join("fleet.yml"), &spec).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not: [a spec").unwrap();
+    let out = drover().arg("--specs").arg(&dir).arg("validate").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    // The same file twice (.yml and .yaml) defines everything twice: both were read.
+    std::fs::write(dir.join("again.yaml"), &spec).unwrap();
+    let out = drover().arg("--specs").arg(&dir).arg("validate").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("fleet.yml"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
