@@ -102,7 +102,7 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
 
 async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
     let da = &args.daemon;
-    let state_dir = &args.real.state_dir;
+    let state_dir = &args.real.state_dir()?;
     std::fs::create_dir_all(state_dir).map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
     // One drover per fleet. The simulation keeps its lease and journal in
     // `<state-dir>/simulation` (never the real fleet's journal): no temporary

@@ -2,12 +2,14 @@
 //! exit code. Deciding happens in the library; printing happens here.
 
 mod daemon;
+mod generate;
 mod plan;
 mod real;
 mod reconcile;
 mod render;
 mod schema;
 mod simulate;
+mod state_dir;
 mod status;
 mod validate;
 
@@ -41,7 +43,7 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "drover", version, about = "Declarative, stickiness-safe reconciler for PHP web clusters")]
 pub struct Cli {
-    /// Directory of spec files (*.yaml), read recursively.
+    /// Directory of spec files (*.yaml and *.yml), read recursively.
     #[arg(long, global = true, default_value = "specs", env = "DROVER_SPECS")]
     pub specs: PathBuf,
     /// Output format.
@@ -100,6 +102,18 @@ pub enum Command {
         #[command(subcommand)]
         what: render::What,
     },
+    /// Print the shell completion script (e.g. `source <(drover completions bash)`).
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `drover man | man -l -`), or write drover.1 and a page per subcommand.
+    Man {
+        /// Write drover.1 and drover-<subcommand>.1 into this directory (created if missing) instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -151,6 +165,14 @@ pub fn run(cli: &Cli) -> u8 {
             render::run(cli, what)
         }
         Command::Status(a) => status::run(cli, a),
+        Command::Completions { shell } => {
+            quiet_on_closed_stdout();
+            generate::completions(*shell)
+        }
+        Command::Man { out_dir } => {
+            quiet_on_closed_stdout();
+            generate::man(out_dir.as_deref())
+        }
     }
 }
 

@@ -38,9 +38,21 @@ pub struct RealArgs {
     /// How long a node may take to come back from a reboot.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub reboot_timeout: Duration,
-    /// Directory of drover's state: the journal (`journal.redb`, which imports an older `journal.json` once) and control sockets.
-    #[arg(long, default_value = ".drover", env = "DROVER_STATE_DIR")]
-    pub state_dir: PathBuf,
+    /// Directory of drover's state: the journal (`journal.redb`, which imports an older `journal.json` once)
+    /// and the lease [default: /var/lib/drover as root, else ~/.local/state/drover]
+    ///
+    /// Default: $STATE_DIRECTORY (set by systemd's StateDirectory=), else /var/lib/drover as root,
+    /// else $XDG_STATE_HOME/drover, else ~/.local/state/drover; never the current directory.
+    /// The simulated daemon (`reconcile --simulate`) keeps its own in DIR/simulation.
+    #[arg(long, env = "DROVER_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl RealArgs {
+    /// `--state-dir`, or the platform's default (`state_dir::resolve`).
+    pub fn state_dir(&self) -> Result<PathBuf, String> {
+        super::state_dir::for_this_process(self.state_dir.as_deref())
+    }
 }
 
 /// A tokio runtime for one command.
@@ -271,7 +283,7 @@ pub struct Observation {
 /// Connects, observes every node and LB once, and disconnects.
 pub fn observe_once(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Observation, String> {
     // Read-only: a reconcile may be running and writing it.
-    let peek = crate::real::journal::Journal::peek(&args.state_dir.join(crate::real::journal::FILE), 20, fleet)?;
+    let peek = crate::real::journal::Journal::peek(&args.state_dir()?.join(crate::real::journal::FILE), 20, fleet)?;
     let resolved = peek.resolution_lines();
     let memory = peek.loaded.memory;
     let rt = runtime()?;

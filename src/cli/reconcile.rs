@@ -76,15 +76,22 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
             return exit::ERROR;
         }
     };
+    let state_dir = match args.real.state_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
     // One drover per fleet: held until this function returns (or the process dies).
-    let _lease = match FileLeases::new(&args.real.state_dir).try_acquire(&crate::real::lease::this_process()) {
+    let _lease = match FileLeases::new(&state_dir).try_acquire(&crate::real::lease::this_process()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::ERROR;
         }
     };
-    let journal = Journal::new(&args.real.state_dir.join(crate::real::journal::FILE));
+    let journal = Journal::new(&state_dir.join(crate::real::journal::FILE));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let opts = Options { tick: Duration::from_millis(500), stall: args.stall, stop: std::sync::Arc::clone(&stop) };
     let tty = std::io::stderr().is_terminal();

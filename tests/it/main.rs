@@ -2,6 +2,7 @@
 //! the real test fleet (`fleet`: sshd, HAProxy, memcached, rsync on loopback).
 
 mod cli;
+mod conventions;
 mod corpus;
 mod daemon_proc;
 mod daemon_sim;
