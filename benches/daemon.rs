@@ -235,17 +235,10 @@ fn reaction_end_to_end(rounds: usize, in_process_ms: f64) {
         .spawn()
         .expect("drover runs");
     let converged_at = |generation: usize| {
-        let t0 = Instant::now();
-        loop {
-            let ok = get(&addr, "/status").is_some_and(|r| {
-                r.contains("\"phase\":\"converged\"") && r.contains(&format!("\"generation\":{generation},"))
-            });
-            if ok {
-                return;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(180), "the daemon never converged on generation {generation}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let generation = format!("\"generation\":{generation},");
+        wait_for_status(&addr, Duration::from_secs(180), |r| {
+            r.contains("\"phase\":\"converged\"") && r.contains(&generation)
+        })
     };
     converged_at(1);
     let mut release = current_release(&dir);
@@ -305,6 +298,16 @@ fn get(addr: &str, path: &str) -> Option<String> {
     Some(out)
 }
 
+/// Polls the daemon's `/status` until `done` holds of its answer; panics
+/// (the bench fails) after `limit`.
+fn wait_for_status(addr: &str, limit: Duration, done: impl Fn(&str) -> bool) {
+    let t0 = Instant::now();
+    while !get(addr, "/status").is_some_and(|r| done(&r)) {
+        assert!(t0.elapsed() < limit, "the daemon's /status never reached the awaited state in {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn process_footprint(idle: Duration, resync: &str) {
     let dir = std::env::temp_dir().join(format!("drover-bench-daemon-proc-{}-{resync}", std::process::id()));
     converged_copy(&dir);
@@ -322,15 +325,7 @@ fn process_footprint(idle: Duration, resync: &str) {
         .spawn()
         .expect("drover runs");
     let pid = child.id();
-    let t0 = Instant::now();
-    loop {
-        let ok = get(&addr, "/status").is_some_and(|r| r.contains("\"phase\":\"converged\""));
-        if ok {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(60), "the daemon never converged");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_status(&addr, Duration::from_secs(60), |r| r.contains("\"phase\":\"converged\""));
     let c0 = cpu_ticks(pid);
     std::thread::sleep(idle);
     let c1 = cpu_ticks(pid);
