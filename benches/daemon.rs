@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use drover::control::Event;
+use drover::control::journal::Journal;
 use drover::daemon::{self, Note, source, state};
-use drover::real::journal::Journal;
-use drover::real::reconcile::Event;
 
 /// The reference spec, with the simulated fleet starting converged (no
 /// `simulation.initial`), in a fresh directory.
@@ -122,7 +122,7 @@ fn reaction_latency(rounds: usize) -> f64 {
         let jdir = dir.with_extension("state");
         let _ = std::fs::remove_dir_all(&jdir);
         std::fs::create_dir_all(&jdir).unwrap();
-        let journal = Journal::new(&jdir.join(drover::real::journal::FILE));
+        let journal = Journal::new(&jdir.join(drover::control::journal::FILE));
         let opts = daemon::Options {
             tick: Duration::from_millis(20),
             idle_tick: Duration::from_millis(100),

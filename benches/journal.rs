@@ -14,11 +14,11 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use drover::control::journal::{Journal, OpRecord};
 use drover::observe::Admin;
 use drover::plan::action::Action;
 use drover::plan::memory::{FarmOp, FarmPhase, NodeOp, NodePhase};
 use drover::plan::{Estimates, Memory, World};
-use drover::real::journal::{Journal, OpRecord};
 use drover::sim::{Sim, SimConfig};
 
 fn main() {

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drover::real::journal::Journal;
-use drover::real::reconcile::{Options, reconcile_once};
+use drover::control::journal::Journal;
+use drover::control::{Options, reconcile_once};
 use drover::sim::live::LiveSim;
 use drover::sim::{Sim, SimConfig};
 
@@ -48,8 +48,9 @@ fn main() {
     } else {
         let live = LiveSim::new(Arc::new(fleet), cfg, scale).expect("a valid live simulation");
         let dir = std::env::temp_dir().join(format!("drover-bench-live-{}", std::process::id()));
-        let journal = Journal::new(&dir.join(drover::real::journal::FILE));
-        let opts = Options { tick: Duration::from_millis(5), stall: Duration::from_secs(30), stop: Default::default() };
+        let journal = Journal::new(&dir.join(drover::control::journal::FILE));
+        let opts =
+            Options { tick: Duration::from_millis(5), stall: Duration::from_secs(30 * 60), stop: Default::default() };
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
         let summary = rt.block_on(reconcile_once(Arc::clone(&live), &journal, &opts, &mut |_| {}));
         let _ = std::fs::remove_dir_all(&dir);

@@ -2,6 +2,7 @@
 //! web clusters. The binary (`main.rs`) is a thin shell over this library.
 
 pub mod cli;
+pub mod control;
 pub mod daemon;
 pub mod diff;
 pub mod invariants;

@@ -5,12 +5,12 @@ use std::path::Component;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Cli, exit, real, reconcile::ReconcileArgs};
+use super::{Cli, exit, real, simulate::SimArgs};
+use crate::control::journal::Journal;
+use crate::control::lease::{FileLeases, LeaseStore};
 use crate::daemon::source::{self, GitSource};
 use crate::daemon::state::{DaemonStatus, Shared};
 use crate::daemon::{self as d, http};
-use crate::real::journal::Journal;
-use crate::real::lease::{FileLeases, LeaseStore};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -69,7 +69,15 @@ fn init_logs(format: LogFormat) {
     };
 }
 
-pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
+/// What `drover reconcile` (without `--once`) hands the daemon.
+pub struct Run<'a> {
+    pub simulate: bool,
+    pub sim: &'a SimArgs,
+    pub real: &'a real::RealArgs,
+    pub daemon: &'a DaemonArgs,
+}
+
+pub fn run(cli: &Cli, args: &Run<'_>) -> u8 {
     let da = &args.daemon;
     init_logs(da.log_format);
     if args.simulate && !(da.time_scale > 0.0 && da.time_scale.is_finite()) {
@@ -100,7 +108,7 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
     }
 }
 
-async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
+async fn serve(cli: &Cli, args: &Run<'_>) -> Result<d::Stopped, String> {
     let da = &args.daemon;
     let state_dir = &args.real.state_dir()?;
     std::fs::create_dir_all(state_dir).map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
@@ -109,9 +117,10 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
     // directory to leak on SIGKILL; its journal starts empty, as its world does.
     let dir = if args.simulate { state_dir.join("simulation") } else { state_dir.clone() };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let _lease = FileLeases::new(&dir).try_acquire(&crate::real::lease::this_process()).map_err(|e| e.to_string())?;
+    let _lease =
+        FileLeases::new(&dir).try_acquire(&crate::control::lease::this_process()).map_err(|e| e.to_string())?;
     if args.simulate {
-        let old = dir.join(crate::real::journal::FILE);
+        let old = dir.join(crate::control::journal::FILE);
         if let Err(e) = std::fs::remove_file(&old)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -180,7 +189,7 @@ async fn serve(cli: &Cli, args: &ReconcileArgs) -> Result<d::Stopped, String> {
     let server = tokio::spawn(http::serve(listener, Arc::clone(&shared), async {
         let _ = down_rx.await;
     }));
-    let journal = Journal::new(&dir.join(crate::real::journal::FILE));
+    let journal = Journal::new(&dir.join(crate::control::journal::FILE));
     let mut on = |_: &d::Note| {};
     let result = if args.simulate {
         let opts = d::Options {

@@ -283,7 +283,8 @@ pub struct Observation {
 /// Connects, observes every node and LB once, and disconnects.
 pub fn observe_once(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Observation, String> {
     // Read-only: a reconcile may be running and writing it.
-    let peek = crate::real::journal::Journal::peek(&args.state_dir()?.join(crate::real::journal::FILE), 20, fleet)?;
+    let peek =
+        crate::control::journal::Journal::peek(&args.state_dir()?.join(crate::control::journal::FILE), 20, fleet)?;
     let resolved = peek.resolution_lines();
     let memory = peek.loaded.memory;
     let rt = runtime()?;
@@ -292,7 +293,7 @@ pub fn observe_once(fleet: &Fleet, specs: &Path, args: &RealArgs) -> Result<Obse
         let observed = rf.observe().await.map_err(|e| e.to_string());
         let errors = rf.last_errors.lock().map(|e| e.clone()).unwrap_or_default();
         disconnect(&rf).await;
-        let now_ms = crate::real::reconcile::now_ms();
+        let now_ms = crate::control::now_ms();
         Ok(Observation { observed: observed?, memory, resolved, now_ms, errors: errors.into_iter().collect() })
     })
 }

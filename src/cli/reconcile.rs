@@ -4,11 +4,11 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use super::{Cli, Output, exit, real, simulate};
+use crate::control::journal::Journal;
+use crate::control::lease::{FileLeases, LeaseStore};
+use crate::control::{Event, Finish, Options, reconcile_once_with};
 use crate::plan::action::Outcome;
 use crate::plan::progress::Event as Progress;
-use crate::real::journal::Journal;
-use crate::real::lease::{FileLeases, LeaseStore};
-use crate::real::reconcile::{Event, Finish, Options, reconcile_once_with};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReconcileArgs {
@@ -61,7 +61,9 @@ pub(crate) fn on_stop_signals(first: impl FnOnce() + Send + 'static) {
 
 pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
     if !args.once {
-        return super::daemon::run(cli, args);
+        let run =
+            super::daemon::Run { simulate: args.simulate, sim: &args.sim, real: &args.real, daemon: &args.daemon };
+        return super::daemon::run(cli, &run);
     }
     let Some(fleet) = super::load_fleet(cli) else {
         return exit::ERROR;
@@ -84,14 +86,14 @@ pub fn run(cli: &Cli, args: &ReconcileArgs) -> u8 {
         }
     };
     // One drover per fleet: held until this function returns (or the process dies).
-    let _lease = match FileLeases::new(&state_dir).try_acquire(&crate::real::lease::this_process()) {
+    let _lease = match FileLeases::new(&state_dir).try_acquire(&crate::control::lease::this_process()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::ERROR;
         }
     };
-    let journal = Journal::new(&state_dir.join(crate::real::journal::FILE));
+    let journal = Journal::new(&state_dir.join(crate::control::journal::FILE));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let opts = Options { tick: Duration::from_millis(500), stall: args.stall, stop: std::sync::Arc::clone(&stop) };
     let tty = std::io::stderr().is_terminal();

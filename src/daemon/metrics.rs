@@ -212,7 +212,7 @@ pub struct Metrics {
 }
 
 fn now_s() -> f64 {
-    crate::real::reconcile::now_ms() as f64 / 1000.0
+    crate::control::now_ms() as f64 / 1000.0
 }
 
 impl Metrics {

@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::control::journal::Journal;
+use crate::control::{Event, Fleetside, Mode, Runner};
 use crate::model::Fleet;
 use crate::observe::Observed;
 use crate::plan::action::Outcome;
-use crate::real::journal::Journal;
-use crate::real::reconcile::{Controller, Event, Fleetside};
 use source::SpecUpdate;
 use state::{Rejected, Shared};
 
@@ -98,7 +98,7 @@ where
     C: FnMut(Arc<Fleet>, Option<Arc<F>>) -> Fut,
     Fut: Future<Output = Result<Arc<F>, String>>,
 {
-    let mut ctl: Option<Controller<'_, F>> = None;
+    let mut ctl: Option<Runner<&Journal, F>> = None;
     let mut pending: Option<SpecUpdate> = None;
     let mut generation = 0u64;
     let mut stopping: Option<Instant> = None;
@@ -169,7 +169,7 @@ where
         // A stop request: nothing new opens; open windows close within the grace period.
         if *stop.borrow() && stopping.is_none() {
             stopping = Some(Instant::now() + opts.stop_grace);
-            let open = ctl.as_ref().map(|c| c.open_windows()).unwrap_or_default();
+            let open = ctl.as_ref().map(|c| c.ctl.open_windows()).unwrap_or_default();
             tracing::info!(
                 open = open.len(),
                 running = ctl.as_ref().map_or(0, |c| c.running_count()),
@@ -178,13 +178,13 @@ where
             shared.status().rollout.phase = "stopping".into();
         }
         if let Some(deadline) = stopping {
-            let (running, open) = ctl.as_ref().map(|c| (c.running_count(), c.open_windows())).unwrap_or_default();
+            let (running, open) = ctl.as_ref().map(|c| (c.running_count(), c.ctl.open_windows())).unwrap_or_default();
             let past = Instant::now() >= deadline;
             if running == 0 && (open.is_empty() || past || opts.detect_only) {
                 if !open.is_empty() {
                     tracing::warn!(?open, "stop grace ran out: windows parked in the journal for the next start");
                 }
-                let (started, failed) = ctl.as_ref().map(|c| (c.started, c.failed.clone())).unwrap_or_default();
+                let (started, failed) = ctl.as_ref().map(|c| (c.ctl.started, c.ctl.failed.clone())).unwrap_or_default();
                 return Ok(Stopped { parked: open, started, failed });
             }
             if past && let Some(c) = ctl.as_mut() {
@@ -207,8 +207,8 @@ where
                     retry_connect_at = None;
                     let resolved = match ctl.as_mut() {
                         None => {
-                            let c = ctl.insert(Controller::new(side, journal)?);
-                            c.resolved.clone()
+                            let c = ctl.insert(Runner::new(side, journal)?);
+                            c.ctl.resolved.clone()
                         }
                         Some(c) => c.retarget(side)?,
                     };
@@ -217,7 +217,7 @@ where
                     }
                     if let Some(c) = ctl.as_ref() {
                         shared.status().journal_resolved =
-                            c.resolved.iter().map(|r| format!("{} ({})", r.resolution, r.on)).collect();
+                            c.ctl.resolved.iter().map(|r| format!("{} ({})", r.resolution, r.on)).collect();
                     }
                     generation += 1;
                     tracing::info!(generation, commit = u.commit.as_deref(), digest = %u.digest,
@@ -228,7 +228,7 @@ where
                         st.spec.generation = generation;
                         st.spec.commit = u.commit.clone();
                         st.spec.digest = u.digest.clone();
-                        st.spec.applied_at_ms = crate::real::reconcile::now_ms();
+                        st.spec.applied_at_ms = crate::control::now_ms();
                         st.spec.pending = false;
                         // What the rollout does under this spec is known after its first pass.
                         st.rollout.phase = "starting".into();
@@ -310,36 +310,21 @@ where
             }
         };
         on(&Note::Observed { took: t0.elapsed() });
-        let (pass, now) = c.plan(&observed);
+        let mode = Mode {
+            detect_only: opts.detect_only,
+            spec_pending: pending.is_some(),
+            stopping: stopping.is_some(),
+            // A daemon never ends a run: it waits for the world or the spec to change.
+            stall_ms: u64::MAX,
+        };
+        let step = c.step(&observed, mode, log_event!())?;
+        let (pass, now, started, held_back) = (step.pass, step.now_ms, step.started.len(), step.held_back);
         passes += 1;
-        let mut started = 0usize;
-        let mut held_back = Vec::new();
-        let fleet = Arc::clone(c.fleet());
-        for p in pass.actions.iter().cloned() {
-            let why_not = if opts.detect_only {
-                Some("detect-only")
-            } else if pending.is_some() {
-                Some("a new spec applies first")
-            } else if stopping.is_some() && !c.closes_open_window(&p.action) {
-                Some("stopping")
-            } else if c.cooling(p.action.subject()) {
-                Some("backing off after a failure")
-            } else {
-                None
-            };
-            match why_not {
-                Some(r) => held_back.push(format!("{} ({r})", p.action.describe(&fleet))),
-                None => {
-                    c.start(p, &observed, now, log_event!())?;
-                    started += 1;
-                }
-            }
-        }
         shared.metrics.reconcile_pass(t0.elapsed());
         if shared.status().last_error.is_some() {
             set_error(&shared, None);
         }
-        let busy = c.running_count() > 0 || !c.memory.node_ops.is_empty() || !c.memory.farm_ops.is_empty();
+        let busy = c.running_count() > 0 || !c.ctl.memory.node_ops.is_empty() || !c.ctl.memory.farm_ops.is_empty();
         // The status document: at most once per `status_every`, and on every change of phase.
         let phase = if stopping.is_some() {
             "stopping"
@@ -379,7 +364,7 @@ where
 /// completion, a new spec or a stop request; true when a new spec came.
 /// `changed()` marks it seen: the caller reads it on its next turn.
 async fn pause<F: Fleetside>(
-    c: &mut Controller<'_, F>,
+    c: &mut Runner<&Journal, F>,
     wait: Duration,
     shared: &Shared,
     specs: &mut watch::Receiver<Option<SpecUpdate>>,
@@ -445,7 +430,7 @@ fn show_pending(
     };
     let why = why.unwrap_or_default();
     // A newer spec that replaces a waiting one goes on waiting from then.
-    let since = shown.as_ref().map_or_else(crate::real::reconcile::now_ms, |(_, t)| *t);
+    let since = shown.as_ref().map_or_else(crate::control::now_ms, |(_, t)| *t);
     if shown.as_ref().is_none_or(|(d, _)| *d != u.digest) {
         tracing::info!(commit = u.commit.as_deref(), digest = %u.digest,
             "spec generation {next_generation} pending: waiting for {why}");
@@ -489,7 +474,7 @@ fn log_action(shared: &Shared, e: &Event) {
 #[allow(clippy::too_many_arguments)]
 fn publish<F: Fleetside>(
     shared: &Shared,
-    c: &Controller<'_, F>,
+    r: &Runner<&Journal, F>,
     observed: &Observed,
     pass: &crate::plan::Pass,
     phase: &str,
@@ -498,10 +483,10 @@ fn publish<F: Fleetside>(
     now_ms: u64,
     source_error: Option<String>,
 ) {
-    let fleet = c.fleet();
+    let (fleet, c) = (r.fleet(), &r.ctl);
     // The simulation's report advances the simulated world: never under the
     // status lock, which the endpoints need.
-    let simulation = c.side().simulation_report();
+    let simulation = r.side().simulation_report();
     if let Some(s) = &simulation
         && let (Some(scale), Some(effective), Some(slipped)) =
             (s["time_scale"].as_f64(), s["effective_time_scale"].as_f64(), s["slipped_s"].as_f64())
@@ -510,10 +495,10 @@ fn publish<F: Fleetside>(
     }
     let counts = shared.metrics.fleet_observed(fleet, observed, &c.memory);
     shared.metrics.rollout_converged(pass.converged);
-    if let Some(t) = c.side().transport() {
+    if let Some(t) = r.side().transport() {
         shared.metrics.transport(t);
     }
-    let errors = c.side().unreachable_errors();
+    let errors = r.side().unreachable_errors();
     let view = crate::status::view(fleet, observed, &c.memory, &errors);
     let unobserved = observed.unobserved_nodes(fleet, &errors);
     let mut failed: Vec<String> = c

@@ -34,7 +34,7 @@ pub struct SpecUpdate {
 
 /// Reads and validates the spec directory.
 pub fn read(dir: &Path, commit: Option<String>) -> SpecUpdate {
-    let at_ms = crate::real::reconcile::now_ms();
+    let at_ms = crate::control::now_ms();
     let files = match crate::spec::load_dir(dir) {
         Ok(f) => f,
         Err(e) => return SpecUpdate { commit, digest: String::new(), at_ms, fleet: Err(e.to_string()) },

@@ -165,7 +165,7 @@ impl Shared {
         Shared {
             status: Mutex::new(status),
             metrics: super::metrics::Metrics::new(),
-            heartbeat: std::sync::atomic::AtomicU64::new(crate::real::reconcile::now_ms()),
+            heartbeat: std::sync::atomic::AtomicU64::new(crate::control::now_ms()),
             liveness: Mutex::new(Liveness { last_turn: tokio::time::Instant::now(), due: tokio::time::Instant::now() }),
         }
     }
@@ -176,7 +176,7 @@ impl Shared {
 
     /// The loop turns (and works until it says it waits).
     pub fn beat(&self) {
-        self.heartbeat.store(crate::real::reconcile::now_ms(), std::sync::atomic::Ordering::Relaxed);
+        self.heartbeat.store(crate::control::now_ms(), std::sync::atomic::Ordering::Relaxed);
         let now = tokio::time::Instant::now();
         *self.liveness.lock().unwrap_or_else(|p| p.into_inner()) = Liveness { last_turn: now, due: now };
     }

@@ -163,3 +163,8 @@ impl std::fmt::Display for Unobserved {
         write!(f, "node {} ({}): {}", self.node, self.address, self.error)
     }
 }
+
+/// `(category/name, version)` of every atom of a target, as observations list them.
+pub fn packages_of(t: &crate::model::Target) -> Vec<(Str, Str)> {
+    t.packages.iter().map(|a| (Str::from(a.key()), a.version.clone())).collect()
+}

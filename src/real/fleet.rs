@@ -478,7 +478,7 @@ impl RealFleet {
 /// A node's observation as if it ran its target (for a node never seen).
 fn at_target(fleet: &Fleet, n: NodeId, lb: LbServer) -> NodeObs {
     let t = fleet.node_target(n);
-    let packages = crate::sim::packages_of(t);
+    let packages = crate::observe::packages_of(t);
     let kernel = t
         .packages
         .iter()
@@ -498,5 +498,23 @@ fn at_target(fleet: &Fleet, n: NodeId, lb: LbServer) -> NodeObs {
         release_active: Some(t.release.clone()),
         lb,
         health: Health::Unknown,
+    }
+}
+
+impl crate::control::Fleetside for RealFleet {
+    fn fleet(&self) -> Arc<Fleet> {
+        Arc::clone(&self.fleet)
+    }
+    async fn observe(&self) -> Result<Observed, String> {
+        RealFleet::observe(self).await.map_err(|e| e.to_string())
+    }
+    async fn execute(&self, action: &Action) -> Outcome {
+        RealFleet::execute(self, action).await
+    }
+    fn unreachable_errors(&self) -> std::collections::BTreeMap<NodeId, String> {
+        self.last_errors.lock().map(|e| e.iter().map(|(k, v)| (*k, v.clone())).collect()).unwrap_or_default()
+    }
+    fn transport(&self) -> Option<crate::control::fleetside::Transport> {
+        Some(super::ssh::totals())
     }
 }

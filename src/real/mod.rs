@@ -6,16 +6,12 @@
 //! - `cache`: memcached `flush_all`.
 //! - `health`: HTTP health check against the node itself.
 //! - `fleet`: `RealFleet`, observation of the whole fleet and execution of each `Action`.
-//! - `journal`: `plan::Memory` persisted write-ahead.
-//! - `lease`: one drover per fleet (`flock` on the state directory; a trait for shared stores).
-//! - `reconcile`: the `reconcile --once` loop.
+//!
+//! The loop that drives them is `crate::control` (its journal and lease too).
 
 pub mod cache;
 pub mod fleet;
 pub mod haproxy;
 pub mod health;
-pub mod journal;
-pub mod lease;
 pub mod probe;
-pub mod reconcile;
 pub mod ssh;

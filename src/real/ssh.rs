@@ -100,14 +100,8 @@ pub struct Done {
 static CONNECTS_TOTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static COMMANDS_TOTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// What the process has done over SSH so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Totals {
-    /// SSH connections (masters) opened.
-    pub connects: u64,
-    /// Remote commands run over them.
-    pub commands: u64,
-}
+/// Connections opened and commands run by this process.
+pub use crate::control::fleetside::Transport as Totals;
 
 pub fn totals() -> Totals {
     use std::sync::atomic::Ordering::Relaxed;

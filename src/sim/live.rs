@@ -1,7 +1,7 @@
 //! The simulated fleet as a `Fleetside`: the same world as `Sim::run()`
 //! (nodes, HAProxy farm cookies, memcached, sessions, faults, the
 //! independent `invariants::Checker`), but with no reconciler inside. A
-//! reconciler outside (`real::reconcile::reconcile_once`, the daemon) observes
+//! reconciler outside (`control::reconcile_once`, the daemon) observes
 //! it and executes actions on it, in real time scaled by a factor, so that a
 //! 48-minute rollout takes seconds, and so that it can be crashed or stopped
 //! at any instant while the checker watches.
@@ -21,11 +21,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Driver, Releases, Report, Sim, SimConfig, Strategy};
+use crate::control::Fleetside;
 use crate::diff::node_diff;
 use crate::model::{Fleet, NodeId, ReleaseId};
 use crate::observe::{Admin, Observed};
 use crate::plan::{self, Action, Outcome};
-use crate::real::reconcile::Fleetside;
 
 /// A simulated fleet that runs in scaled real time, driven from outside.
 pub struct LiveSim {
@@ -411,8 +411,8 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::real::journal::Journal;
-    use crate::real::reconcile::{Finish, Options, Summary, reconcile_once};
+    use crate::control::journal::Journal;
+    use crate::control::{Finish, Options, Summary, reconcile_once};
     use crate::sim::fleetgen::{self, Change, Shape};
     use crate::sim::rng::Rng;
 
@@ -447,8 +447,11 @@ mod tests {
         LiveSim::new(Arc::clone(fleet), SimConfig::new(fleet, seed), SCALE).unwrap()
     }
 
+    /// The stall time is on the fleet's clock: virtual time here, so as
+    /// long as the simulation's own idle limit (a reboot takes minutes).
     fn opts() -> Options {
-        Options { tick: Duration::from_millis(5), stall: Duration::from_secs(10), stop: Default::default() }
+        let stall = Duration::from_millis(crate::sim::IDLE_LIMIT_MS);
+        Options { tick: Duration::from_millis(5), stall, stop: Default::default() }
     }
 
     /// A journal in a directory of its own, removed when dropped.
@@ -461,7 +464,7 @@ mod tests {
             TempJournal(dir)
         }
         fn journal(&self) -> Journal {
-            Journal::new(&self.0.join(crate::real::journal::FILE))
+            Journal::new(&self.0.join(crate::control::journal::FILE))
         }
     }
 
@@ -473,7 +476,7 @@ mod tests {
 
     /// One reconcile run, bounded in virtual time (six hours).
     async fn reconcile<F: Fleetside>(side: Arc<F>, j: &Journal, o: &Options) -> Summary {
-        let mut quiet = |_: &crate::real::reconcile::Event| {};
+        let mut quiet = |_: &crate::control::Event| {};
         let run = reconcile_once(side, j, o, &mut quiet);
         tokio::time::timeout(Duration::from_secs_f64(6.0 * 3600.0 * 1000.0 / SCALE / 1000.0), run)
             .await

@@ -24,11 +24,12 @@ use serde::Serialize;
 pub use faults::Faults;
 use rng::Rng;
 
+use crate::control::{Controller, MemJournal};
 use crate::diff::node_diff;
 use crate::invariants::{Checker, Invariant};
-use crate::model::{Environment, FarmId, Fleet, Needs, NodeId, PhpVersion, ReleaseId, SiteId, Target};
+use crate::model::{Environment, FarmId, Fleet, Needs, NodeId, PhpVersion, ReleaseId, SiteId};
 use crate::observe::{Admin, FarmObs, Health, LbServer, NodeObs, Observed, SiteObs, Str};
-use crate::plan::{self, Action, Estimates, Memory, Outcome, Subject, World};
+use crate::plan::{self, Action, Estimates, Memory, Outcome, Subject};
 
 /// A run with nothing in flight and nothing started for this long is stuck.
 pub const IDLE_LIMIT_MS: u64 = 30 * 60 * 1000;
@@ -278,7 +279,8 @@ struct InFlight {
     action: Action,
     incarnation: u32,
     outcome: Outcome,
-    farm: Option<FarmId>,
+    /// When it started (virtual ms).
+    started_ms: u64,
     /// External driver only: the executor waiting for this outcome is gone
     /// (the reconciler crashed); the world still changes, nobody learns.
     abandoned: bool,
@@ -330,7 +332,12 @@ pub struct Sim<'f> {
     free_sessions: Vec<u32>,
     releases: Releases,
     // reconciler
-    journal: Memory,
+    /// The production controller (`Strategy::Drover`, built-in driver);
+    /// `None` while crashed.
+    ctl: Option<Controller<MemJournal>>,
+    /// The journal, the only thing that survives a crash: held here while
+    /// no controller runs.
+    kept_journal: Option<MemJournal>,
     alive: bool,
     incarnation: u32,
     plan_pending: bool,
@@ -357,9 +364,9 @@ pub struct Sim<'f> {
     started: Vec<Started>,
     blocked: Vec<plan::Blocked>,
     progress: Option<Progress<'f>>,
-    /// Turns the built-in reconciler's passes into progress lines (waits,
-    /// farm windows, waves), when someone listens.
-    tracker: Option<plan::progress::Tracker>,
+    /// Someone listens to progress lines: the controller's progress events
+    /// (waits, farm windows, waves) are turned into lines.
+    show_progress: bool,
     /// Hears how far the rollout is (`on_pass`), and when it last did.
     pass_progress: Option<(PassProgress<'f>, Option<u64>)>,
     // external driver
@@ -367,9 +374,6 @@ pub struct Sim<'f> {
     completed: BTreeMap<u64, InFlight>,
     /// Outcomes nobody collected (their executor was dropped).
     lost_outcomes: u64,
-    /// Node diffs kept between the built-in reconciler's passes (one pass
-    /// per event: diffing every node each time made a rollout quadratic).
-    diff_cache: Option<plan::DiffCache>,
     /// The observation of the previous pass, overwritten by the next one.
     last_observation: Option<Observed>,
 }
@@ -386,10 +390,7 @@ fn kernel_of(fleet: &Fleet, pkgs: &[(Str, Str)]) -> Option<Str> {
         .map(|(_, v)| v.clone())
 }
 
-/// `(category/name, version)` of every atom of a target, as observations list them.
-pub(crate) fn packages_of(t: &Target) -> Vec<(Str, Str)> {
-    t.packages.iter().map(|a| (Str::from(a.key()), a.version.clone())).collect()
-}
+pub(crate) use crate::observe::packages_of;
 
 impl<'f> Sim<'f> {
     /// A fleet where every node runs `initial` (the spec's `simulation.initial`,
@@ -466,6 +467,12 @@ impl<'f> Sim<'f> {
             }),
             Strategy::Drover => None,
         };
+        let ctl = (driver == Driver::Builtin && cfg.strategy == Strategy::Drover).then(|| {
+            Controller::open(Arc::clone(&fleet), MemJournal::default(), 0)
+                .expect("an empty journal in memory opens")
+                .with_estimates(cfg.estimates.clone())
+                .quiet()
+        });
         Sim {
             fleet,
             driver,
@@ -481,7 +488,8 @@ impl<'f> Sim<'f> {
             sessions: Vec::new(),
             free_sessions: Vec::new(),
             releases,
-            journal: Memory::default(),
+            ctl,
+            kept_journal: None,
             alive: true,
             incarnation: 0,
             plan_pending: false,
@@ -503,11 +511,10 @@ impl<'f> Sim<'f> {
             started: Vec::new(),
             blocked: Vec::new(),
             progress: None,
-            tracker: None,
+            show_progress: false,
             pass_progress: None,
             completed: BTreeMap::new(),
             lost_outcomes: 0,
-            diff_cache: None,
             last_observation: None,
         }
     }
@@ -515,7 +522,7 @@ impl<'f> Sim<'f> {
     /// Receives milestone lines (virtual ms, text) as the run goes.
     pub fn on_progress(&mut self, f: impl FnMut(u64, &str) + Send + 'f) {
         self.progress = Some(Box::new(f));
-        self.tracker = Some(plan::progress::Tracker::default());
+        self.show_progress = true;
     }
 
     /// Hears, at most every `PASS_PROGRESS_EVERY_MS` of virtual time, how
@@ -660,9 +667,10 @@ impl<'f> Sim<'f> {
         self.cfg.max_virtual_s = self.cfg.max_virtual_s.min(t_ms as f64 / 1000.0);
         self.run_events();
         let obs = self.observe();
-        plan::gate::record(&self.fleet, &obs, &mut self.journal, self.now);
-        self.journal.observe(&obs, self.now);
-        (obs, self.journal, self.now)
+        let mut memory = self.ctl.map(|c| c.memory).unwrap_or_default();
+        plan::gate::record(&self.fleet, &obs, &mut memory, self.now);
+        memory.observe(&obs, self.now);
+        (obs, memory, self.now)
     }
 
     /// The event loop of `run`, to its end or `max_virtual_s`; returns the
@@ -807,6 +815,8 @@ impl<'f> Sim<'f> {
             Ev::Crash => {
                 if self.alive {
                     self.alive = false;
+                    // Everything but the journal is dropped.
+                    self.kept_journal = self.ctl.take().map(Controller::into_store);
                     self.crashes += 1;
                     self.say("reconciler crashed (SIGKILL): in-memory state lost, journal kept");
                     let back = self.fault_rng.range(1000, 10_000);
@@ -816,7 +826,14 @@ impl<'f> Sim<'f> {
             Ev::Restart => {
                 self.alive = true;
                 self.incarnation += 1;
-                self.journal.restarted();
+                if let Some(journal) = self.kept_journal.take() {
+                    // A new controller on the kept journal, as a restarted
+                    // process opens its journal file.
+                    match Controller::open(Arc::clone(&self.fleet), journal, t) {
+                        Ok(c) => self.ctl = Some(c.with_estimates(self.cfg.estimates.clone()).quiet()),
+                        Err(e) => self.say(&format!("reconciler cannot open its journal: {e}")),
+                    }
+                }
                 self.say("reconciler restarted from its journal");
                 self.request_plan();
             }
@@ -835,7 +852,7 @@ impl<'f> Sim<'f> {
         }
         // Stuck: nothing in flight, no gate soaking, nothing started for a while
         // (capacity waits resolve within minutes as sessions end).
-        let soaking = self.journal.gate.values().any(|r| !r.passed);
+        let soaking = self.ctl.as_ref().is_some_and(|c| c.memory.gate.values().any(|r| !r.passed));
         let window_ahead = self.change_window_opens.is_some_and(|t| t > self.now);
         self.alive
             && self.in_flight.is_empty()
@@ -1049,30 +1066,41 @@ impl<'f> Sim<'f> {
             self.serial_step();
             return;
         }
-        let fleet = Arc::clone(&self.fleet);
-        let fleet = &*fleet;
         let mut obs = self.last_observation.take().unwrap_or_else(|| Observed {
             nodes: Vec::new(),
             farms: Vec::new(),
             sites: Vec::new(),
         });
         self.observe_into(&mut obs);
-        plan::gate::record(fleet, &obs, &mut self.journal, self.now);
-        self.journal.observe(&obs, self.now);
-        let est = self.cfg.estimates.clone();
-        let cache = self.diff_cache.get_or_insert_with(|| plan::DiffCache::new(Arc::clone(&self.fleet)));
-        let world = World { fleet, observed: &obs, memory: &self.journal, now_ms: self.now, estimates: &est };
-        let mut pass = plan::plan_with(&world, cache);
+        let now = self.now;
+        let Some(ctl) = self.ctl.as_mut() else {
+            return;
+        };
+        // The same controller as on machines: a run ends stuck after the
+        // idle limit with nothing to wait for.
+        let mode = crate::control::Mode { stall_ms: IDLE_LIMIT_MS, ..Default::default() };
+        let step = match ctl.step(&obs, now, mode, &mut |_| {}) {
+            Ok(s) => s,
+            Err(e) => {
+                // A journal in memory does not fail; a controller error is a bug.
+                self.checker.violate(now, Invariant::Service, || format!("the controller failed: {e}"));
+                self.stopped = true;
+                return;
+            }
+        };
+        let clean = ctl.clean_nodes();
+        let events = if self.show_progress { ctl.progress(&step.pass, now) } else { Vec::new() };
         if let Some((listener, last)) = self.pass_progress.as_mut()
-            && last.is_none_or(|t| self.now >= t + PASS_PROGRESS_EVERY_MS)
+            && last.is_none_or(|t| now >= t + PASS_PROGRESS_EVERY_MS)
         {
-            *last = Some(self.now);
-            listener(self.now, cache.clean(), fleet.nodes.len());
+            *last = Some(now);
+            listener(now, clean, self.fleet.nodes.len());
         }
         self.last_observation = Some(obs);
+        let pass = step.pass;
         self.halted = pass.halted;
         self.blocked = pass.blocked.clone();
-        if pass.halted && pass.actions.is_empty() && self.in_flight.is_empty() {
+        if pass.halted && step.started.is_empty() && self.in_flight.is_empty() {
             self.say("halted: failures exceed the budget; everything in flight finished safely");
             self.stopped = true;
             return;
@@ -1083,63 +1111,20 @@ impl<'f> Sim<'f> {
             self.settle(pass.unobserved.len());
             return;
         }
-        if !pass.actions.is_empty() {
-            self.last_activity = self.now;
+        if !step.started.is_empty() {
+            self.last_activity = now;
         }
-        for p in std::mem::take(&mut pass.actions) {
-            let farm = match p.action.subject() {
-                Subject::Node(n) => Some(fleet.nodes[n as usize].farm),
-                Subject::Farm(f) => Some(f),
-            };
-            let weight = farm.map(|f| self.farms[f as usize].weight).unwrap_or(0);
-            self.journal.begin(&p.action, self.now, farm, weight);
+        for p in step.started {
             self.dispatch(p.action, p.why);
         }
-        if let Some(mut tracker) = self.tracker.take() {
-            for e in tracker.step(fleet, &pass, &self.journal, self.now) {
-                self.say(&e.line(fleet, &plan::progress::hms));
-            }
-            self.tracker = Some(tracker);
+        let fleet = Arc::clone(&self.fleet);
+        for e in events {
+            self.say(&e.line(&fleet, &plan::progress::hms));
         }
-        // Wake up when a change window opens, so waiting work starts on time.
+        // Wake up when something waited for happens by itself (a change
+        // window opens, a soak ends, a drain times out, a back-off ends).
         self.change_window_opens = pass.change_window_opens_ms;
-        if let Some(t) = self.change_window_opens {
-            self.wake_at(t);
-        }
-        // Wake up when a gate opens, so production starts right after the soak.
-        let next_gate = self
-            .journal
-            .gate
-            .iter()
-            .filter(|(_, r)| !r.passed)
-            .map(|(_, r)| r.since_ms + fleet.policy.soak.as_millis() as u64)
-            .filter(|&t| t > self.now)
-            .min();
-        if let Some(t) = next_gate {
-            self.wake_at(t);
-        }
-        // Unreachable nodes reach their limit.
-        if let Some(t) = self
-            .journal
-            .unreachable_since
-            .values()
-            .map(|s| s + plan::unreachable_limit_ms(fleet))
-            .filter(|&t| t > self.now)
-            .min()
-        {
-            self.wake_at(t);
-        }
-        // Drain timeouts likewise.
-        let drain = fleet.policy.drain_timeout.as_millis() as u64;
-        let next_drain = self
-            .journal
-            .node_ops
-            .values()
-            .map(|op| op.since_ms + drain)
-            .chain(self.journal.farm_ops.values().map(|op| op.since_ms + drain))
-            .filter(|&t| t > self.now)
-            .min();
-        if let Some(t) = next_drain {
+        if let Some(t) = step.wake_ms {
             self.wake_at(t);
         }
     }
@@ -1250,13 +1235,10 @@ impl<'f> Sim<'f> {
             }
             _ => (dur, outcome),
         };
-        let farm = match action.subject() {
-            Subject::Node(n) => Some(fleet.nodes[n as usize].farm),
-            Subject::Farm(f) => Some(f),
-        };
         let id = self.next_action;
         self.next_action += 1;
-        self.in_flight.insert(id, InFlight { action, incarnation: self.incarnation, outcome, farm, abandoned: false });
+        self.in_flight
+            .insert(id, InFlight { action, incarnation: self.incarnation, outcome, started_ms: now, abandoned: false });
         self.at(now + dur, Ev::ActionDone(id));
         (id, now + dur)
     }
@@ -1295,7 +1277,12 @@ impl<'f> Sim<'f> {
             self.failed.insert(*node);
         }
         if f.incarnation == self.incarnation && self.alive {
-            self.journal.complete(&f.action, &f.outcome, now, f.farm);
+            if let Some(ctl) = self.ctl.as_mut() {
+                let took = std::time::Duration::from_millis(now.saturating_sub(f.started_ms));
+                if let Err(e) = ctl.completed(f.action.clone(), f.outcome.clone(), took, now, &mut |_| {}) {
+                    self.checker.violate(now, Invariant::Service, || format!("the controller failed: {e}"));
+                }
+            }
             if let Some(serial) = self.serial.as_mut()
                 && let Subject::Node(n) = f.action.subject()
             {

@@ -5,6 +5,7 @@
 //! --simulate` quadratic in the fleet (50 sites 3.6 s, 200 sites > 60 s).
 
 use super::*;
+use crate::plan::World;
 use crate::sim::fleetgen::{Shape, fleet};
 
 /// `sites` production sites of 8 nodes (4 farms of 2), behind on everything.
@@ -19,7 +20,7 @@ fn diffs_per_node(fleet: &Fleet) -> (f64, Report) {
     cfg.traffic = false;
     let mut sim = Sim::new(fleet, cfg);
     let bound = sim.run_events();
-    let computed = sim.diff_cache.as_ref().map_or(0, |c| c.computed());
+    let computed = sim.ctl.as_ref().map_or(0, |c| c.diffs_computed());
     (computed as f64 / fleet.nodes.len() as f64, sim.report(bound))
 }
 

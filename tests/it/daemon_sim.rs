@@ -7,12 +7,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use drover::control::Event;
+use drover::control::journal::Journal;
 use drover::daemon::source::SpecUpdate;
 use drover::daemon::state::{DaemonStatus, Shared};
 use drover::daemon::{self, Note};
 use drover::model::Fleet;
-use drover::real::journal::Journal;
-use drover::real::reconcile::Event;
 use drover::sim::fleetgen::{Shape, spec_text};
 use drover::sim::live::LiveSim;
 use drover::sim::rng::Rng;
@@ -52,12 +52,12 @@ impl Harness {
     }
 
     fn journal(&self) -> Journal {
-        Journal::new(&self.dir.join(drover::real::journal::FILE))
+        Journal::new(&self.dir.join(drover::control::journal::FILE))
     }
 
     /// The journal's memory for the fleet the simulation runs now.
     fn memory(&self) -> drover::plan::Memory {
-        let fleet = drover::real::reconcile::Fleetside::fleet(&**self.sim.lock().unwrap().as_ref().unwrap());
+        let fleet = drover::control::Fleetside::fleet(&**self.sim.lock().unwrap().as_ref().unwrap());
         self.journal().load(&fleet).unwrap().memory
     }
 
@@ -122,7 +122,7 @@ impl Harness {
     /// Every node runs `release` (the world as the checker sees it).
     async fn assert_release(&self, release: &str) {
         let sim = self.sim.lock().unwrap().clone().unwrap();
-        let observed = drover::real::reconcile::Fleetside::observe(&*sim).await;
+        let observed = drover::control::Fleetside::observe(&*sim).await;
         for (n, o) in observed.unwrap().nodes.iter().enumerate() {
             assert_eq!(o.release_active.as_ref().map(|r| r.to_string()).as_deref(), Some(release), "node {n}");
         }
@@ -318,7 +318,7 @@ impl Unruly {
     }
 }
 
-impl drover::real::reconcile::Fleetside for Unruly {
+impl drover::control::Fleetside for Unruly {
     fn fleet(&self) -> Arc<Fleet> {
         self.live.fleet()
     }
@@ -358,7 +358,7 @@ async fn run_unruly(
         let side = Arc::clone(&side);
         async move { Ok(side) }
     };
-    let journal = Journal::new(&dir.join(drover::real::journal::FILE));
+    let journal = Journal::new(&dir.join(drover::control::journal::FILE));
     daemon::run(connect, specs, errors, &journal, shared, opts, stop, &mut |_: &Note| {}).await
 }
 

@@ -333,5 +333,8 @@ fn daemon_follows_a_spec_repo_rejects_an_invalid_commit_and_survives_kill_9_and_
 
 /// The daemon's journal as it left it (read-only, as `drover status` reads it).
 fn journal_memory(state: &Path, fleet: &drover::model::Fleet) -> drover::plan::Memory {
-    drover::real::journal::Journal::peek(&state.join(drover::real::journal::FILE), 0, fleet).unwrap().loaded.memory
+    drover::control::journal::Journal::peek(&state.join(drover::control::journal::FILE), 0, fleet)
+        .unwrap()
+        .loaded
+        .memory
 }

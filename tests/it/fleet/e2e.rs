@@ -326,11 +326,11 @@ fn stop_mid_switch_then_resume(test: &str, signal: i32) {
     let status = child.wait().unwrap();
     assert!(signalled, "never saw a production farm switch:\n{seen}");
     // Read as `drover status` does (after a SIGKILL this recovers the file).
-    let peek = drover::real::journal::Journal::peek(&state.join("journal.redb"), 100, &fleet.model).unwrap();
+    let peek = drover::control::journal::Journal::peek(&state.join("journal.redb"), 100, &fleet.model).unwrap();
     let (memory, ops) = (peek.loaded.memory, peek.ops);
     let journal = serde_json::to_value(&memory).unwrap();
     // The operations log was written with the memory: the switch that was signalled is in it.
-    assert!(ops.iter().any(|r| r.event == drover::real::journal::OpEvent::Begin && r.kind == "activate"), "{ops:?}");
+    assert!(ops.iter().any(|r| r.event == drover::control::journal::OpEvent::Begin && r.kind == "activate"), "{ops:?}");
     if signal == 9 {
         // Killed mid-switch: the journal knows the farm is out.
         assert!(journal["farm_ops"].as_object().is_some_and(|o| !o.is_empty()), "{journal}");

@@ -79,7 +79,7 @@ fn kill_mid_switch(fleet: &TestFleet, state: &Path) -> (drover::plan::Memory, St
     assert!(killed, "never saw a farm switch:\n{seen}");
 
     // The journal holds exactly one farm out (max_farms_down: 1): that farm.
-    let memory = drover::real::journal::Journal::peek(&state.join(drover::real::journal::FILE), 0, &fleet.model)
+    let memory = drover::control::journal::Journal::peek(&state.join(drover::control::journal::FILE), 0, &fleet.model)
         .unwrap()
         .loaded
         .memory;
@@ -167,7 +167,7 @@ fn kill_9_mid_switch_then_a_reordered_spec_without_a_node_completes_the_same_far
     }
     assert_eq!(lb.server_state("site", &mid_farm).admin_state, 0);
     // The journal now holds no window open and nothing failed.
-    let after = drover::real::journal::Journal::peek(&state.join(drover::real::journal::FILE), 0, &new_model)
+    let after = drover::control::journal::Journal::peek(&state.join(drover::control::journal::FILE), 0, &new_model)
         .unwrap()
         .loaded
         .memory;
@@ -224,7 +224,7 @@ fn kill_9_mid_switch_then_a_spec_without_that_farm_resolves_it_and_converges_the
     }
     // The removed farm's server is no longer drover's: left as drover found it (out).
     assert_ne!(lb.server_state("site", &mid_farm).admin_state, 0, "drover acted on a farm the spec no longer names");
-    let after = drover::real::journal::Journal::peek(&state.join(drover::real::journal::FILE), 0, &new_model)
+    let after = drover::control::journal::Journal::peek(&state.join(drover::control::journal::FILE), 0, &new_model)
         .unwrap()
         .loaded
         .memory;

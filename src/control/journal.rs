@@ -5,7 +5,7 @@
 //! the log's last record agrees with the memory.
 //!
 //! One writer: the handle drover opens holds redb's lock on the file for its
-//! life (the lease of `real::lease` already keeps a second drover away; the
+//! life (the lease of `control::lease` already keeps a second drover away; the
 //! lock makes a mistake an error, not a corruption). Readers (`drover status`)
 //! open it read-only beside the writer. A file that cannot be opened is never
 //! written to: it holds what drover was doing when it stopped.
@@ -1339,7 +1339,12 @@ mod crash {
         let mut last = 0u64;
         for round in 0..6u64 {
             let mut child = Command::new(&exe)
-                .args(["--exact", "real::journal::crash::child_saves_until_killed", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "control::journal::crash::child_saves_until_killed",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(CHILD_ENV, &path)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())

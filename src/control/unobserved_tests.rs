@@ -5,6 +5,9 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::time::Instant;
+
+use super::journal::Journal;
 use super::*;
 use crate::observe::Str;
 use crate::sim::fleetgen::{self, Change, Shape};
