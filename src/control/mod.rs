@@ -363,8 +363,7 @@ impl<S: Store> Controller<S> {
         mode: Mode,
         on: &mut (dyn FnMut(&Event) + Send),
     ) -> Result<Step, String> {
-        plan::gate::record(&self.fleet, observed, &mut self.memory, now_ms);
-        self.memory.observe(observed, now_ms);
+        self.record(observed, now_ms);
         let pass = plan::plan_with(
             &World { fleet: &self.fleet, observed, memory: &self.memory, now_ms, estimates: &self.estimates },
             &mut self.diffs,
@@ -396,6 +395,13 @@ impl<S: Store> Controller<S> {
         }
         let wake_ms = self.next_wake(&pass, now_ms);
         Ok(Step { pass, now_ms, started, held_back, finish, wake_ms })
+    }
+
+    /// Records what an observation at `now_ms` proves: preproduction gate
+    /// evidence, and which nodes do not answer since when.
+    pub fn record(&mut self, observed: &Observed, now_ms: u64) {
+        plan::gate::record(&self.fleet, observed, &mut self.memory, now_ms);
+        self.memory.observe(observed, now_ms);
     }
 
     /// Journals one action and counts it as running.

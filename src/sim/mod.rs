@@ -667,10 +667,15 @@ impl<'f> Sim<'f> {
         self.cfg.max_virtual_s = self.cfg.max_virtual_s.min(t_ms as f64 / 1000.0);
         self.run_events();
         let obs = self.observe();
-        let mut memory = self.ctl.map(|c| c.memory).unwrap_or_default();
-        plan::gate::record(&self.fleet, &obs, &mut memory, self.now);
-        memory.observe(&obs, self.now);
-        (obs, memory, self.now)
+        let now = self.now;
+        let memory = match self.ctl {
+            Some(mut c) => {
+                c.record(&obs, now);
+                c.memory
+            }
+            None => Memory::default(),
+        };
+        (obs, memory, now)
     }
 
     /// The event loop of `run`, to its end or `max_virtual_s`; returns the

@@ -10,6 +10,7 @@ mod dist;
 mod examples;
 mod fleet;
 mod fuzz;
+mod layering;
 mod props;
 mod render;
 mod scenarios;
