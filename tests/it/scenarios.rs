@@ -430,3 +430,32 @@ fn short_windows_spread_the_rollout_over_days_and_finish_what_they_start() {
     assert!(!late.is_empty(), "every farm switch happened to fit inside a window");
     assert_farm_switches(&fleet, &r);
 }
+
+/// The simulation runs the production controller, back-off included: an
+/// action that failed (an SSH timeout while fetching) is tried again on its
+/// node no sooner than 2 s (virtual) after it failed, not at the next pass.
+#[test]
+fn a_failed_action_is_retried_after_the_controllers_back_off() {
+    let fleet = fleet(&Shape { change: Change { online: true, ..Change::NONE }, ..Shape::default() }).unwrap();
+    let mut cfg = SimConfig::new(&fleet, 5);
+    cfg.jitter = 0.0;
+    cfg.faults = drover::sim::Faults::parse("ssh-timeout=0.3").unwrap();
+    cfg.record_actions = true;
+    let fetch_ms = (cfg.estimates.fetch_s * 1000.0) as u64;
+    let r = Sim::new(&fleet, cfg).run();
+    assert_eq!(r.violations, 0, "{:#?}", r.violation_samples);
+    let mut retries = 0;
+    let fetches: Vec<&Started> = r.started.iter().filter(|s| matches!(s.action, Action::Fetch { .. })).collect();
+    for (i, s) in fetches.iter().enumerate() {
+        if let Some(again) = fetches[i + 1..].iter().find(|t| node_of(&t.action) == node_of(&s.action)) {
+            retries += 1;
+            // Failed at s.at_ms + fetch_ms (no jitter); the back-off is 2 s.
+            assert!(
+                again.at_ms >= s.at_ms + fetch_ms + 2_000,
+                "retried {} ms after the failure: {s:?} then {again:?}",
+                again.at_ms as i64 - (s.at_ms + fetch_ms) as i64
+            );
+        }
+    }
+    assert!(retries > 0, "some fetch failed and was retried");
+}
