@@ -622,10 +622,14 @@ impl<'f> Sim<'f> {
         for (n, o) in self.nodes.iter().zip(out.iter_mut()) {
             o.reachable = !n.dead && n.down_until <= now;
             o.busy = !n.dead && (n.down_until > now || n.disrupted_until > now);
-            o.packages.clone_from(&n.packages);
+            // The installed kernel follows from the packages (a glob match
+            // per package): worked out again only when they changed.
+            if o.packages != n.packages {
+                o.packages.clone_from(&n.packages);
+                o.kernel_installed = kernel_of(&self.fleet, &n.packages);
+            }
             o.fetched.clone_from(&n.fetched);
             o.kernel_running.clone_from(&n.kernel_running);
-            o.kernel_installed = kernel_of(&self.fleet, &n.packages);
             if o.boot_id.parse::<u64>() != Ok(n.boot) {
                 o.boot_id = Str::from(n.boot.to_string());
             }
