@@ -1,7 +1,8 @@
 //! Makespan over the lower bound for each kind of rollout, coalescing vs one
 //! kind after another, and a naive Ansible-style `serial: 10%` through the
 //! same simulation and checker. Reference fleet (512 + 6 nodes) by default;
-//! `--quick` uses a small generated fleet (CI).
+//! `--quick` uses a small generated fleet (CI). First: whole simulated
+//! rollouts per second in the property test's shape.
 
 use drover::model::{Fleet, Target};
 use drover::sim::{Report, Sim, SimConfig, Strategy};
@@ -34,6 +35,7 @@ fn run(fleet: &Fleet, strategy: Strategy, quick: bool) -> Report {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    cases_per_second(quick);
     let fleet = if quick {
         drover::sim::fleetgen::fleet(&drover::sim::fleetgen::Shape::default()).expect("valid")
     } else {
@@ -94,4 +96,31 @@ fn main() {
             r.requests
         );
     }
+}
+
+/// How many whole simulated rollouts per second the property test can run:
+/// small generated fleets (as `tests/it/props.rs` draws them) with faults
+/// and controller crashes, each run through the production controller.
+fn cases_per_second(quick: bool) {
+    use drover::sim::fleetgen::{Shape, fleet};
+    let n: u64 = if quick { 100 } else { 400 };
+    let shape = Shape { sessions_per_site: 60, soak: "2m".into(), ..Shape::default() };
+    let fleet = fleet(&shape).expect("valid");
+    let faults = drover::sim::Faults::parse("action-fail=0.05,ssh-timeout=0.02,health-fail=0.02,crash=2").unwrap();
+    let t0 = std::time::Instant::now();
+    let (mut violations, mut crashes) = (0, 0);
+    for seed in 1..=n {
+        let mut cfg = SimConfig::new(&fleet, seed);
+        cfg.faults = faults.clone();
+        cfg.max_virtual_s = 2.0 * 3600.0;
+        let r = Sim::new(&fleet, cfg).run();
+        violations += r.violations;
+        crashes += r.crashes;
+    }
+    let s = t0.elapsed().as_secs_f64();
+    println!(
+        "property-test shaped runs ({} nodes, faults and {crashes} controller crashes over {n} seeds): {:.0} runs/s, {violations} violations",
+        fleet.nodes.len(),
+        n as f64 / s
+    );
 }
