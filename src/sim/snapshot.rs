@@ -50,8 +50,10 @@ pub struct Snapshot {
     /// Virtual time, ms.
     pub now_ms: u64,
     seq: u64,
-    /// Pending events `(instant, sequence, event)`, in the order they run.
-    queue: Vec<(u64, u64, SEv)>,
+    /// Pending events in the order they run, each `[instant - previous
+    /// instant, sequence, kind, a, b]` (`SEv::code`): the world has a
+    /// hundred thousand and more, and this is most of the file.
+    queue: Vec<[u64; 5]>,
     rng: Rng,
     fault_rng: Rng,
     traffic_rng: Rng,
@@ -123,7 +125,7 @@ impl Topology {
     }
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug)]
 enum SEv {
     Plan,
     Resync,
@@ -135,6 +137,41 @@ enum SEv {
     Crash,
     Restart,
     NodeDeath(NodeId),
+}
+
+impl SEv {
+    /// `(kind, a, b)`.
+    fn code(self) -> (u64, u64, u64) {
+        match self {
+            SEv::Plan => (0, 0, 0),
+            SEv::Resync => (1, 0, 0),
+            SEv::ActionDone(i) => (2, i, 0),
+            SEv::Arrive(s) => (3, s as u64, 0),
+            SEv::Request(s) => (4, s as u64, 0),
+            SEv::RequestEnd(n, f) => (5, n as u64, f as u64),
+            SEv::SessionEnd(s) => (6, s as u64, 0),
+            SEv::Crash => (7, 0, 0),
+            SEv::Restart => (8, 0, 0),
+            SEv::NodeDeath(n) => (9, n as u64, 0),
+        }
+    }
+
+    fn decode(kind: u64, a: u64, b: u64) -> Option<SEv> {
+        let small = |x: u64| u32::try_from(x).ok();
+        Some(match kind {
+            0 => SEv::Plan,
+            1 => SEv::Resync,
+            2 => SEv::ActionDone(a),
+            3 => SEv::Arrive(small(a)?),
+            4 => SEv::Request(small(a)?),
+            5 => SEv::RequestEnd(small(a)?, small(b)?),
+            6 => SEv::SessionEnd(small(a)?),
+            7 => SEv::Crash,
+            8 => SEv::Restart,
+            9 => SEv::NodeDeath(small(a)?),
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -311,8 +348,19 @@ impl Snapshot {
     /// The world of `sim` now. For a world driven from outside (the
     /// built-in reconciler's state is not in it).
     pub(crate) fn of(sim: &Sim<'_>, live: Option<LiveState>) -> Snapshot {
-        let mut queue: Vec<(u64, u64, SEv)> = sim.queue.iter().map(|Reverse((t, q, e))| (*t, *q, ev_out(*e))).collect();
-        queue.sort_unstable_by_key(|&(t, q, _)| (t, q));
+        let mut events: Vec<(u64, u64, SEv)> =
+            sim.queue.iter().map(|Reverse((t, q, e))| (*t, *q, ev_out(*e))).collect();
+        events.sort_unstable_by_key(|&(t, q, _)| (t, q));
+        let mut previous = 0;
+        let queue = events
+            .into_iter()
+            .map(|(t, q, e)| {
+                let (kind, a, b) = e.code();
+                let dt = t - previous;
+                previous = t;
+                [dt, q, kind, a, b]
+            })
+            .collect();
         let nodes = sim
             .nodes
             .iter()
@@ -444,7 +492,7 @@ impl Snapshot {
         if self.cfg.strategy != Strategy::Drover {
             return Err(damaged(format!("strategy {:?}: a live world is driven from outside", self.cfg.strategy)));
         }
-        self.check(&fleet).map_err(damaged)?;
+        let events = self.check(&fleet).map_err(damaged)?;
         let mut strings: BTreeMap<String, Str> = BTreeMap::new();
         let mut intern = |x: String| -> Str {
             if let Some(a) = strings.get(&x) {
@@ -550,7 +598,7 @@ impl Snapshot {
         let mut sim = Sim::build(fleet, self.cfg, Driver::External);
         sim.now = self.now_ms;
         sim.seq = self.seq;
-        sim.queue = self.queue.into_iter().map(|(t, q, e)| Reverse((t, q, ev_in(e)))).collect::<BinaryHeap<_>>();
+        sim.queue = events.into_iter().map(|(t, q, e)| Reverse((t, q, ev_in(e)))).collect::<BinaryHeap<_>>();
         sim.rng = self.rng;
         sim.fault_rng = self.fault_rng;
         sim.traffic_rng = self.traffic_rng;
@@ -577,8 +625,9 @@ impl Snapshot {
         Ok(sim)
     }
 
-    /// Every position and index inside refers to something that exists.
-    fn check(&self, fleet: &Fleet) -> Result<(), String> {
+    /// Every position and index inside refers to something that exists;
+    /// returns the event queue decoded.
+    fn check(&self, fleet: &Fleet) -> Result<Vec<(u64, u64, SEv)>, String> {
         let (n_nodes, n_farms, n_sites) =
             (fleet.nodes.len() as u64, fleet.farms.len() as u64, fleet.sites.len() as u64);
         let n_sessions = self.sessions.len() as u64;
@@ -621,11 +670,16 @@ impl Snapshot {
             return bad("session", i as u64);
         }
         let mut last = None;
-        for &(t, q, e) in &self.queue {
+        let mut events = Vec::with_capacity(self.queue.len());
+        let mut t = 0u64;
+        for &[dt, q, kind, a, b] in &self.queue {
+            t = t.checked_add(dt).ok_or("event instant out of range")?;
+            let e = SEv::decode(kind, a, b).ok_or_else(|| format!("event kind {kind} with {a}, {b}"))?;
             if q > self.seq || last.is_some_and(|l| l >= (t, q)) {
                 return Err(format!("event queue out of order at ({t}, {q})"));
             }
             last = Some((t, q));
+            events.push((t, q, e));
             let ok = match e {
                 SEv::Arrive(s) => (s as u64) < n_sites,
                 SEv::Request(i) | SEv::SessionEnd(i) => (i as u64) < n_sessions,
@@ -669,7 +723,7 @@ impl Snapshot {
         if self.sessions.len() > u32::MAX as usize {
             return Err("too many sessions".into());
         }
-        Ok(())
+        Ok(events)
     }
 }
 
@@ -835,8 +889,10 @@ mod tests {
         for (field, value) in [
             ("sessions", serde_json::json!([[99, null, 65535, false]])),
             ("free_sessions", serde_json::json!([1_000_000])),
-            ("queue", serde_json::json!([[5, 1, {"RequestEnd": [9999, 0]}]])),
-            ("queue", serde_json::json!([[5, 2, "Plan"], [5, 1, "Plan"]])),
+            ("queue", serde_json::json!([[5, 1, 5, 9999, 0]])),
+            ("queue", serde_json::json!([[5, 2, 0, 0, 0], [0, 1, 0, 0, 0]])),
+            ("queue", serde_json::json!([[5, 1, 42, 0, 0]])),
+            ("queue", serde_json::json!([[5, 1, 4, 1u64 << 40, 0]])),
             ("failed", serde_json::json!([4000])),
             ("releases", serde_json::json!(["1", "1"])),
         ] {
