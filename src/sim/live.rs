@@ -175,9 +175,16 @@ impl LiveSim {
     /// The world now, as a snapshot, and the changes it covers. The world
     /// is held only while it is copied (encoding and writing happen after).
     pub fn snapshot(&self) -> (Snapshot, u64) {
+        let (snapshot, changes, _) = self.snapshot_timed();
+        (snapshot, changes)
+    }
+
+    /// `snapshot`, and how long the copy held the world (after it caught up with now).
+    fn snapshot_timed(&self) -> (Snapshot, u64, Duration) {
         let st = self.world();
+        let t0 = std::time::Instant::now();
         let live = LiveState { epoch_ms: st.epoch_ms, bound_s: st.bound_s, at_target_since: st.at_target_since };
-        (Snapshot::of(&st.sim, Some(live)), st.changes)
+        (Snapshot::of(&st.sim, Some(live)), st.changes, t0.elapsed())
     }
 
     /// The virtual ms the world was resumed at, if it was resumed.

@@ -49,7 +49,8 @@ struct Saved {
     virtual_ms: u64,
     saves: u64,
     bytes: usize,
-    /// The last save: the world held to copy it, and the whole save.
+    /// The last save: the world held to copy it (not counting catching up
+    /// with now, which any call does), and the whole save.
     hold: Duration,
     took: Duration,
     longest_hold: Duration,
@@ -140,8 +141,7 @@ impl LiveSim {
     /// One save; the caller holds `k.writing`.
     async fn save(&self, k: &Keeper) -> Result<u64, String> {
         let t0 = std::time::Instant::now();
-        let (snapshot, changes) = self.snapshot();
-        let hold = t0.elapsed();
+        let (snapshot, changes, hold) = self.snapshot_timed();
         let virtual_ms = snapshot.now_ms;
         let path = k.path.clone();
         let written = tokio::task::spawn_blocking(move || {
