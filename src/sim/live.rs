@@ -727,6 +727,53 @@ mod tests {
         assert!(lost > 0, "some kill dropped an action in flight");
     }
 
+    /// The daemon's `kill -9` on a kept world: the reconciler and the world
+    /// die together at a random instant (the file may be up to a save
+    /// behind), a new world is resumed from the file and a new reconciler
+    /// from the journal: it converges with no invariant broken, virtual
+    /// time and the checker's counts going on from the file.
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_world_killed_with_its_reconciler_resumes_from_its_file() {
+        let fleet = Arc::new(fleetgen::fleet(&shape()).unwrap());
+        let mut running = 0;
+        for seed in 1..=3 {
+            let tmp = TempJournal::new(&format!("kept-{seed}"));
+            std::fs::create_dir_all(&tmp.0).unwrap();
+            let file = tmp.0.join("world.json");
+            let first = live(&fleet, seed);
+            first.keep_in(file.clone()).await.unwrap();
+            let at = Rng::new(seed).range(60_000, 8 * 60_000);
+            assert!(kill_at(&first, &tmp, at).await, "seed {seed}: killed mid-rollout");
+            let before = first.report();
+            drop(first);
+            let snapshot = Snapshot::load(&file).unwrap();
+            let saved_at = snapshot.now_ms;
+            let world = LiveSim::resume(Arc::clone(&fleet), snapshot, &file, SCALE).unwrap();
+            assert_eq!(world.resumed_at_ms(), Some(saved_at));
+            assert!(
+                world.now_ms() >= saved_at && saved_at + 2 * SCALE as u64 * 1000 >= at,
+                "seed {seed}: {saved_at} vs {at}"
+            );
+            let r = world.report();
+            assert!(
+                r.requests > 0 && r.requests <= before.requests,
+                "seed {seed}: the checker's counts come from the file"
+            );
+            // Actions under way still land in the world; nobody collects them.
+            let under_way = world.running();
+            running += under_way;
+            world.keep_in(file.clone()).await.unwrap();
+            let s = reconcile(Arc::clone(&world), &tmp.journal(), &opts()).await;
+            assert_eq!(s.finish, Finish::Converged, "seed {seed}: {s:?}");
+            assert_at_target(&world).await;
+            let r = world.report();
+            assert_clean(&r);
+            assert!(r.requests > before.requests, "seed {seed}");
+            assert!(world.lost_outcomes() as usize >= under_way, "seed {seed}");
+        }
+        assert!(running > 0, "some kill left an action under way in the file");
+    }
+
     /// The fleetgen spec with its target release (and rollback permission) replaced.
     fn with_release(release: &str, allow_rollback: bool) -> Arc<Fleet> {
         let text = fleetgen::spec_text(&shape());

@@ -481,3 +481,43 @@ fn a_simulated_daemon_without_a_state_directory_starts_fresh_and_keeps_nothing()
     assert!(tmp_entries(&base).is_empty(), "left behind: {:?}", tmp_entries(&base));
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// A world file that cannot be resumed stops the daemon at start, naming
+/// the file and the way out, and is left as it was: one damaged, one made
+/// for another topology (a node renamed in the spec since).
+#[test]
+fn a_world_that_cannot_be_resumed_is_refused_by_name() {
+    let base = setup_behind("refused");
+    let world = base.join("state/simulation/world.json");
+    // Damaged: refused before anything starts.
+    std::fs::create_dir_all(world.parent().unwrap()).unwrap();
+    std::fs::write(&world, b"{\"format\": 1, \"nodes\": [").unwrap();
+    let mut d = Daemon::start_at(&base, "state", &format!("127.0.0.1:{}", free_port()), "20");
+    assert_eq!(d.wait_exit(Duration::from_secs(60)), Some(1), "{}", d.log());
+    let log = d.log();
+    assert!(log.contains(&format!("the simulated world in {} is damaged", world.display())), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(std::fs::read(&world).unwrap(), b"{\"format\": 1, \"nodes\": [");
+    // A good one, then another topology.
+    std::fs::remove_file(&world).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut d = Daemon::start_at(&base, "state", &addr, "20");
+    d.wait_until("a saved world", Duration::from_secs(60), |d| {
+        status(&d.addr).is_some_and(|s| s["simulation"]["saved"]["saves"].as_u64().is_some_and(|n| n > 0))
+    });
+    d.signal(9);
+    assert!(d.wait_exit(Duration::from_secs(10)).is_none());
+    let kept = std::fs::read(&world).unwrap();
+    edit(&base.join("specs/spec.yaml"), "name: web22,", "name: web23,");
+    let mut d = Daemon::start_at(&base, "state", &addr, "20");
+    assert_eq!(d.wait_exit(Duration::from_secs(60)), Some(1), "{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains(&format!("the simulated world in {} was made for another spec", world.display()))
+            && log.contains("web22")
+            && log.contains("remove it or use another --state-dir"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read(&world).unwrap(), kept, "the refused world was rewritten");
+    let _ = std::fs::remove_dir_all(&base);
+}
