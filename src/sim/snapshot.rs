@@ -72,7 +72,7 @@ pub struct Snapshot {
     failed: Vec<NodeId>,
     failed_farms: Vec<FarmId>,
     /// The checker's view of preproduction: (profile, component, value) -> (since, soaked).
-    gate_since: Vec<((u32, String, String), (u64, bool))>,
+    gate_since: Vec<GateSince>,
     last_activity: u64,
     action_counts: BTreeMap<String, u64>,
     lost_outcomes: u64,
@@ -80,6 +80,9 @@ pub struct Snapshot {
     /// What `live::LiveSim` keeps beside the world (absent for a bare world).
     pub live: Option<LiveState>,
 }
+
+/// The checker's record of what preproduction ran: `((profile, component, value), (since, soaked))`.
+type GateSince = ((u32, String, String), (u64, bool));
 
 /// `live::LiveSim`'s own accounting, beside the world.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -807,7 +810,7 @@ mod tests {
         };
         sim.update_gate_tracker();
         ids.push(sim.dispatch(a, format!("step {step}")).0);
-        if step % 5 == 0 {
+        if step.is_multiple_of(5) {
             sim.dispatch(Action::HealthCheck { node: n }, String::new());
         }
         outcomes
@@ -899,7 +902,7 @@ mod tests {
             let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             v[field] = value;
             let snap = Snapshot::from_bytes(&serde_json::to_vec(&v).unwrap(), &p).unwrap();
-            let e = snap.restore(Arc::clone(&fleet), &p).err().expect(field);
+            let Err(e) = snap.restore(Arc::clone(&fleet), &p) else { panic!("{field}: accepted") };
             named(&e);
             assert!(e.contains("damaged"), "{field}: {e}");
         }
