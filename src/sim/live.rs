@@ -175,16 +175,20 @@ impl LiveSim {
     /// The world now, as a snapshot, and the changes it covers. The world
     /// is held only while it is copied (encoding and writing happen after).
     pub fn snapshot(&self) -> (Snapshot, u64) {
-        let (snapshot, changes, _) = self.snapshot_timed();
-        (snapshot, changes)
+        copy(&self.world())
     }
 
-    /// `snapshot`, and how long the copy held the world (after it caught up with now).
-    fn snapshot_timed(&self) -> (Snapshot, u64, Duration) {
-        let st = self.world();
+    /// The world as the last call left it (not advanced: a world nobody
+    /// looks at does not move, and costs nothing), unless it is still at
+    /// `unless` (virtual ms, changes); and how long the copy held it.
+    fn snapshot_as_is(&self, unless: Option<(u64, u64)>) -> Option<(Snapshot, u64, Duration)> {
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if unless == Some((st.sim.now, st.changes)) {
+            return None;
+        }
         let t0 = std::time::Instant::now();
-        let live = LiveState { epoch_ms: st.epoch_ms, bound_s: st.bound_s, at_target_since: st.at_target_since };
-        (Snapshot::of(&st.sim, Some(live)), st.changes, t0.elapsed())
+        let (snapshot, changes) = copy(&st);
+        Some((snapshot, changes, t0.elapsed()))
     }
 
     /// The virtual ms the world was resumed at, if it was resumed.
@@ -338,6 +342,12 @@ impl LiveSim {
     pub fn lost_outcomes(&self) -> u64 {
         self.world().sim.lost_outcomes
     }
+}
+
+/// The world of `st` as a snapshot, and the changes it covers.
+fn copy(st: &State) -> (Snapshot, u64) {
+    let live = LiveState { epoch_ms: st.epoch_ms, bound_s: st.bound_s, at_target_since: st.at_target_since };
+    (Snapshot::of(&st.sim, Some(live)), st.changes)
 }
 
 /// `fleet` becomes the spec of `sim` (same topology: checked by the

@@ -5,8 +5,10 @@
 //! When: once at `keep_in`; after every action dispatched and every outcome
 //! collected (coalesced: whoever waits while a save runs is covered by the
 //! next one, which takes the world as it is then); and every `SAVE_EVERY`
-//! of wall time (traffic, the checker's counts, virtual time). How: the
-//! world is held only while it is copied (`Snapshot::of`); encoding and
+//! of wall time (traffic, the checker's counts, virtual time) if the world
+//! moved: the world is saved as the last call left it, never advanced for
+//! the save, so an idle daemon's world neither moves nor is written. How:
+//! the world is held only while it is copied (`Snapshot::of`); encoding and
 //! writing (a temporary file, fsync, rename, fsync of the directory) run on
 //! a blocking thread, one save at a time and in order.
 //!
@@ -116,11 +118,12 @@ impl LiveSim {
         self.keeper.get().map(|k| k.path.display().to_string())
     }
 
-    /// Saves the world now, if it is kept; returns its virtual time then.
+    /// Saves the world as the last call left it, if it is kept and moved
+    /// since the last save; returns its virtual time.
     pub async fn save_now(&self) -> Result<u64, String> {
         let Some(k) = self.keeper.get() else { return Ok(self.world().sim.now) };
         let _one = k.writing.lock().await;
-        self.save(k).await
+        self.save(k, true).await
     }
 
     /// Once a save covers `changes` (the count of dispatches and collected
@@ -135,13 +138,20 @@ impl LiveSim {
         if k.status().through >= changes {
             return Ok(());
         }
-        self.save(k).await.map(|_| ())
+        self.save(k, false).await.map(|_| ())
     }
 
-    /// One save; the caller holds `k.writing`.
-    async fn save(&self, k: &Keeper) -> Result<u64, String> {
+    /// One save (none when `if_moved` and the world is where the last good
+    /// save left it); the caller holds `k.writing`.
+    async fn save(&self, k: &Keeper, if_moved: bool) -> Result<u64, String> {
         let t0 = std::time::Instant::now();
-        let (snapshot, changes, hold) = self.snapshot_timed();
+        let unless = {
+            let s = k.status();
+            (if_moved && s.saves > 0 && s.error.is_none()).then_some((s.virtual_ms, s.through))
+        };
+        let Some((snapshot, changes, hold)) = self.snapshot_as_is(unless) else {
+            return Ok(k.status().virtual_ms);
+        };
         let virtual_ms = snapshot.now_ms;
         let path = k.path.clone();
         let written = tokio::task::spawn_blocking(move || {
