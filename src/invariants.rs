@@ -5,10 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which invariant of PRODUCT.md was broken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Invariant {
     /// 1: nodes or farms out beyond the policy, a farm past its capacity, no serving farm.
@@ -25,7 +25,7 @@ pub enum Invariant {
     Service,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Violation {
     pub at_ms: u64,
     pub invariant: Invariant,
@@ -33,7 +33,7 @@ pub struct Violation {
 }
 
 /// Collects violations; keeps the first few in full and counts all.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Checker {
     pub count: u64,
     pub by_invariant: BTreeMap<String, u64>,

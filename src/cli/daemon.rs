@@ -11,6 +11,11 @@ use crate::control::lease::{FileLeases, LeaseStore};
 use crate::daemon::source::{self, GitSource};
 use crate::daemon::state::{DaemonStatus, Shared};
 use crate::daemon::{self as d, http};
+use crate::sim::live::LiveSim;
+use crate::sim::snapshot::Snapshot;
+
+/// The simulated world's file, in the simulation's directory.
+pub const WORLD_FILE: &str = "world.json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -110,29 +115,61 @@ pub fn run(cli: &Cli, args: &Run<'_>) -> u8 {
 
 async fn serve(cli: &Cli, args: &Run<'_>) -> Result<d::Stopped, String> {
     let da = &args.daemon;
-    let state_dir = &args.real.state_dir()?;
-    std::fs::create_dir_all(state_dir).map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
-    // One drover per fleet. The simulation keeps its lease and journal in
-    // `<state-dir>/simulation` (never the real fleet's journal): no temporary
-    // directory to leak on SIGKILL; its journal starts empty, as its world does.
-    let dir = if args.simulate { state_dir.join("simulation") } else { state_dir.clone() };
+    let kept = args.simulate && super::state_dir::named_for_this_process(args.real.state_dir.as_deref());
+    // A simulation that is not kept writes nothing in the state directory
+    // (unless `--git` checks out its spec there).
+    let state_dir = if !args.simulate || kept || da.git.is_some() {
+        let dir = args.real.state_dir()?;
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Some(dir)
+    } else {
+        None
+    };
+    // One drover per fleet. The simulation keeps its lease and journal apart
+    // from the real fleet's (never its journal). With a state directory
+    // someone named, in `<state-dir>/simulation`, beside the world it keeps
+    // (no temporary directory to leak on SIGKILL). Else the world is this
+    // process's alone, and so are its journal and lease: a directory of its
+    // own under $TMPDIR, removed at exit (one a kill left, by the next such
+    // start), never the state directory a kept world may use.
+    let scratch = if args.simulate && !kept { Some(Scratch::new()?) } else { None };
+    let dir = match (&scratch, &state_dir) {
+        (Some(s), _) => s.0.clone(),
+        (None, Some(d)) if args.simulate => d.join("simulation"),
+        (None, Some(d)) => d.clone(),
+        (None, None) => return Err("no state directory".into()),
+    };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let _lease =
         FileLeases::new(&dir).try_acquire(&crate::control::lease::this_process()).map_err(|e| e.to_string())?;
-    if args.simulate {
+    let world_file = dir.join(WORLD_FILE);
+    // A kept world is read (and refused if damaged or newer) before anything starts.
+    let resume = if kept && world_file.exists() { Some(Snapshot::load(&world_file)?) } else { None };
+    if args.simulate && resume.is_none() {
+        // A fresh world: the journal of any world before it must not drive it.
         let old = dir.join(crate::control::journal::FILE);
         if let Err(e) = std::fs::remove_file(&old)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             return Err(format!("cannot reset the simulation's journal {}: {e}", old.display()));
         }
+        if kept {
+            tracing::info!(path = %world_file.display(), "the simulated world starts fresh, kept in {}", world_file.display());
+        } else {
+            tracing::info!(
+                "the simulation starts fresh and is not kept: a restart starts it again (name a state directory with \
+                 --state-dir, DROVER_STATE_DIR or systemd's STATE_DIRECTORY to keep it and resume it)"
+            );
+        }
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
     let (reread_tx, mut reread_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let on_stop = Arc::clone(&stop_tx);
     on_signals(
         move || {
             tracing::info!("signal: stopping (signal again to exit at once)");
-            let _ = stop_tx.send(true);
+            let _ = on_stop.send(true);
         },
         reread_tx,
     );
@@ -157,7 +194,7 @@ async fn serve(cli: &Cli, args: &Run<'_>) -> Result<d::Stopped, String> {
                 auth,
                 branch: da.branch.clone(),
                 subdir: cli.specs.clone(),
-                checkout: state_dir.join("spec-repo"),
+                checkout: state_dir.as_ref().ok_or("no state directory for the --git checkout")?.join("spec-repo"),
                 interval: da.git_interval,
             };
             let spec_dir = src.spec_dir();
@@ -202,19 +239,66 @@ async fn serve(cli: &Cli, args: &Run<'_>) -> Result<d::Stopped, String> {
         };
         let scale = da.time_scale;
         let sim_args = args.sim.clone();
-        let connect = |fleet: Arc<crate::model::Fleet>, current: Option<Arc<crate::sim::live::LiveSim>>| {
-            let sim_args = sim_args.clone();
+        // The world in force (saved once more at the end), and a world that
+        // cannot be resumed (it stops the daemon: it is the user's to remove).
+        let last: Arc<std::sync::Mutex<Option<Arc<LiveSim>>>> = Default::default();
+        let refused: Arc<std::sync::Mutex<Option<String>>> = Default::default();
+        let resume = Arc::new(std::sync::Mutex::new(resume));
+        let connect = |fleet: Arc<crate::model::Fleet>, current: Option<Arc<LiveSim>>| {
+            let (sim_args, last, refused, resume) =
+                (sim_args.clone(), Arc::clone(&last), Arc::clone(&refused), Arc::clone(&resume));
+            let (world_file, stop) = (world_file.clone(), Arc::clone(&stop_tx));
             async move {
-                match current {
-                    Some(sim) => sim.set_fleet(fleet).map(|()| sim),
-                    None => {
-                        let cfg = super::simulate::config(&fleet, &sim_args)?;
-                        crate::sim::live::LiveSim::new(fleet, cfg, scale)
-                    }
+                if let Some(sim) = current {
+                    return sim.set_fleet(fleet).map(|()| sim);
                 }
+                let snapshot = resume.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let sim = match snapshot {
+                    Some(snapshot) => match LiveSim::resume(fleet, snapshot, &world_file, scale) {
+                        Ok(sim) => {
+                            let at = sim.resumed_at_ms().unwrap_or(0) / 1000;
+                            tracing::info!(
+                                path = %world_file.display(),
+                                virtual_s = at,
+                                "resuming the simulated world from {} at virtual time {}",
+                                world_file.display(),
+                                crate::sim::live::hms(at)
+                            );
+                            sim
+                        }
+                        Err(e) => {
+                            *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                            let _ = stop.send(true);
+                            return Err(e);
+                        }
+                    },
+                    None => LiveSim::new(Arc::clone(&fleet), super::simulate::config(&fleet, &sim_args)?, scale)?,
+                };
+                if kept {
+                    sim.keep_in(world_file.clone()).await?;
+                }
+                *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sim));
+                Ok(sim)
             }
         };
         let r = d::run(connect, specs, source_errors, &journal, Arc::clone(&shared), opts, stop_rx, &mut on).await;
+        let refused = refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let r = match refused {
+            Some(e) => Err(e),
+            None => r,
+        };
+        let world = last.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(world) = world.filter(|w| w.kept_in().is_some()) {
+            match world.save_now().await {
+                Ok(at) => tracing::info!(
+                    path = %world_file.display(),
+                    "the simulated world is saved in {} at virtual time {}",
+                    world_file.display(),
+                    crate::sim::live::hms(at / 1000)
+                ),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
         // What the independent checker saw over the whole run.
         if let Some(s) = shared.status().simulation.clone() {
             tracing::info!(requests = %s["requests"], failed_requests = %s["failed_requests"],
@@ -264,6 +348,47 @@ async fn serve(cli: &Cli, args: &Run<'_>) -> Result<d::Stopped, String> {
     let _ = server.await;
     drop(watching);
     result
+}
+
+/// The directory of a simulation that is not kept: its journal and lease,
+/// private to this process (`drover-simulation-<pid>-<ns>` under $TMPDIR),
+/// removed when the daemon ends.
+struct Scratch(std::path::PathBuf);
+
+/// The start of a scratch directory's name.
+const SCRATCH: &str = "drover-simulation-";
+
+impl Scratch {
+    fn new() -> Result<Scratch, String> {
+        let tmp = std::env::temp_dir();
+        // Those a kill left behind: nobody holds their lease (the kernel
+        // dropped it with the process). Only older ones: a daemon starting
+        // now may not have taken its own yet.
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let old = e.path();
+                let stale = e.file_name().to_string_lossy().starts_with(SCRATCH)
+                    && e.metadata()
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > Duration::from_secs(60));
+                if stale && FileLeases::new(&old).try_acquire(&crate::control::lease::this_process()).is_ok() {
+                    let _ = std::fs::remove_dir_all(&old);
+                }
+            }
+        }
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let dir = tmp.join(format!("{SCRATCH}{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// SIGTERM and SIGINT stop the daemon (`stop`; a second one exits at once,

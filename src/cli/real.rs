@@ -43,7 +43,9 @@ pub struct RealArgs {
     ///
     /// Default: $STATE_DIRECTORY (set by systemd's StateDirectory=), else /var/lib/drover as root,
     /// else $XDG_STATE_HOME/drover, else ~/.local/state/drover; never the current directory.
-    /// The simulated daemon (`reconcile --simulate`) keeps its own in DIR/simulation.
+    /// The simulated daemon (`reconcile --simulate`) keeps its own in DIR/simulation, with its
+    /// simulated world (`world.json`, resumed at the next start) when the directory is named
+    /// here, by DROVER_STATE_DIR or by STATE_DIRECTORY; else it starts fresh every time.
     #[arg(long, env = "DROVER_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }

@@ -53,6 +53,18 @@ pub fn resolve(explicit: Option<&Path>, root: bool, env: impl Fn(&str) -> Option
         .into())
 }
 
+/// Whether the state directory was named (`--state-dir`, `DROVER_STATE_DIR`,
+/// or systemd's `STATE_DIRECTORY`) rather than taken by default: the
+/// simulated daemon keeps its world only in a directory someone chose.
+pub fn named(explicit: Option<&Path>, env: impl Fn(&str) -> Option<OsString>) -> bool {
+    explicit.is_some() || resolve(None, false, |name| if name == "STATE_DIRECTORY" { env(name) } else { None }).is_ok()
+}
+
+/// `named` for this process.
+pub fn named_for_this_process(explicit: Option<&Path>) -> bool {
+    named(explicit, |name| std::env::var_os(name))
+}
+
 unsafe extern "C" {
     fn geteuid() -> u32;
 }
@@ -96,5 +108,16 @@ mod tests {
             let e = at(None, false, vars).unwrap_err();
             assert!(e.contains("--state-dir") && e.contains("DROVER_STATE_DIR") && e.contains("HOME"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_state_directory_is_named_by_the_option_or_systemd_never_by_default() {
+        let named = |explicit: Option<&str>, vars: &[(&str, &str)]| super::named(explicit.map(Path::new), env(vars));
+        assert!(named(Some("here"), &[]));
+        assert!(named(None, &[("STATE_DIRECTORY", "/srv/state:/other")]));
+        // The defaults are not a choice: XDG, HOME, and a relative or empty STATE_DIRECTORY.
+        assert!(!named(None, &[("XDG_STATE_HOME", "/x/state"), ("HOME", "/home/op")]));
+        assert!(!named(None, &[("STATE_DIRECTORY", "relative"), ("HOME", "/home/op")]));
+        assert!(!named(None, &[("STATE_DIRECTORY", "")]));
     }
 }

@@ -43,7 +43,7 @@ pub const UPGRADE_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 /// Expected durations (seconds) the planner uses to judge whether a window
 /// fits the capacity that stays in service. The simulation knows its own;
 /// the real executor measures them.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Estimates {
     pub fetch_s: f64,
     pub rsync_s: f64,

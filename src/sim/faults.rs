@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Faults {
     /// Probability that an install (emerge) fails.
     pub action_fail: f64,

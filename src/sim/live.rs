@@ -15,11 +15,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+mod keep;
+
+use super::snapshot::{LiveState, Snapshot};
 use super::{Driver, Releases, Report, Sim, SimConfig, Strategy};
 use crate::control::Fleetside;
 use crate::diff::node_diff;
@@ -30,6 +33,12 @@ use crate::plan::{self, Action, Outcome};
 /// A simulated fleet that runs in scaled real time, driven from outside.
 pub struct LiveSim {
     start: Instant,
+    /// Virtual ms at `start`: 0, or the virtual time of the world resumed.
+    offset_ms: u64,
+    /// Resumed from a snapshot (at `offset_ms`), not started fresh.
+    resumed: bool,
+    /// Where the world is kept (`keep_in`), if it is.
+    keeper: OnceLock<Arc<keep::Keeper>>,
     /// Virtual ms per wall ms.
     scale: f64,
     state: Mutex<State>,
@@ -79,6 +88,9 @@ struct State {
     /// once), simulating takes at most about half a core and never holds
     /// the lock (and a runtime thread) back to back.
     rest_until: Option<std::time::Instant>,
+    /// Dispatches and collected outcomes so far: a saved snapshot covers
+    /// the changes counted when it was taken.
+    changes: u64,
 }
 
 impl LiveSim {
@@ -102,27 +114,91 @@ impl LiveSim {
         let mut sim = Sim::build(fleet, cfg, Driver::External);
         let bound_s = plan::bound::lower_bound(&sim.fleet, &sim.observe(), &sim.cfg.estimates).total_s;
         sim.start_world(bound_s);
-        let state = State { sim, epoch_ms: 0, bound_s, at_target_since: None, rest_until: None };
+        let state = State { sim, epoch_ms: 0, bound_s, at_target_since: None, rest_until: None, changes: 0 };
+        Ok(LiveSim::around(state, scale, false))
+    }
+
+    /// The world of `snapshot` (read from `path`, named in errors), going on
+    /// from its virtual time now, under `fleet`: the snapshot's topology,
+    /// whose targets may have changed meanwhile (as with `set_fleet`). The
+    /// world keeps the settings it was made with (seed, traffic, faults).
+    /// The executors that waited for the actions under way are gone (the
+    /// process that ran them was killed or stopped): those actions end in
+    /// the world and nobody collects their outcomes, as on a real fleet.
+    pub fn resume(
+        fleet: Arc<Fleet>,
+        snapshot: Snapshot,
+        path: &std::path::Path,
+        scale: f64,
+    ) -> Result<Arc<LiveSim>, String> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(format!("the time scale must be a positive number of virtual ms per wall ms, not {scale}"));
+        }
+        let live = snapshot.live.clone();
+        let mut sim = snapshot.restore(Arc::clone(&fleet), path)?;
+        let waited: Vec<u64> = sim.in_flight.keys().chain(sim.completed.keys()).copied().collect();
+        for id in waited {
+            sim.abandon(id);
+        }
+        adopt(&mut sim, fleet)?;
+        let (epoch_ms, bound_s, at_target_since) = match live {
+            Some(l) => (l.epoch_ms, l.bound_s, l.at_target_since),
+            None => (sim.now, plan::bound::lower_bound(&sim.fleet, &sim.observe(), &sim.cfg.estimates).total_s, None),
+        };
+        let state = State { sim, epoch_ms, bound_s, at_target_since, rest_until: None, changes: 0 };
+        Ok(LiveSim::around(state, scale, true))
+    }
+
+    /// A live world around `state`, its virtual time going on from the world's now.
+    fn around(state: State, scale: f64, resumed: bool) -> Arc<LiveSim> {
         let start = Instant::now();
-        Ok(Arc::new(LiveSim {
+        let offset_ms = state.sim.now;
+        Arc::new(LiveSim {
             start,
+            offset_ms,
+            resumed,
+            keeper: OnceLock::new(),
             scale,
             state: Mutex::new(state),
             slipped_ms: AtomicU64::new(0),
             pace: Mutex::new(Pace {
                 since: start,
-                virtual_then: 0,
+                virtual_then: offset_ms,
                 slipped_then: 0,
                 effective: scale,
                 logged_at: None,
                 behind: false,
             }),
-        }))
+        })
     }
 
-    /// Scaled wall time since the start, slips not counted.
+    /// The world now, as a snapshot, and the changes it covers. The world
+    /// is held only while it is copied (encoding and writing happen after).
+    pub fn snapshot(&self) -> (Snapshot, u64) {
+        copy(&self.world())
+    }
+
+    /// The world as the last call left it (not advanced: a world nobody
+    /// looks at does not move, and costs nothing), unless it is still at
+    /// `unless` (virtual ms, changes); and how long the copy held it.
+    fn snapshot_as_is(&self, unless: Option<(u64, u64)>) -> Option<(Snapshot, u64, Duration)> {
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if unless == Some((st.sim.now, st.changes)) {
+            return None;
+        }
+        let t0 = std::time::Instant::now();
+        let (snapshot, changes) = copy(&st);
+        Some((snapshot, changes, t0.elapsed()))
+    }
+
+    /// The virtual ms the world was resumed at, if it was resumed.
+    pub fn resumed_at_ms(&self) -> Option<u64> {
+        self.resumed.then_some(self.offset_ms)
+    }
+
+    /// Scaled wall time since the start (plus the virtual time resumed at), slips not counted.
     fn raw_ms(&self) -> u64 {
-        (self.start.elapsed().as_nanos() as f64 * self.scale / 1e6) as u64
+        self.offset_ms + (self.start.elapsed().as_nanos() as f64 * self.scale / 1e6) as u64
     }
 
     /// Virtual ms since the start: the world's time, advanced to now (it
@@ -133,7 +209,7 @@ impl LiveSim {
 
     /// The instant virtual time reaches `t_ms` (rounded up; later if it slips meanwhile).
     fn instant_of(&self, t_ms: u64) -> Instant {
-        let raw = t_ms.saturating_add(self.slipped_ms.load(Ordering::Relaxed));
+        let raw = t_ms.saturating_add(self.slipped_ms.load(Ordering::Relaxed)).saturating_sub(self.offset_ms);
         self.start + Duration::from_nanos((raw as f64 * 1e6 / self.scale).ceil() as u64 + 1)
     }
 
@@ -230,21 +306,7 @@ impl LiveSim {
     pub fn set_fleet(&self, fleet: Arc<Fleet>) -> Result<(), String> {
         let mut st = self.world();
         same_topology(&st.sim.fleet, &fleet)?;
-        let new: BTreeSet<&ReleaseId> =
-            fleet.targets.iter().map(|t| &t.release).filter(|r| !st.sim.releases.ids.contains(r)).collect();
-        if st.sim.releases.ids.len() + new.len() > Releases::MAX {
-            return Err(format!(
-                "the simulation has seen {} releases, the most it can rank: restart it",
-                st.sim.releases.ids.len()
-            ));
-        }
-        for r in new {
-            st.sim.releases.index(r);
-        }
-        for (n, node) in fleet.nodes.iter().enumerate() {
-            st.sim.nodes[n].capacity = fleet.profiles[node.profile as usize].capacity;
-        }
-        st.sim.fleet = fleet;
+        adopt(&mut st.sim, fleet)?;
         st.epoch_ms = st.sim.now;
         st.at_target_since = None;
         let observed = st.sim.observe();
@@ -282,8 +344,38 @@ impl LiveSim {
     }
 }
 
+/// The world of `st` as a snapshot, and the changes it covers.
+fn copy(st: &State) -> (Snapshot, u64) {
+    let live = LiveState { epoch_ms: st.epoch_ms, bound_s: st.bound_s, at_target_since: st.at_target_since };
+    (Snapshot::of(&st.sim, Some(live)), st.changes)
+}
+
+/// `fleet` becomes the spec of `sim` (same topology: checked by the
+/// caller): the releases its targets bring in are ranked among those seen,
+/// the nodes' capacities follow their profiles.
+fn adopt(sim: &mut Sim<'static>, fleet: Arc<Fleet>) -> Result<(), String> {
+    let new: BTreeSet<&ReleaseId> =
+        fleet.targets.iter().map(|t| &t.release).filter(|r| !sim.releases.ids.contains(r)).collect();
+    if sim.releases.ids.len() + new.len() > Releases::MAX {
+        return Err(format!(
+            "the simulation has seen {} releases, the most it can rank: restart it",
+            sim.releases.ids.len()
+        ));
+    }
+    for r in new {
+        sim.releases.index(r);
+    }
+    for (n, node) in fleet.nodes.iter().enumerate() {
+        if let (Some(s), Some(p)) = (sim.nodes.get_mut(n), fleet.profiles.get(node.profile as usize)) {
+            s.capacity = p.capacity;
+        }
+    }
+    sim.fleet = fleet;
+    Ok(())
+}
+
 /// Seconds as `H:MM:SS`.
-fn hms(s: u64) -> String {
+pub fn hms(s: u64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
@@ -333,13 +425,22 @@ fn at_target(fleet: &Fleet, observed: &Observed) -> bool {
 struct Claim<'a> {
     live: &'a LiveSim,
     id: u64,
+    /// Taken from the world, not yet handed to the executor (it waits for
+    /// the world to be saved).
+    delivered: bool,
     collected: bool,
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        if !self.collected {
-            self.live.world().sim.abandon(self.id);
+        if self.collected {
+            return;
+        }
+        let mut st = self.live.world();
+        if self.delivered {
+            st.sim.lost_outcomes += 1;
+        } else {
+            st.sim.abandon(self.id);
         }
     }
 }
@@ -354,12 +455,19 @@ impl Fleetside for LiveSim {
     }
 
     async fn observe(&self) -> Result<Observed, String> {
-        let mut st = self.world();
-        st.sim.update_gate_tracker();
-        let observed = st.sim.observe();
-        if st.at_target_since.is_none() && at_target(&st.sim.fleet, &observed) {
-            st.at_target_since = Some(st.sim.now);
-        }
+        let (observed, changes) = {
+            let mut st = self.world();
+            st.sim.update_gate_tracker();
+            let observed = st.sim.observe();
+            if st.at_target_since.is_none() && at_target(&st.sim.fleet, &observed) {
+                st.at_target_since = Some(st.sim.now);
+            }
+            (observed, st.changes)
+        };
+        // A kept world is seen only once every action it shows was saved:
+        // what drover learns and journals, a world resumed from the file
+        // goes through too (see `keep`).
+        self.durable(changes).await?;
         Ok(observed)
     }
 
@@ -379,23 +487,45 @@ impl Fleetside for LiveSim {
             "violations": r.violations,
             "violations_by_invariant": r.violations_by_invariant,
             "violation_samples": r.violation_samples.iter().take(5).collect::<Vec<_>>(),
+            // Actions started in the world, by kind (kept with it).
+            "actions": r.actions,
+            // Kept in the state directory (a restart resumes it), or fresh at every start.
+            "persisted": self.keeper.get().is_some(),
+            "path": self.keeper.get().map(|k| k.path.display().to_string()),
+            "resumed_at_s": self.resumed_at_ms().map(|ms| ms as f64 / 1000.0),
+            "saved": self.keeper.get().map(|k| k.report()),
         }))
     }
 
     async fn execute(&self, action: &Action) -> Outcome {
-        let (id, due) = {
+        let (id, due, changes) = {
             let mut st = self.world();
             // The checker judges the start against the preproduction it saw up to now.
             st.sim.update_gate_tracker();
-            st.sim.dispatch(action.clone(), String::new())
+            let (id, due) = st.sim.dispatch(action.clone(), String::new());
+            st.changes += 1;
+            (id, due, st.changes)
         };
-        let mut claim = Claim { live: self, id, collected: false };
+        let mut claim = Claim { live: self, id, delivered: false, collected: false };
+        // Saved after it starts (a failed save is said by `observe` and the log).
+        let _ = self.durable(changes).await;
         // Bounded: each turn waits a wall ms or more, and `due` is fixed. When
         // virtual time slipped meanwhile, `due` is later in wall time: wait
         // for it again rather than ask the world every millisecond.
         loop {
             tokio::time::sleep_until(self.instant_of(due).max(Instant::now() + Duration::from_millis(1))).await;
-            if let Some(outcome) = self.world().sim.deliver(id) {
+            let delivered = {
+                let mut st = self.world();
+                st.sim.deliver(id).map(|o| {
+                    st.changes += 1;
+                    (o, st.changes)
+                })
+            };
+            if let Some((outcome, changes)) = delivered {
+                // The world that knows the outcome is collected is saved
+                // before drover hears it (and journals it).
+                claim.delivered = true;
+                let _ = self.durable(changes).await;
                 claim.collected = true;
                 return outcome;
             }
@@ -608,6 +738,53 @@ mod tests {
             assert!(r.requests > 0);
         }
         assert!(lost > 0, "some kill dropped an action in flight");
+    }
+
+    /// The daemon's `kill -9` on a kept world: the reconciler and the world
+    /// die together at a random instant (the file may be up to a save
+    /// behind), a new world is resumed from the file and a new reconciler
+    /// from the journal: it converges with no invariant broken, virtual
+    /// time and the checker's counts going on from the file.
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_world_killed_with_its_reconciler_resumes_from_its_file() {
+        let fleet = Arc::new(fleetgen::fleet(&shape()).unwrap());
+        let mut running = 0;
+        for seed in 1..=3 {
+            let tmp = TempJournal::new(&format!("kept-{seed}"));
+            std::fs::create_dir_all(&tmp.0).unwrap();
+            let file = tmp.0.join("world.json");
+            let first = live(&fleet, seed);
+            first.keep_in(file.clone()).await.unwrap();
+            let at = Rng::new(seed).range(60_000, 8 * 60_000);
+            assert!(kill_at(&first, &tmp, at).await, "seed {seed}: killed mid-rollout");
+            let before = first.report();
+            drop(first);
+            let snapshot = Snapshot::load(&file).unwrap();
+            let saved_at = snapshot.now_ms;
+            let world = LiveSim::resume(Arc::clone(&fleet), snapshot, &file, SCALE).unwrap();
+            assert_eq!(world.resumed_at_ms(), Some(saved_at));
+            assert!(
+                world.now_ms() >= saved_at && saved_at + 2 * SCALE as u64 * 1000 >= at,
+                "seed {seed}: {saved_at} vs {at}"
+            );
+            let r = world.report();
+            assert!(
+                r.requests > 0 && r.requests <= before.requests,
+                "seed {seed}: the checker's counts come from the file"
+            );
+            // Actions under way still land in the world; nobody collects them.
+            let under_way = world.running();
+            running += under_way;
+            world.keep_in(file.clone()).await.unwrap();
+            let s = reconcile(Arc::clone(&world), &tmp.journal(), &opts()).await;
+            assert_eq!(s.finish, Finish::Converged, "seed {seed}: {s:?}");
+            assert_at_target(&world).await;
+            let r = world.report();
+            assert_clean(&r);
+            assert!(r.requests > before.requests, "seed {seed}");
+            assert!(world.lost_outcomes() as usize >= under_way, "seed {seed}");
+        }
+        assert!(running > 0, "some kill left an action under way in the file");
     }
 
     /// The fleetgen spec with its target release (and rollback permission) replaced.

@@ -14,6 +14,7 @@ pub mod live;
 pub mod rng;
 #[cfg(test)]
 mod scale_tests;
+pub mod snapshot;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -38,7 +39,7 @@ pub const IDLE_LIMIT_MS: u64 = 30 * 60 * 1000;
 pub const MAX_EVENTS_PER_INSTANT: u32 = 200_000;
 
 /// How the simulated fleet is driven.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub enum Strategy {
     /// drover's planner.
     Drover,
@@ -48,7 +49,7 @@ pub enum Strategy {
     SerialBatches { percent: u32 },
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct SimConfig {
     pub seed: u64,
     /// Mean action durations (also what the planner is told to expect).

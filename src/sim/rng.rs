@@ -2,7 +2,7 @@
 //! fixed by this file alone, so a seed replays bit for bit across crate
 //! upgrades and platforms.
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rng(u64);
 
 impl Rng {

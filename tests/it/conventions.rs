@@ -314,11 +314,12 @@ fn reconcile_once_keeps_its_state_in_the_users_state_directory() {
 }
 
 /// The simulated daemon (`reconcile --simulate`, the README's "try it")
-/// started from a checkout keeps its lease and journal in
-/// ~/.local/state/drover/simulation: nothing in the current directory,
-/// nothing in the real fleet's state.
+/// started from a checkout without a state directory named keeps nothing:
+/// its lease and journal live in a directory of its own under $TMPDIR,
+/// removed at exit; nothing in the current directory, nothing in the user's
+/// state directory (the real fleet's, and a kept simulation's).
 #[test]
-fn the_simulated_daemon_keeps_its_state_in_the_users_state_directory() {
+fn the_simulated_daemon_without_a_state_directory_keeps_nothing_in_the_users() {
     let u = AsUser::new("state-daemon");
     let home = u.base.join("home");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -331,12 +332,15 @@ fn the_simulated_daemon_keeps_its_state_in_the_users_state_directory() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let sim = home.join(".local/state/drover/simulation");
+    let scratch = || {
+        let tmp = u.tree("tmp");
+        tmp.iter().find(|p| p.starts_with("drover-simulation-") && p.ends_with("/lease")).cloned()
+    };
     let t0 = Instant::now();
-    while !(sim.join("lease").is_file() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+    while !(scratch().is_some() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
         let log = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(child.try_wait().unwrap().is_none(), "the daemon exited:\n{log}");
-        assert!(t0.elapsed() < Duration::from_secs(60), "no lease in {}:\n{log}", sim.display());
+        assert!(t0.elapsed() < Duration::from_secs(60), "no lease in $TMPDIR ({:?}):\n{log}", u.tree("tmp"));
         std::thread::sleep(Duration::from_millis(50));
     }
     // SAFETY: signals our own child.
@@ -351,12 +355,9 @@ fn the_simulated_daemon_keeps_its_state_in_the_users_state_directory() {
     };
     assert_eq!(code, Some(0), "{}", std::fs::read_to_string(&log).unwrap_or_default());
     assert_eq!(u.tree("cwd"), Vec::<String>::new(), "nothing in the current directory");
-    // Only the simulation's directory: the real fleet's journal and lease are untouched.
-    let state: Vec<String> = u.tree("home").into_iter().filter(|p| p.starts_with(".local/state/drover/")).collect();
-    assert!(
-        state.iter().all(|p| p.starts_with(".local/state/drover/simulation")),
-        "outside the simulation's directory: {state:?}"
-    );
+    let state: Vec<String> = u.tree("home").into_iter().filter(|p| p.starts_with(".local/state/")).collect();
+    assert_eq!(state, Vec::<String>::new(), "written in the user's state directory");
+    assert_eq!(u.tree("tmp"), Vec::<String>::new(), "left in $TMPDIR");
 }
 
 /// Spec files end in `.yaml` or `.yml` (both are read, as the README says);

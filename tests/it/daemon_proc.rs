@@ -304,3 +304,220 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The minimal example behind its target (release 2026.11.1 everywhere, the
+/// spec asks for 2026.11.2) with a two-minute soak: preproduction switches,
+/// soaks, then production farm by farm.
+fn setup_behind(name: &str) -> PathBuf {
+    let base = setup(name);
+    let file = base.join("specs/spec.yaml");
+    edit(
+        &file,
+        "    release: \"2026.11.2\"\n  sources:",
+        "    release: \"2026.11.2\"\n  policy:\n    preproduction: { soak: 2m }\n  sources:",
+    );
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(
+        "simulation:\n  initial:\n    packages: [base]\n    php: \"8.3.14\"\n    release: \"2026.11.1\"\n  sessions_per_site: 500\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    base
+}
+
+/// Every farm of the status: (name, LB admin state, all its nodes at target).
+fn farms(s: &serde_json::Value) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    for site in s["fleet"]["sites"].as_array().into_iter().flatten() {
+        for f in site["farms"].as_array().into_iter().flatten() {
+            let nodes = f["nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let at_target = !nodes.is_empty() && nodes.iter().all(|n| n["at_target"] == true);
+            out.push((
+                f["name"].as_str().unwrap_or_default().into(),
+                f["lb"]["admin"].as_str().unwrap_or_default().into(),
+                at_target,
+            ));
+        }
+    }
+    out
+}
+
+/// Nodes at their target in the status, by name.
+fn nodes_at_target(s: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for site in s["fleet"]["sites"].as_array().into_iter().flatten() {
+        for f in site["farms"].as_array().into_iter().flatten() {
+            for n in f["nodes"].as_array().into_iter().flatten() {
+                if n["at_target"] == true {
+                    out.push(n["name"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `kill -9` in mid-rollout, then a restart on the same state directory:
+/// the simulated world resumes where the file left it (virtual time, the
+/// nodes and farms, the checker's counts), the journal with it, and the
+/// rollout converges with every farm window opened once and closed, and no
+/// invariant broken over the two lives.
+#[test]
+fn a_simulated_daemon_killed_mid_rollout_resumes_its_world() {
+    let base = setup_behind("resume");
+    let world = base.join("state/simulation/world.json");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut d = Daemon::start_at(&base, "state", &addr, "20");
+    // Part-way: some farm switched, the rollout not over.
+    let at_kill = std::cell::RefCell::new(serde_json::Value::Null);
+    d.wait_until("a farm switched mid-rollout", Duration::from_secs(120), |d| {
+        let Some(s) = status(&d.addr) else { return false };
+        assert_ne!(s["rollout"]["phase"], "converged", "converged before any kill: {s}");
+        let switched = farms(&s).iter().any(|(_, admin, at_target)| admin == "ready" && *at_target);
+        if switched && s["simulation"]["persisted"] == true {
+            *at_kill.borrow_mut() = s;
+        }
+        switched
+    });
+    let s1 = at_kill.into_inner();
+    assert_eq!(s1["simulation"]["path"], world.display().to_string(), "{}", s1["simulation"]);
+    assert!(d.log().contains("the simulated world starts fresh, kept in"), "{}", d.log());
+    let v1 = s1["simulation"]["virtual_s"].as_f64().unwrap();
+    let requests1 = s1["simulation"]["requests"].as_u64().unwrap();
+    let kept_at_target = nodes_at_target(&s1);
+    assert!(!kept_at_target.is_empty());
+    // Once the file holds that instant (a save every second), kill -9.
+    d.wait_until("a save past the switch", Duration::from_secs(60), |d| {
+        status(&d.addr).is_some_and(|s| s["simulation"]["saved"]["virtual_s"].as_f64().is_some_and(|v| v >= v1))
+    });
+    d.signal(9);
+    assert!(d.wait_exit(Duration::from_secs(10)).is_none(), "SIGKILL gives no exit code");
+    assert!(world.is_file());
+
+    let mut d = Daemon::start_at(&base, "state", &addr, "20");
+    d.wait_until("the resumed world", Duration::from_secs(60), |d| {
+        status(&d.addr).is_some_and(|s| s["simulation"]["resumed_at_s"].is_number())
+    });
+    let log = d.log();
+    assert!(log.contains(&format!("resuming the simulated world from {} at virtual time", world.display())), "{log}");
+    assert!(!log.contains("starts fresh"), "{log}");
+    let s2 = status(&addr).unwrap();
+    let resumed = s2["simulation"]["resumed_at_s"].as_f64().unwrap();
+    assert!(resumed >= v1, "virtual time went back: killed after {v1} s, resumed at {resumed} s");
+    assert!(
+        s2["simulation"]["requests"].as_u64().unwrap() >= requests1,
+        "the checker's counts restarted: {}",
+        s2["simulation"]
+    );
+    // To convergence: what was at its target stays there.
+    d.wait_until("convergence", Duration::from_secs(180), |d| {
+        let Some(s) = status(&d.addr) else { return false };
+        if s["simulation"].is_object() {
+            let now = nodes_at_target(&s);
+            for n in &kept_at_target {
+                assert!(now.contains(n), "{n} was at its target before the kill and is not now: {}", s["fleet"]);
+            }
+            assert_eq!(s["simulation"]["violations"], 0, "{}", s["simulation"]);
+        }
+        s["rollout"]["phase"] == "converged" && s["simulation"]["at_target"] == true
+    });
+    let s3 = status(&addr).unwrap();
+    let sim = &s3["simulation"];
+    assert_eq!(sim["violations"], 0, "{sim}");
+    assert_eq!(sim["failed_requests"], 0, "{sim}");
+    assert!(sim["requests"].as_u64().unwrap() > requests1);
+    // Every farm switched once: one window opened and closed each (the
+    // world's count, kept with it across the kill), none left open.
+    let all = farms(&s3);
+    assert!(all.iter().all(|(_, admin, at_target)| admin == "ready" && *at_target), "{all:?}");
+    assert_eq!(sim["actions"]["set_farm"].as_u64(), Some(2 * all.len() as u64), "{sim}");
+    d.signal(15);
+    assert_eq!(d.wait_exit(Duration::from_secs(60)), Some(0), "{}", d.log());
+    assert!(d.log().contains(&format!("the simulated world is saved in {}", world.display())), "{}", d.log());
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Without a state directory named, the simulation says it starts fresh and
+/// is not kept (log and `/status`), and writes nothing where it runs nor in
+/// the default state directory; its journal lives and dies with it.
+#[test]
+fn a_simulated_daemon_without_a_state_directory_starts_fresh_and_keeps_nothing() {
+    let base = setup_behind("unkept");
+    let cwd = base.join("cwd");
+    let home = base.join("home");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = base.join("unkept.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .current_dir(&cwd)
+        .arg("--specs")
+        .arg(base.join("specs"))
+        .args(["reconcile", "--simulate", "--time-scale", "20", "--listen", &addr])
+        .env_remove("DROVER_STATE_DIR")
+        .env_remove("STATE_DIRECTORY")
+        .env("HOME", &home)
+        .env("XDG_STATE_HOME", base.join("xdg"))
+        .env("TMPDIR", base.join("tmp"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon { child, addr: addr.clone(), log };
+    d.wait_until("a first pass", Duration::from_secs(60), |d| {
+        status(&d.addr)
+            .is_some_and(|s| s["simulation"].is_object() && s["rollout"]["passes"].as_u64().is_some_and(|p| p > 0))
+    });
+    let s = status(&addr).unwrap();
+    assert_eq!(s["simulation"]["persisted"], false, "{}", s["simulation"]);
+    assert!(s["simulation"]["path"].is_null(), "{}", s["simulation"]);
+    assert!(d.log().contains("the simulation starts fresh and is not kept"), "{}", d.log());
+    // Its journal and lease: in a directory of its own under TMPDIR.
+    let tmp = tmp_entries(&base);
+    assert!(tmp.len() == 1 && tmp[0].starts_with("drover-simulation-"), "{tmp:?}");
+    d.signal(15);
+    assert_eq!(d.wait_exit(Duration::from_secs(60)), Some(0), "{}", d.log());
+    assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "written in the current directory");
+    assert!(!home.exists() && !base.join("xdg").exists(), "written in the default state directory");
+    assert!(tmp_entries(&base).is_empty(), "left behind: {:?}", tmp_entries(&base));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A world file that cannot be resumed stops the daemon at start, naming
+/// the file and the way out, and is left as it was: one damaged, one made
+/// for another topology (a node renamed in the spec since).
+#[test]
+fn a_world_that_cannot_be_resumed_is_refused_by_name() {
+    let base = setup_behind("refused");
+    let world = base.join("state/simulation/world.json");
+    // Damaged: refused before anything starts.
+    std::fs::create_dir_all(world.parent().unwrap()).unwrap();
+    std::fs::write(&world, b"{\"format\": 1, \"nodes\": [").unwrap();
+    let mut d = Daemon::start_at(&base, "state", &format!("127.0.0.1:{}", free_port()), "20");
+    assert_eq!(d.wait_exit(Duration::from_secs(60)), Some(1), "{}", d.log());
+    let log = d.log();
+    assert!(log.contains(&format!("the simulated world in {} is damaged", world.display())), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(std::fs::read(&world).unwrap(), b"{\"format\": 1, \"nodes\": [");
+    // A good one, then another topology.
+    std::fs::remove_file(&world).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut d = Daemon::start_at(&base, "state", &addr, "20");
+    d.wait_until("a saved world", Duration::from_secs(60), |d| {
+        status(&d.addr).is_some_and(|s| s["simulation"]["saved"]["saves"].as_u64().is_some_and(|n| n > 0))
+    });
+    d.signal(9);
+    assert!(d.wait_exit(Duration::from_secs(10)).is_none());
+    let kept = std::fs::read(&world).unwrap();
+    edit(&base.join("specs/spec.yaml"), "name: web22,", "name: web23,");
+    let mut d = Daemon::start_at(&base, "state", &addr, "20");
+    assert_eq!(d.wait_exit(Duration::from_secs(60)), Some(1), "{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains(&format!("the simulated world in {} was made for another spec", world.display()))
+            && log.contains("web22")
+            && log.contains("remove it or use another --state-dir"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read(&world).unwrap(), kept, "the refused world was rewritten");
+    let _ = std::fs::remove_dir_all(&base);
+}
