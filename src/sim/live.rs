@@ -13,16 +13,15 @@
 //! ends) before it looks or acts. It never plans, never reads the wall
 //! clock, and keeps no journal: only what a real fleet would hold.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Driver, Releases, Report, Sim, SimConfig, Strategy};
+use super::{Driver, Report, Sim, SimConfig, Strategy};
 use crate::diff::node_diff;
-use crate::model::{Fleet, NodeId, ReleaseId};
+use crate::model::{Fleet, NodeId};
 use crate::observe::{Admin, Observed};
 use crate::plan::{self, Action, Outcome};
 use crate::real::reconcile::Fleetside;
@@ -221,30 +220,33 @@ impl LiveSim {
         st
     }
 
-    /// The spec changed: new targets, new policy, same topology (the sites,
-    /// farms and nodes, by name and in order; `Err` names the first
-    /// difference). Actions running finish under the new spec. Releases the
-    /// new targets bring in rank by `ReleaseId`'s order among those already
-    /// seen, which keep their meaning for sessions. Makespan and lower bound
-    /// count from here.
+    /// The spec changed: new targets, new policy, and possibly a new
+    /// topology (farms and nodes reordered, renamed, added or removed): the
+    /// world follows by identity (`Sim::respec`: a machine by site and SSH
+    /// endpoint, a farm by site and name or as the same machines renamed),
+    /// so what ran keeps running on the same machine. Actions running
+    /// finish under the new spec; one whose node or farm left is dropped
+    /// (its executor, if any, learns that). Releases the new targets bring
+    /// in rank by `ReleaseId`'s order among those already seen, which keep
+    /// their meaning for sessions; `Err` (nothing changed) when the release
+    /// table would overflow. Makespan and lower bound count from here.
+    /// What changed is logged and kept in the report (`respecs`).
     pub fn set_fleet(&self, fleet: Arc<Fleet>) -> Result<(), String> {
         let mut st = self.world();
-        same_topology(&st.sim.fleet, &fleet)?;
-        let new: BTreeSet<&ReleaseId> =
-            fleet.targets.iter().map(|t| &t.release).filter(|r| !st.sim.releases.ids.contains(r)).collect();
-        if st.sim.releases.ids.len() + new.len() > Releases::MAX {
-            return Err(format!(
-                "the simulation has seen {} releases, the most it can rank: restart it",
-                st.sim.releases.ids.len()
-            ));
+        let r = st.sim.respec(fleet)?;
+        if r.reindexed || !r.nodes_renamed.is_empty() || !r.farms_renamed.is_empty() {
+            tracing::info!(
+                nodes_kept = r.nodes_kept,
+                nodes_added = r.nodes_added.len(),
+                nodes_removed = r.nodes_removed.len(),
+                nodes_renamed = r.nodes_renamed.len(),
+                farms_added = r.farms_added.len(),
+                farms_removed = r.farms_removed.len(),
+                farms_renamed = r.farms_renamed.len(),
+                held = ?r.held,
+                "simulated fleet follows the new topology"
+            );
         }
-        for r in new {
-            st.sim.releases.index(r);
-        }
-        for (n, node) in fleet.nodes.iter().enumerate() {
-            st.sim.nodes[n].capacity = fleet.profiles[node.profile as usize].capacity;
-        }
-        st.sim.fleet = fleet;
         st.epoch_ms = st.sim.now;
         st.at_target_since = None;
         let observed = st.sim.observe();
@@ -287,37 +289,6 @@ fn hms(s: u64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-/// The same sites, farms and nodes, by name, in order, in the same places.
-fn same_topology(old: &Fleet, new: &Fleet) -> Result<(), String> {
-    let refuse = |what: String| {
-        Err(format!(
-            "the new spec changes the fleet's topology ({what}): a running simulation keeps its sites, farms and \
-             nodes; start a new one for another topology"
-        ))
-    };
-    let sites = |f: &Fleet| f.sites.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
-    if sites(old) != sites(new) {
-        return refuse(format!("sites {:?} become {:?}", sites(old), sites(new)));
-    }
-    if old.farms.len() != new.farms.len() {
-        return refuse(format!("{} farms become {}", old.farms.len(), new.farms.len()));
-    }
-    for (a, b) in old.farms.iter().zip(&new.farms) {
-        if a.name != b.name || a.site != b.site {
-            return refuse(format!("farm {} becomes {}", a.name, b.name));
-        }
-    }
-    if old.nodes.len() != new.nodes.len() {
-        return refuse(format!("{} nodes become {}", old.nodes.len(), new.nodes.len()));
-    }
-    for (a, b) in old.nodes.iter().zip(&new.nodes) {
-        if a.name != b.name || a.farm != b.farm {
-            return refuse(format!("node {} becomes {}", a.name, b.name));
-        }
-    }
-    Ok(())
-}
-
 /// Every node at its target and in service, every farm in service.
 fn at_target(fleet: &Fleet, observed: &Observed) -> bool {
     observed
@@ -339,7 +310,7 @@ struct Claim<'a> {
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         if !self.collected {
-            self.live.world().sim.abandon(self.id);
+            self.live.world().sim.release(self.id);
         }
     }
 }
@@ -395,7 +366,7 @@ impl Fleetside for LiveSim {
         // for it again rather than ask the world every millisecond.
         loop {
             tokio::time::sleep_until(self.instant_of(due).max(Instant::now() + Duration::from_millis(1))).await;
-            if let Some(outcome) = self.world().sim.deliver(id) {
+            if let Some(outcome) = self.world().sim.collect(id) {
                 claim.collected = true;
                 return outcome;
             }
@@ -405,6 +376,7 @@ impl Fleetside for LiveSim {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -11,6 +11,7 @@
 pub mod faults;
 pub mod fleetgen;
 pub mod live;
+pub mod respec;
 pub mod rng;
 #[cfg(test)]
 mod scale_tests;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use faults::Faults;
+pub use respec::Respec;
 use rng::Rng;
 
 use crate::diff::node_diff;
@@ -69,6 +71,12 @@ pub struct SimConfig {
     pub traffic: bool,
     /// Keep every started action (for `plan` projections and tests).
     pub record_actions: bool,
+    /// Spec changes across reconciler restarts: on the k-th reconciler
+    /// restart the spec becomes `respecs[k-1]` (a commit while drover was
+    /// down); the world follows by identity (`Sim::respec`), the journal
+    /// by its own (`plan::named::carry`). Default empty.
+    #[serde(skip)]
+    pub respecs: Vec<Arc<Fleet>>,
 }
 
 impl SimConfig {
@@ -87,6 +95,7 @@ impl SimConfig {
             max_virtual_s: 6.0 * 3600.0,
             traffic: true,
             record_actions: false,
+            respecs: Vec::new(),
         }
     }
 }
@@ -162,6 +171,16 @@ pub struct Report {
     pub preproduction_failed: bool,
     pub crashes: u32,
     pub blocked: Vec<plan::Blocked>,
+    /// Servers a spec change left out of the LB under a new identity: the
+    /// journal closed their windows, drover leaves them to an operator.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
+    /// Journal entries a spec change could not carry (`plan::named::Resolution`s).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub journal_closed: Vec<String>,
+    /// The spec changes the world went through (`SimConfig::respecs`, `LiveSim::set_fleet`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub respecs: Vec<Respec>,
     #[serde(skip)]
     pub started: Vec<Started>,
 }
@@ -372,6 +391,8 @@ pub struct Sim<'f> {
     diff_cache: Option<plan::DiffCache>,
     /// The observation of the previous pass, overwritten by the next one.
     last_observation: Option<Observed>,
+    /// What spec changes left behind (held servers, closed journal entries, a log).
+    respecs: respec::Respecs,
 }
 
 fn kernel_of(fleet: &Fleet, pkgs: &[(Str, Str)]) -> Option<Str> {
@@ -509,6 +530,7 @@ impl<'f> Sim<'f> {
             lost_outcomes: 0,
             diff_cache: None,
             last_observation: None,
+            respecs: respec::Respecs::default(),
         }
     }
 
@@ -817,6 +839,20 @@ impl<'f> Sim<'f> {
                 self.alive = true;
                 self.incarnation += 1;
                 self.journal.restarted();
+                // A commit while drover was down: the world follows by identity, the journal by its own.
+                if let Some(new) = self.cfg.respecs.get(self.incarnation as usize - 1).cloned() {
+                    let old = Arc::clone(&self.fleet);
+                    match self.respec(new) {
+                        Ok(_) => {
+                            let (journal, closed) = plan::named::carry(&self.journal, &old, &self.fleet);
+                            self.journal = journal;
+                            self.respecs.closed.extend(closed.iter().map(|c| c.to_string()));
+                            self.diff_cache = None;
+                            self.last_observation = None;
+                        }
+                        Err(e) => self.say(&format!("the new spec is not applied: {e}")),
+                    }
+                }
                 self.say("reconciler restarted from its journal");
                 self.request_plan();
             }
@@ -1516,6 +1552,7 @@ impl<'f> Sim<'f> {
         let now = self.now;
         let budget_spent = self.failed.len() + self.failed_farms.len() > p.failure_budget as usize;
         let drain_ms = p.drain_timeout.as_millis() as u64;
+        self.prune_held();
         match action {
             Action::SetNode { node, admin } if *admin != Admin::Ready => {
                 let n = *node;
@@ -1533,7 +1570,11 @@ impl<'f> Sim<'f> {
                         .nodes
                         .iter()
                         .filter(|&&m| {
-                            m != n && self.nodes[m as usize].admin != Admin::Ready && !self.failed.contains(&m)
+                            m != n
+                                && self.nodes[m as usize].admin != Admin::Ready
+                                && !self.failed.contains(&m)
+                                // Held after a spec change: out, but not for drover's work.
+                                && !self.respecs.held_nodes.contains(&m)
                         })
                         .count() as u32
                         + 1;
@@ -1637,6 +1678,7 @@ impl<'f> Sim<'f> {
                         g != f
                             && self.farms[g as usize].admin == Admin::Maint
                             && !self.failed_farms.contains(&g)
+                            && !self.respecs.held_farms.contains(&g)
                             // A farm whose every node failed is out by failure, not by work.
                             && !fleet.farms[g as usize].nodes.iter().all(|n| self.failed.contains(n))
                     })
@@ -1772,7 +1814,8 @@ impl<'f> Sim<'f> {
         let end = self.now;
         if self.converged_at.is_some() || self.halted {
             for (n, s) in self.nodes.iter().enumerate() {
-                if s.admin != Admin::Ready && !self.failed.contains(&(n as NodeId)) && !s.dead {
+                let held = self.respecs.held_nodes.contains(&(n as NodeId));
+                if s.admin != Admin::Ready && !self.failed.contains(&(n as NodeId)) && !s.dead && !held {
                     let name = fleet.nodes[n].name.clone();
                     checker.violate(end, Invariant::FailureBudget, || {
                         format!("{name} left out of the LB without having failed")
@@ -1827,6 +1870,9 @@ impl<'f> Sim<'f> {
                 .any(|&n| fleet.sites[fleet.nodes[n as usize].site as usize].environment == Environment::Preproduction),
             crashes: self.crashes,
             blocked: self.blocked.clone(),
+            held: self.held_names(),
+            journal_closed: self.respecs.closed.clone(),
+            respecs: self.respecs.log.clone(),
             started: self.started.clone(),
         }
     }
