@@ -175,7 +175,8 @@ pub struct Variation {
     pub rename_farm: bool,
     /// One node gets a new name (same machine).
     pub rename_node: bool,
-    /// A new machine joins one farm (highest member index).
+    /// A new machine joins one farm (highest member index; a farm whose
+    /// growth keeps its site's capacity floor feasible).
     pub add_node: bool,
     /// One node leaves its farm (the farm keeps at least `max_unavailable + 1`).
     pub remove_node: bool,
@@ -265,6 +266,7 @@ fn fresh(base: &str, tag: &str, taken: &std::collections::BTreeSet<String>) -> S
 
 /// `base` with its farms (as explicit spec entries, in the file's order)
 /// edited by `f`, validated: for tests that change one named object.
+#[cfg(test)]
 pub(super) fn edit(
     shape: &Shape,
     base: &crate::model::Fleet,
@@ -323,14 +325,21 @@ pub fn vary(shape: &Shape, base: &crate::model::Fleet, v: &Variation) -> Result<
     }
     let node_names = |farms: &[LaidFarm]| farms.iter().flat_map(|f| f.nodes.iter().map(|n| n.name.clone())).collect();
     let farm_names = |farms: &[LaidFarm]| farms.iter().map(|f| f.name.clone()).collect();
-    if v.add_node && !farms.is_empty() {
-        let i = rng.range(0, farms.len() as u64 - 1) as usize;
+    if v.add_node {
         let taken: std::collections::BTreeSet<String> = node_names(&farms);
-        let name = fresh(&farms[i].name, "x", &taken);
-        let f = &mut farms[i];
-        if let Some(like) = f.nodes.first().cloned() {
-            let member = f.nodes.iter().map(|n| n.member).max().unwrap_or(0) + 1;
-            f.nodes.push(LaidNode { address: format!("{name}.example.net"), name, member, ..like });
+        let candidates = (0..farms.len())
+            .filter_map(|i| {
+                let mut c = farms.clone();
+                let name = fresh(&c[i].name, "x", &taken);
+                let f = &mut c[i];
+                let like = f.nodes.first().cloned()?;
+                let member = f.nodes.iter().map(|n| n.member).max().unwrap_or(0) + 1;
+                f.nodes.push(LaidNode { address: format!("{name}.example.net"), name, member, ..like });
+                Some(c)
+            })
+            .collect();
+        if let Some(c) = first_valid(candidates, &mut rng) {
+            farms = c;
         }
     }
     if v.rename_farm && !farms.is_empty() {

@@ -385,7 +385,7 @@ mod tests {
     use super::*;
     use crate::real::journal::Journal;
     use crate::real::reconcile::{Finish, Options, Summary, reconcile_once};
-    use crate::sim::fleetgen::{self, Change, Shape};
+    use crate::sim::fleetgen::{self, Change, Shape, Variation};
     use crate::sim::rng::Rng;
 
     /// Virtual ms per wall ms: a 48-minute rollout in under five seconds.
@@ -703,16 +703,74 @@ mod tests {
         assert_eq!(r.rank(super::super::NONE_SEEN), 0);
     }
 
+    /// A restart under a new topology (farms and nodes reordered, a node
+    /// added, a farm and a node removed, mid-rollout): the world follows by
+    /// identity, the journal by its own, and the rollout converges cleanly.
     #[tokio::test(start_paused = true)]
-    async fn a_new_topology_is_refused() {
-        let live = live(&with_release("2026.11.2", false), 1);
-        let bigger = Arc::new(fleetgen::fleet(&Shape { nodes_per_farm: 4, ..shape() }).unwrap());
-        let e = live.set_fleet(bigger).unwrap_err();
-        assert!(e.contains("topology"), "{e}");
-        let more_sites = Arc::new(fleetgen::fleet(&Shape { prod_sites: 3, ..shape() }).unwrap());
-        assert!(live.set_fleet(more_sites).unwrap_err().contains("sites"));
-        // The spec in force is unchanged.
-        assert_eq!(live.fleet().nodes.len(), with_release("2026.11.2", false).nodes.len());
+    async fn a_new_topology_mid_rollout_is_followed_by_identity() {
+        let first = Arc::new(fleetgen::fleet(&shape()).unwrap());
+        for seed in [2, 5] {
+            let live = live(&first, seed);
+            let tmp = TempJournal::new(&format!("topology-{seed}"));
+            let at = Rng::new(seed).range(2 * 60_000, 8 * 60_000);
+            assert!(kill_at(&live, &tmp, at).await, "seed {seed}: killed mid-rollout");
+            let v = Variation {
+                seed,
+                reorder_farms: true,
+                reorder_nodes: true,
+                add_node: true,
+                remove_node: true,
+                remove_farm: true,
+                ..Variation::default()
+            };
+            let new = Arc::new(fleetgen::vary(&shape(), &first, &v).unwrap());
+            let before = live.observe().await.unwrap();
+            live.set_fleet(Arc::clone(&new)).unwrap();
+            assert_eq!(live.fleet().nodes.len(), new.nodes.len());
+            let after = live.observe().await.unwrap();
+            // Every machine kept shows the state it had, at its new position.
+            for (n, node) in new.nodes.iter().enumerate() {
+                if let Some(o) = first.nodes.iter().position(|m| m.address == node.address) {
+                    assert_eq!(after.nodes[n].release_active, before.nodes[o].release_active, "{}", node.name);
+                    assert_eq!(after.nodes[n].packages, before.nodes[o].packages, "{}", node.name);
+                }
+            }
+            let r = live.report();
+            let respec = &r.respecs[0];
+            assert!(respec.reindexed);
+            assert_eq!((respec.nodes_added.len(), respec.farms_removed.len()), (1, 1), "{respec:?}");
+            assert_eq!(respec.nodes_kept + respec.nodes_removed.len(), first.nodes.len(), "{respec:?}");
+            let s = reconcile(Arc::clone(&live), &tmp.journal(), &opts()).await;
+            assert_eq!(s.finish, Finish::Converged, "seed {seed}: {s:?}");
+            assert_at_target(&live).await;
+            assert_clean(&live.report());
+        }
+    }
+
+    /// An executor waiting on a node the new spec removes learns it, instead of waiting forever.
+    #[tokio::test(start_paused = true)]
+    async fn an_action_on_a_node_that_left_ends_for_its_executor() {
+        let first = Arc::new(fleetgen::fleet(&shape()).unwrap());
+        let live = live(&first, 1);
+        let gone = first.nodes.len() as NodeId - 1;
+        let name = first.nodes[gone as usize].name.clone();
+        let side = Arc::clone(&live);
+        let task = tokio::spawn(async move { side.execute(&Action::HealthCheck { node: gone }).await });
+        while live.running() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let without = fleetgen::edit(&shape(), &first, |farms| {
+            for f in farms {
+                f.nodes.retain(|n| n.name != name);
+            }
+        })
+        .unwrap();
+        live.set_fleet(Arc::new(without)).unwrap();
+        assert_eq!(live.running(), 0);
+        let outcome = task.await.unwrap();
+        assert!(matches!(&outcome, Outcome::Failed(why) if why.contains("left the spec")), "{outcome:?}");
+        assert_eq!(live.lost_outcomes(), 0);
+        assert_eq!(live.report().respecs[0].actions_dropped, vec![format!("health_check on node {name}")]);
     }
 
     #[tokio::test(start_paused = true)]

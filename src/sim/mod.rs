@@ -956,6 +956,9 @@ impl<'f> Sim<'f> {
         }
         if let Some(b) = best {
             self.farms[b as usize].current -= total;
+            if !self.respecs.unserved_sites.is_empty() {
+                self.respecs.unserved_sites.remove(&site);
+            }
         }
         best
     }
@@ -982,7 +985,8 @@ impl<'f> Sim<'f> {
                     .iter()
                     .flat_map(|&f| &fleet.farms[f as usize].nodes)
                     .any(|&n| self.nodes[n as usize].dead);
-                if deaths {
+                // A spec change that left no farm taking sessions is the operator's doing, as a death is a fault.
+                if deaths || self.respecs.unserved_sites.contains(&s.site) {
                     self.checker.request_lost_to_fault();
                 } else {
                     let name = site.name.clone();

@@ -19,7 +19,11 @@
 //!   servers); any other new farm starts ready with its spec weight.
 //!   Sessions whose cookie farm left are displaced: HAProxy sends them to
 //!   another farm, and what they had seen was served by servers drover no
-//!   longer manages, so the checker starts their release history over.
+//!   longer manages, so the checker starts their release history over. A
+//!   site the change leaves with no farm taking sessions (the farms that
+//!   served removed while the others were out for their switch) fails
+//!   requests by the operator's doing: they count as lost to a fault, not
+//!   as drover's violations, until a farm of the site takes sessions again.
 //! - A site is its name (a new one starts its traffic, a removed one's
 //!   sessions end).
 //!
@@ -69,6 +73,8 @@ pub struct Respec {
     pub reindexed: bool,
     /// Servers out of the LB whose journal identity changed: left out (see the module doc).
     pub held: Vec<String>,
+    /// Sites left with no farm taking new sessions (see `Respecs::unserved_sites`).
+    pub sites_unserved: Vec<String>,
     /// Sessions whose cookie farm left.
     pub sessions_displaced: u32,
     /// Requests in progress on machines that left.
@@ -83,6 +89,10 @@ pub(super) struct Respecs {
     /// Nodes and farms held by a respec (positions in the spec in force).
     pub(super) held_nodes: BTreeSet<NodeId>,
     pub(super) held_farms: BTreeSet<FarmId>,
+    /// Sites a respec left with no farm taking new sessions, where some
+    /// farm took them before: their failed requests are the spec's doing
+    /// (counted as lost to faults) until a farm takes sessions again.
+    pub(super) unserved_sites: BTreeSet<SiteId>,
     /// External driver: outcomes for executors whose action's subject left.
     departed: BTreeMap<u64, Outcome>,
     pub(super) log: Vec<Respec>,
@@ -259,6 +269,7 @@ impl Sim<'_> {
         }
         let map = Map::new(&old, &new);
         let mut r = Respec { at_ms: self.now, ..Respec::default() };
+        let served_before: Vec<bool> = (0..old.sites.len()).map(|s| self.takes_sessions(s as SiteId)).collect();
 
         // Sites.
         for (s, site) in old.sites.iter().enumerate() {
@@ -520,6 +531,18 @@ impl Sim<'_> {
                 self.farms[f].admin != Admin::Maint && self.farms[f].sessions as u64 > self.farm_capacity(f as FarmId);
             self.farms[f].over_capacity = over;
         }
+        let mut unserved: BTreeSet<SiteId> =
+            self.respecs.unserved_sites.iter().filter_map(|&s| map.site.get(s as usize).copied().flatten()).collect();
+        for (o, &before) in served_before.iter().enumerate() {
+            if let Some(s) = map.site[o]
+                && before
+                && !self.takes_sessions(s)
+            {
+                unserved.insert(s);
+            }
+        }
+        r.sites_unserved = unserved.iter().map(|&s| new.sites[s as usize].name.clone()).collect();
+        self.respecs.unserved_sites = unserved;
         if self.cfg.traffic {
             for &s in &new_sites {
                 let env = new.sites[s as usize].environment;
@@ -648,6 +671,14 @@ impl Sim<'_> {
                 .filter(|&&f| f != nn.farm)
                 .flat_map(|&f| new.farms[f as usize].nodes.iter().copied()),
         )
+    }
+
+    /// Some farm of site `s` takes new sessions (ready, weight > 0, a node serving).
+    fn takes_sessions(&self, s: SiteId) -> bool {
+        self.fleet.sites[s as usize].farms.iter().any(|&f| {
+            let farm = &self.farms[f as usize];
+            farm.admin == Admin::Ready && farm.weight > 0 && self.farm_nbsrv(f) > 0
+        })
     }
 
     /// Drops held servers that are back in service (whoever returned them):
@@ -936,6 +967,28 @@ mod tests {
         d.until(|_| false);
         let r = d.sim.report(d.bound_s);
         assert_clean(&r);
+        assert!(r.converged, "{:?} {:?}", r.verdict, r.blocked);
+    }
+
+    #[test]
+    fn a_site_whose_serving_farms_are_removed_fails_requests_by_the_spec_not_by_drover() {
+        let s = shape();
+        let fleet = fleetgen::fleet(&s).unwrap();
+        let mut d = Driven::new(&fleet, 6);
+        let out = |sim: &Sim| {
+            sim.farms
+                .iter()
+                .enumerate()
+                .position(|(f, farm)| farm.admin == Admin::Maint && sim.fleet.farms[f].name.starts_with('s'))
+        };
+        assert!(d.until(|sim| out(sim).is_some()));
+        let keep = fleet.farms[out(&d.sim).unwrap()].name.clone();
+        // Only the farm out for its switch is left in the site.
+        let new = fleetgen::edit(&s, &fleet, |farms| farms.retain(|f| f.site != "s0" || f.name == keep)).unwrap();
+        let r = d.restart_under(new);
+        assert_clean(&r);
+        assert_eq!(r.respecs[0].sites_unserved, vec!["s0".to_string()]);
+        assert!(r.failed_requests > 0, "the site served nothing for a while");
         assert!(r.converged, "{:?} {:?}", r.verdict, r.blocked);
     }
 
