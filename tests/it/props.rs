@@ -258,3 +258,89 @@ fn regressions() {
         }
     }
 }
+
+/// Spec-change cases the property test once found, replayed on every run.
+#[test]
+fn respec_regressions() {
+    let cases = [
+        (
+            // A farm renamed after its switch, one node of it failed on the old
+            // release and out: the journal closed the failure (a new identity),
+            // the node was held, and the planner took the switched farm out again
+            // for that node alone, sending sessions that saw the new release to
+            // the farm still on the old one.
+            Shape {
+                prod_sites: 2,
+                farms_per_site: 2,
+                nodes_per_farm: 3,
+                profiles: 2,
+                max_unavailable: 2,
+                max_farms_down: 1,
+                capacity_floor: 0.0,
+                soak: "2m".into(),
+                failure_budget: 2,
+                change: Change { disruptive_reboot: true, php: true, release: true, ..Change::NONE },
+                sessions_per_site: 60,
+            },
+            Faults {
+                action_fail: 0.01,
+                ssh_timeout: 0.02,
+                health_fail: 0.01,
+                node_death: 2,
+                slow_drain: 0.01,
+                crash: 3,
+                flush_fail: 0.01,
+            },
+            5222642553382793117u64,
+            [
+                Variation { seed: 2575139016671363438, reorder_farms: true, ..Variation::default() },
+                Variation { seed: 203319086590352763, ..Variation::default() },
+                Variation { seed: 10032141242396885052, rename_farm: true, ..Variation::default() },
+            ],
+        ),
+        (
+            // A node renamed mid-upgrade (held: its window closed), then its
+            // farm's switch, where the other node failed: the farm came back
+            // with no node serving and its sessions' cookies (the held node
+            // counted as alive in the window, and was worked on).
+            Shape {
+                prod_sites: 3,
+                farms_per_site: 4,
+                nodes_per_farm: 2,
+                profiles: 2,
+                max_unavailable: 1,
+                max_farms_down: 1,
+                capacity_floor: 0.0,
+                soak: "2m".into(),
+                failure_budget: 1,
+                change: Change { online: true, disruptive_reboot: true, ..Change::NONE },
+                sessions_per_site: 60,
+            },
+            Faults {
+                action_fail: 0.01,
+                ssh_timeout: 0.02,
+                node_death: 1,
+                crash: 2,
+                flush_fail: 0.01,
+                ..Faults::none()
+            },
+            4511965279521596373u64,
+            [
+                Variation {
+                    seed: 7750555793439964800,
+                    rename_farm: true,
+                    rename_node: true,
+                    add_node: true,
+                    ..Variation::default()
+                },
+                Variation { seed: 2552141597918642, ..Variation::default() },
+                Variation::default(),
+            ],
+        ),
+    ];
+    for (shape, faults, seed, changes) in cases {
+        if let Err(e) = check_respecs(&shape, &faults, seed, &changes) {
+            panic!("{e}");
+        }
+    }
+}
