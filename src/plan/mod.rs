@@ -947,7 +947,11 @@ impl<'a, 'w> Planner<'a, 'w> {
             // Coalesce: a farm about to switch takes its disruptive work in that window.
             let coalesce =
                 v.pending_switch && self.switch_gate_open(f).is_ok() && !w.memory.failed_farms.contains_key(&f);
-            let mut open = v.node_windows;
+            // Held nodes are out too: with drover's windows they stay within
+            // max_unavailable, so the farm keeps a node serving (a drain just
+            // started still looks ready, and would not be counted otherwise).
+            let held = farm.nodes.iter().filter(|&&n| node_held(w.memory, &w.observed.nodes[n as usize], n)).count();
+            let mut open = v.node_windows + held as u32;
             let mut pending_before = 0u32;
             let mut serving_cap = v.serving_capacity;
             let load = w.observed.farms[f as usize].sessions as f64;

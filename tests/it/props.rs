@@ -338,6 +338,40 @@ fn respec_regressions() {
                 Variation::default(),
             ],
         ),
+        (
+            // A farm renamed with two of its four nodes mid-upgrade (held:
+            // their windows closed), max_unavailable 2: the planner opened
+            // windows on the other two (held nodes did not count as out; a
+            // drain just started still looks ready), and the farm had no node
+            // serving its sessions.
+            Shape {
+                prod_sites: 1,
+                farms_per_site: 4,
+                nodes_per_farm: 4,
+                profiles: 1,
+                max_unavailable: 2,
+                max_farms_down: 1,
+                capacity_floor: 0.44999999999999996,
+                soak: "2m".into(),
+                failure_budget: 0,
+                change: Change { disruptive_restart: true, ..Change::NONE },
+                sessions_per_site: 60,
+            },
+            Faults {
+                action_fail: 0.01,
+                ssh_timeout: 0.01,
+                health_fail: 0.01,
+                crash: 2,
+                flush_fail: 0.01,
+                ..Faults::none()
+            },
+            2615337336939848064u64,
+            [
+                Variation { seed: 7884172024241397037, remove_node: true, ..Variation::default() },
+                Variation { seed: 520341552671617488, rename_farm: true, remove_farm: true, ..Variation::default() },
+                Variation::default(),
+            ],
+        ),
     ];
     for (shape, faults, seed, changes) in cases {
         if let Err(e) = check_respecs(&shape, &faults, seed, &changes) {
