@@ -171,6 +171,13 @@ struct FarmView {
     held_by_operator: bool,
 }
 
+/// Out of the LB with no window of drover's and no failure: an operator's
+/// (or a window a new spec's journal closed, `named`). Reported as held,
+/// never worked on.
+fn node_held(mem: &Memory, o: &crate::observe::NodeObs, n: NodeId) -> bool {
+    o.lb.admin != Admin::Ready && !mem.node_ops.contains_key(&n) && !mem.failed_nodes.contains_key(&n)
+}
+
 pub fn plan(w: &World) -> Pass {
     let diffs = diffs::all(w.fleet, w.observed);
     Planner::new(w, &diffs).run()
@@ -237,7 +244,12 @@ impl<'a, 'w> Planner<'a, 'w> {
                 let failed = mem.failed_nodes.contains_key(&n);
                 let d = &diffs[n as usize];
                 if !failed {
-                    v.pending_switch |= d.needs_switch();
+                    // A held node (out of the LB, no window of drover's) alone never
+                    // takes its farm out for a switch: that would send sessions that
+                    // saw the farm's release back to farms still on an older one.
+                    if !node_held(mem, o, n) {
+                        v.pending_switch |= d.needs_switch();
+                    }
                     v.staged_for_switch &= d.stage_php.is_none() && d.stage_release.is_none();
                 }
                 if mem.node_ops.contains_key(&n) {
@@ -458,12 +470,16 @@ impl<'a, 'w> Planner<'a, 'w> {
                 }
                 continue;
             }
+            let o = &w.observed.nodes[n as usize];
+            if node_held(w.memory, o, n) {
+                // Not drover's to work on, and it does not serve: as a failed one.
+                continue;
+            }
             any_alive = true;
             if w.memory.busy(Subject::Node(n)) {
                 all_done = false;
                 continue;
             }
-            let o = &w.observed.nodes[n as usize];
             let d = &self.diffs[n as usize];
             if o.busy {
                 all_done = false;
@@ -508,7 +524,11 @@ impl<'a, 'w> Planner<'a, 'w> {
                 format!("farm {} switched and healthy: back into the LB", farm.name),
             );
         } else if !any_alive {
-            self.block(Subject::Farm(f), Cause::Operator, "every node of the farm failed: the farm stays out");
+            self.block(
+                Subject::Farm(f),
+                Cause::Operator,
+                "every node of the farm failed or is held out of the LB: the farm stays out",
+            );
         }
     }
 
@@ -847,7 +867,11 @@ impl<'a, 'w> Planner<'a, 'w> {
         let mut biggest = 0u64;
         for &n in &fleet.farms[f as usize].nodes {
             let d = &self.diffs[n as usize];
-            if d.needs_window() && !self.node_failed(n) && self.packages_gate_open(n, &d.disruptive) {
+            if d.needs_window()
+                && !self.node_failed(n)
+                && !node_held(w.memory, &w.observed.nodes[n as usize], n)
+                && self.packages_gate_open(n, &d.disruptive)
+            {
                 biggest = biggest.max(fleet.profiles[fleet.nodes[n as usize].profile as usize].capacity as u64);
             }
         }
@@ -923,7 +947,11 @@ impl<'a, 'w> Planner<'a, 'w> {
             // Coalesce: a farm about to switch takes its disruptive work in that window.
             let coalesce =
                 v.pending_switch && self.switch_gate_open(f).is_ok() && !w.memory.failed_farms.contains_key(&f);
-            let mut open = v.node_windows;
+            // Held nodes are out too: with drover's windows they stay within
+            // max_unavailable, so the farm keeps a node serving (a drain just
+            // started still looks ready, and would not be counted otherwise).
+            let held = farm.nodes.iter().filter(|&&n| node_held(w.memory, &w.observed.nodes[n as usize], n)).count();
+            let mut open = v.node_windows + held as u32;
             let mut pending_before = 0u32;
             let mut serving_cap = v.serving_capacity;
             let load = w.observed.farms[f as usize].sessions as f64;

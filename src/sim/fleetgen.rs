@@ -1,6 +1,7 @@
 //! Generated fleets for tests, property tests and benchmarks: a spec text
 //! (YAML, so the spec path is exercised too) from a few numbers.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// The shape and starting point of a generated fleet.
@@ -155,4 +156,234 @@ profiles:"#,
 pub fn fleet(s: &Shape) -> Result<crate::model::Fleet, String> {
     let files = [crate::spec::SourceFile { path: "generated.yaml".into(), text: spec_text(s) }];
     crate::spec::validate::check(&files).map_err(|d| crate::spec::diag::render(&d, &files))
+}
+
+/// One spec change for a generated fleet, drawn from `seed`: the changes
+/// asked for, each on objects the seed picks. A change that no object
+/// allows while the spec stays valid (a farm removed from a site with two
+/// farms, a node removed from a farm at its `max_unavailable` floor) is
+/// skipped. Deterministic: same base, same variation, same spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Variation {
+    pub seed: u64,
+    /// Farms reordered within their site (their order in the spec file).
+    pub reorder_farms: bool,
+    /// Nodes reordered within their farm: their order in the file and
+    /// their member indices (waves go by member index).
+    pub reorder_nodes: bool,
+    /// One farm gets a new name (same machines).
+    pub rename_farm: bool,
+    /// One node gets a new name (same machine).
+    pub rename_node: bool,
+    /// A new machine joins one farm (highest member index; a farm whose
+    /// growth keeps its site's capacity floor feasible).
+    pub add_node: bool,
+    /// One node leaves its farm (the farm keeps at least `max_unavailable + 1`).
+    pub remove_node: bool,
+    /// One farm leaves a site that keeps at least two farms (a single-farm
+    /// site could never switch).
+    pub remove_farm: bool,
+}
+
+/// A node as an explicit spec entry.
+#[derive(Clone, Debug)]
+pub(super) struct LaidNode {
+    pub(super) name: String,
+    pub(super) address: String,
+    pub(super) ssh_port: u16,
+    pub(super) http_port: u16,
+    pub(super) member: u32,
+    pub(super) profile: String,
+}
+
+/// A farm as an explicit spec entry.
+#[derive(Clone, Debug)]
+pub(super) struct LaidFarm {
+    pub(super) name: String,
+    pub(super) site: String,
+    pub(super) nodes: Vec<LaidNode>,
+}
+
+/// The farms of `fleet` as explicit spec entries, in the file's order.
+fn layout(fleet: &crate::model::Fleet) -> Vec<LaidFarm> {
+    fleet
+        .farms
+        .iter()
+        .map(|f| LaidFarm {
+            name: f.name.clone(),
+            site: fleet.sites[f.site as usize].name.clone(),
+            nodes: f
+                .nodes
+                .iter()
+                .map(|&n| {
+                    let n = &fleet.nodes[n as usize];
+                    LaidNode {
+                        name: n.name.clone(),
+                        address: n.address.clone(),
+                        ssh_port: n.ssh_port,
+                        http_port: n.http_port,
+                        member: n.member,
+                        profile: fleet.profiles[n.profile as usize].name.clone(),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn render(header: &str, farms: &[LaidFarm]) -> String {
+    let mut y = header.to_string();
+    for f in farms {
+        let _ = writeln!(y, "  - name: {}\n    site: {}\n    nodes:", f.name, f.site);
+        for n in &f.nodes {
+            let _ = writeln!(
+                y,
+                "      - {{ name: {}, address: \"{}\", ssh_port: {}, http_port: {}, member: {}, profile: {} }}",
+                n.name, n.address, n.ssh_port, n.http_port, n.member, n.profile
+            );
+        }
+    }
+    y
+}
+
+fn check_text(text: String) -> Result<crate::model::Fleet, String> {
+    let files = [crate::spec::SourceFile { path: "generated.yaml".into(), text }];
+    crate::spec::validate::check(&files).map_err(|d| crate::spec::diag::render(&d, &files))
+}
+
+/// Fisher-Yates.
+fn shuffle<T>(items: &mut [T], rng: &mut super::rng::Rng) {
+    for i in (1..items.len()).rev() {
+        let j = rng.range(0, i as u64) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// A name not in `taken`: `base-{tag}{k}` for the least k from 1.
+fn fresh(base: &str, tag: &str, taken: &std::collections::BTreeSet<String>) -> String {
+    (1u32..).map(|k| format!("{base}-{tag}{k}")).find(|n| !taken.contains(n)).unwrap_or_default()
+}
+
+/// `base` with its farms (as explicit spec entries, in the file's order)
+/// edited by `f`, validated: for tests that change one named object.
+#[cfg(test)]
+pub(super) fn edit(
+    shape: &Shape,
+    base: &crate::model::Fleet,
+    f: impl FnOnce(&mut Vec<LaidFarm>),
+) -> Result<crate::model::Fleet, String> {
+    let text = spec_text(shape);
+    let cut = text.find("\nfarms:\n").ok_or("the generated spec has no farms section")? + "\nfarms:\n".len();
+    let mut farms = layout(base);
+    f(&mut farms);
+    check_text(render(&text[..cut], &farms))
+}
+
+/// `base` (a fleet of `shape`, or an earlier variation of one) under the
+/// change `v`, as a spec text validated like any other: the result is a
+/// real spec. Objects kept keep their name and address.
+pub fn vary(shape: &Shape, base: &crate::model::Fleet, v: &Variation) -> Result<crate::model::Fleet, String> {
+    let text = spec_text(shape);
+    let cut = text.find("\nfarms:\n").ok_or("the generated spec has no farms section")? + "\nfarms:\n".len();
+    let header = &text[..cut];
+    let mut rng = super::rng::Rng::new(v.seed);
+    let mut farms = layout(base);
+    // The first candidate (in the seed's order) that keeps the spec valid.
+    let first_valid = |mut candidates: Vec<Vec<LaidFarm>>, rng: &mut super::rng::Rng| {
+        shuffle(&mut candidates, rng);
+        candidates.into_iter().find(|c| check_text(render(header, c)).is_ok())
+    };
+    if v.remove_farm {
+        let mut per_site: BTreeMap<&str, usize> = BTreeMap::new();
+        for f in &farms {
+            *per_site.entry(f.site.as_str()).or_default() += 1;
+        }
+        let candidates = (0..farms.len())
+            .filter(|&i| per_site[farms[i].site.as_str()] > 2)
+            .map(|i| {
+                let mut c = farms.clone();
+                c.remove(i);
+                c
+            })
+            .collect();
+        if let Some(c) = first_valid(candidates, &mut rng) {
+            farms = c;
+        }
+    }
+    if v.remove_node {
+        let mut candidates = Vec::new();
+        for (i, f) in farms.iter().enumerate() {
+            for j in 0..f.nodes.len() {
+                let mut c = farms.clone();
+                c[i].nodes.remove(j);
+                candidates.push(c);
+            }
+        }
+        if let Some(c) = first_valid(candidates, &mut rng) {
+            farms = c;
+        }
+    }
+    let node_names = |farms: &[LaidFarm]| farms.iter().flat_map(|f| f.nodes.iter().map(|n| n.name.clone())).collect();
+    let farm_names = |farms: &[LaidFarm]| farms.iter().map(|f| f.name.clone()).collect();
+    if v.add_node {
+        let taken: std::collections::BTreeSet<String> = node_names(&farms);
+        let candidates = (0..farms.len())
+            .filter_map(|i| {
+                let mut c = farms.clone();
+                let name = fresh(&c[i].name, "x", &taken);
+                let f = &mut c[i];
+                let like = f.nodes.first().cloned()?;
+                let member = f.nodes.iter().map(|n| n.member).max().unwrap_or(0) + 1;
+                f.nodes.push(LaidNode { address: format!("{name}.example.net"), name, member, ..like });
+                Some(c)
+            })
+            .collect();
+        if let Some(c) = first_valid(candidates, &mut rng) {
+            farms = c;
+        }
+    }
+    if v.rename_farm && !farms.is_empty() {
+        let i = rng.range(0, farms.len() as u64 - 1) as usize;
+        let taken = farm_names(&farms);
+        farms[i].name = fresh(&farms[i].name, "r", &taken);
+    }
+    if v.rename_node {
+        let all: Vec<(usize, usize)> =
+            farms.iter().enumerate().flat_map(|(i, f)| (0..f.nodes.len()).map(move |j| (i, j))).collect();
+        if !all.is_empty() {
+            let (i, j) = all[rng.range(0, all.len() as u64 - 1) as usize];
+            let taken = node_names(&farms);
+            farms[i].nodes[j].name = fresh(&farms[i].nodes[j].name, "r", &taken);
+        }
+    }
+    if v.reorder_farms {
+        let sites: std::collections::BTreeSet<String> = farms.iter().map(|f| f.site.clone()).collect();
+        for site in sites {
+            let slots: Vec<usize> = (0..farms.len()).filter(|&i| farms[i].site == site).collect();
+            let mut order = slots.clone();
+            shuffle(&mut order, &mut rng);
+            if order == slots && order.len() > 1 {
+                order.rotate_left(1);
+            }
+            let moved: Vec<LaidFarm> = order.iter().map(|&i| farms[i].clone()).collect();
+            for (slot, f) in slots.into_iter().zip(moved) {
+                farms[slot] = f;
+            }
+        }
+    }
+    if v.reorder_nodes {
+        for f in &mut farms {
+            let members: Vec<u32> = f.nodes.iter().map(|n| n.member).collect();
+            let before: Vec<String> = f.nodes.iter().map(|n| n.name.clone()).collect();
+            shuffle(&mut f.nodes, &mut rng);
+            if f.nodes.iter().map(|n| &n.name).eq(before.iter()) {
+                f.nodes.rotate_left(1);
+            }
+            // The members move too: the node first in the file gets the lowest index, and so on.
+            for (n, m) in f.nodes.iter_mut().zip(members) {
+                n.member = m;
+            }
+        }
+    }
+    check_text(render(header, &farms))
 }

@@ -13,7 +13,6 @@
 //! ends) before it looks or acts. It never plans, never reads the wall
 //! clock, and keeps no journal: only what a real fleet would hold.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
@@ -26,7 +25,7 @@ use super::snapshot::{LiveState, Snapshot};
 use super::{Driver, Releases, Report, Sim, SimConfig, Strategy};
 use crate::control::Fleetside;
 use crate::diff::node_diff;
-use crate::model::{Fleet, NodeId, ReleaseId};
+use crate::model::{Fleet, NodeId};
 use crate::observe::{Admin, Observed};
 use crate::plan::{self, Action, Outcome};
 
@@ -297,16 +296,33 @@ impl LiveSim {
         st
     }
 
-    /// The spec changed: new targets, new policy, same topology (the sites,
-    /// farms and nodes, by name and in order; `Err` names the first
-    /// difference). Actions running finish under the new spec. Releases the
-    /// new targets bring in rank by `ReleaseId`'s order among those already
-    /// seen, which keep their meaning for sessions. Makespan and lower bound
-    /// count from here.
+    /// The spec changed: new targets, new policy, and possibly a new
+    /// topology (farms and nodes reordered, renamed, added or removed): the
+    /// world follows by identity (`Sim::respec`: a machine by site and SSH
+    /// endpoint, a farm by site and name or as the same machines renamed),
+    /// so what ran keeps running on the same machine. Actions running
+    /// finish under the new spec; one whose node or farm left is dropped
+    /// (its executor, if any, learns that). Releases the new targets bring
+    /// in rank by `ReleaseId`'s order among those already seen, which keep
+    /// their meaning for sessions; `Err` (nothing changed) when the release
+    /// table would overflow. Makespan and lower bound count from here.
+    /// What changed is logged and kept in the report (`respecs`).
     pub fn set_fleet(&self, fleet: Arc<Fleet>) -> Result<(), String> {
         let mut st = self.world();
-        same_topology(&st.sim.fleet, &fleet)?;
-        adopt(&mut st.sim, fleet)?;
+        let r = st.sim.respec(fleet)?;
+        if r.reindexed || !r.nodes_renamed.is_empty() || !r.farms_renamed.is_empty() {
+            tracing::info!(
+                nodes_kept = r.nodes_kept,
+                nodes_added = r.nodes_added.len(),
+                nodes_removed = r.nodes_removed.len(),
+                nodes_renamed = r.nodes_renamed.len(),
+                farms_added = r.farms_added.len(),
+                farms_removed = r.farms_removed.len(),
+                farms_renamed = r.farms_renamed.len(),
+                held = ?r.held,
+                "simulated fleet follows the new topology"
+            );
+        }
         st.epoch_ms = st.sim.now;
         st.at_target_since = None;
         let observed = st.sim.observe();
@@ -354,7 +370,7 @@ fn copy(st: &State) -> (Snapshot, u64) {
 /// caller): the releases its targets bring in are ranked among those seen,
 /// the nodes' capacities follow their profiles.
 fn adopt(sim: &mut Sim<'static>, fleet: Arc<Fleet>) -> Result<(), String> {
-    let new: BTreeSet<&ReleaseId> =
+    let new: std::collections::BTreeSet<&crate::model::ReleaseId> =
         fleet.targets.iter().map(|t| &t.release).filter(|r| !sim.releases.ids.contains(r)).collect();
     if sim.releases.ids.len() + new.len() > Releases::MAX {
         return Err(format!(
@@ -377,37 +393,6 @@ fn adopt(sim: &mut Sim<'static>, fleet: Arc<Fleet>) -> Result<(), String> {
 /// Seconds as `H:MM:SS`.
 pub fn hms(s: u64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
-/// The same sites, farms and nodes, by name, in order, in the same places.
-fn same_topology(old: &Fleet, new: &Fleet) -> Result<(), String> {
-    let refuse = |what: String| {
-        Err(format!(
-            "the new spec changes the fleet's topology ({what}): a running simulation keeps its sites, farms and \
-             nodes; start a new one for another topology"
-        ))
-    };
-    let sites = |f: &Fleet| f.sites.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
-    if sites(old) != sites(new) {
-        return refuse(format!("sites {:?} become {:?}", sites(old), sites(new)));
-    }
-    if old.farms.len() != new.farms.len() {
-        return refuse(format!("{} farms become {}", old.farms.len(), new.farms.len()));
-    }
-    for (a, b) in old.farms.iter().zip(&new.farms) {
-        if a.name != b.name || a.site != b.site {
-            return refuse(format!("farm {} becomes {}", a.name, b.name));
-        }
-    }
-    if old.nodes.len() != new.nodes.len() {
-        return refuse(format!("{} nodes become {}", old.nodes.len(), new.nodes.len()));
-    }
-    for (a, b) in old.nodes.iter().zip(&new.nodes) {
-        if a.name != b.name || a.farm != b.farm {
-            return refuse(format!("node {} becomes {}", a.name, b.name));
-        }
-    }
-    Ok(())
 }
 
 /// Every node at its target and in service, every farm in service.
@@ -440,7 +425,7 @@ impl Drop for Claim<'_> {
         if self.delivered {
             st.sim.lost_outcomes += 1;
         } else {
-            st.sim.abandon(self.id);
+            st.sim.release(self.id);
         }
     }
 }
@@ -516,7 +501,7 @@ impl Fleetside for LiveSim {
             tokio::time::sleep_until(self.instant_of(due).max(Instant::now() + Duration::from_millis(1))).await;
             let delivered = {
                 let mut st = self.world();
-                st.sim.deliver(id).map(|o| {
+                st.sim.collect(id).map(|o| {
                     st.changes += 1;
                     (o, st.changes)
                 })
@@ -535,6 +520,7 @@ impl Fleetside for LiveSim {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -543,7 +529,7 @@ mod tests {
     use super::*;
     use crate::control::journal::Journal;
     use crate::control::{Finish, Options, Summary, reconcile_once};
-    use crate::sim::fleetgen::{self, Change, Shape};
+    use crate::sim::fleetgen::{self, Change, Shape, Variation};
     use crate::sim::rng::Rng;
 
     /// Virtual ms per wall ms: a 48-minute rollout in under five seconds.
@@ -911,16 +897,74 @@ mod tests {
         assert_eq!(r.rank(super::super::NONE_SEEN), 0);
     }
 
+    /// A restart under a new topology (farms and nodes reordered, a node
+    /// added, a farm and a node removed, mid-rollout): the world follows by
+    /// identity, the journal by its own, and the rollout converges cleanly.
     #[tokio::test(start_paused = true)]
-    async fn a_new_topology_is_refused() {
-        let live = live(&with_release("2026.11.2", false), 1);
-        let bigger = Arc::new(fleetgen::fleet(&Shape { nodes_per_farm: 4, ..shape() }).unwrap());
-        let e = live.set_fleet(bigger).unwrap_err();
-        assert!(e.contains("topology"), "{e}");
-        let more_sites = Arc::new(fleetgen::fleet(&Shape { prod_sites: 3, ..shape() }).unwrap());
-        assert!(live.set_fleet(more_sites).unwrap_err().contains("sites"));
-        // The spec in force is unchanged.
-        assert_eq!(live.fleet().nodes.len(), with_release("2026.11.2", false).nodes.len());
+    async fn a_new_topology_mid_rollout_is_followed_by_identity() {
+        let first = Arc::new(fleetgen::fleet(&shape()).unwrap());
+        for seed in [2, 5] {
+            let live = live(&first, seed);
+            let tmp = TempJournal::new(&format!("topology-{seed}"));
+            let at = Rng::new(seed).range(2 * 60_000, 8 * 60_000);
+            assert!(kill_at(&live, &tmp, at).await, "seed {seed}: killed mid-rollout");
+            let v = Variation {
+                seed,
+                reorder_farms: true,
+                reorder_nodes: true,
+                add_node: true,
+                remove_node: true,
+                remove_farm: true,
+                ..Variation::default()
+            };
+            let new = Arc::new(fleetgen::vary(&shape(), &first, &v).unwrap());
+            let before = live.observe().await.unwrap();
+            live.set_fleet(Arc::clone(&new)).unwrap();
+            assert_eq!(live.fleet().nodes.len(), new.nodes.len());
+            let after = live.observe().await.unwrap();
+            // Every machine kept shows the state it had, at its new position.
+            for (n, node) in new.nodes.iter().enumerate() {
+                if let Some(o) = first.nodes.iter().position(|m| m.address == node.address) {
+                    assert_eq!(after.nodes[n].release_active, before.nodes[o].release_active, "{}", node.name);
+                    assert_eq!(after.nodes[n].packages, before.nodes[o].packages, "{}", node.name);
+                }
+            }
+            let r = live.report();
+            let respec = &r.respecs[0];
+            assert!(respec.reindexed);
+            assert_eq!((respec.nodes_added.len(), respec.farms_removed.len()), (1, 1), "{respec:?}");
+            assert_eq!(respec.nodes_kept + respec.nodes_removed.len(), first.nodes.len(), "{respec:?}");
+            let s = reconcile(Arc::clone(&live), &tmp.journal(), &opts()).await;
+            assert_eq!(s.finish, Finish::Converged, "seed {seed}: {s:?}");
+            assert_at_target(&live).await;
+            assert_clean(&live.report());
+        }
+    }
+
+    /// An executor waiting on a node the new spec removes learns it, instead of waiting forever.
+    #[tokio::test(start_paused = true)]
+    async fn an_action_on_a_node_that_left_ends_for_its_executor() {
+        let first = Arc::new(fleetgen::fleet(&shape()).unwrap());
+        let live = live(&first, 1);
+        let gone = first.nodes.len() as NodeId - 1;
+        let name = first.nodes[gone as usize].name.clone();
+        let side = Arc::clone(&live);
+        let task = tokio::spawn(async move { side.execute(&Action::HealthCheck { node: gone }).await });
+        while live.running() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let without = fleetgen::edit(&shape(), &first, |farms| {
+            for f in farms {
+                f.nodes.retain(|n| n.name != name);
+            }
+        })
+        .unwrap();
+        live.set_fleet(Arc::new(without)).unwrap();
+        assert_eq!(live.running(), 0);
+        let outcome = task.await.unwrap();
+        assert!(matches!(&outcome, Outcome::Failed(why) if why.contains("left the spec")), "{outcome:?}");
+        assert_eq!(live.lost_outcomes(), 0);
+        assert_eq!(live.report().respecs[0].actions_dropped, vec![format!("health_check on node {name}")]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,6 +11,7 @@
 pub mod faults;
 pub mod fleetgen;
 pub mod live;
+pub mod respec;
 pub mod rng;
 #[cfg(test)]
 mod scale_tests;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use faults::Faults;
+pub use respec::Respec;
 use rng::Rng;
 
 use crate::control::{Controller, MemJournal};
@@ -71,6 +73,12 @@ pub struct SimConfig {
     pub traffic: bool,
     /// Keep every started action (for `plan` projections and tests).
     pub record_actions: bool,
+    /// Spec changes across reconciler restarts: on the k-th reconciler
+    /// restart the spec becomes `respecs[k-1]` (a commit while drover was
+    /// down); the world follows by identity (`Sim::respec`), the journal
+    /// by its own (`plan::named::carry`). Default empty.
+    #[serde(skip)]
+    pub respecs: Vec<Arc<Fleet>>,
 }
 
 impl SimConfig {
@@ -89,6 +97,7 @@ impl SimConfig {
             max_virtual_s: 6.0 * 3600.0,
             traffic: true,
             record_actions: false,
+            respecs: Vec::new(),
         }
     }
 }
@@ -164,6 +173,16 @@ pub struct Report {
     pub preproduction_failed: bool,
     pub crashes: u32,
     pub blocked: Vec<plan::Blocked>,
+    /// Servers a spec change left out of the LB under a new identity: the
+    /// journal closed their windows, drover leaves them to an operator.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
+    /// Journal entries a spec change could not carry (`plan::named::Resolution`s).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub journal_closed: Vec<String>,
+    /// The spec changes the world went through (`SimConfig::respecs`, `LiveSim::set_fleet`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub respecs: Vec<Respec>,
     #[serde(skip)]
     pub started: Vec<Started>,
 }
@@ -377,6 +396,8 @@ pub struct Sim<'f> {
     lost_outcomes: u64,
     /// The observation of the previous pass, overwritten by the next one.
     last_observation: Option<Observed>,
+    /// What spec changes left behind (held servers, closed journal entries, a log).
+    respecs: respec::Respecs,
 }
 
 fn kernel_of(fleet: &Fleet, pkgs: &[(Str, Str)]) -> Option<Str> {
@@ -517,6 +538,7 @@ impl<'f> Sim<'f> {
             completed: BTreeMap::new(),
             lost_outcomes: 0,
             last_observation: None,
+            respecs: respec::Respecs::default(),
         }
     }
 
@@ -836,11 +858,23 @@ impl<'f> Sim<'f> {
             Ev::Restart => {
                 self.alive = true;
                 self.incarnation += 1;
+                // A commit while drover was down: the world follows by
+                // identity, the journal by its own (`plan::named`, when the
+                // new controller opens it).
+                if let Some(new) = self.cfg.respecs.get(self.incarnation as usize - 1).cloned() {
+                    match self.respec(new) {
+                        Ok(_) => self.last_observation = None,
+                        Err(e) => self.say(&format!("the new spec is not applied: {e}")),
+                    }
+                }
                 if let Some(journal) = self.kept_journal.take() {
                     // A new controller on the kept journal, as a restarted
                     // process opens its journal file.
                     match Controller::open(Arc::clone(&self.fleet), journal, t) {
-                        Ok(c) => self.ctl = Some(c.with_estimates(self.cfg.estimates.clone()).quiet()),
+                        Ok(c) => {
+                            self.respecs.closed.extend(c.resolved.iter().map(|r| r.resolution.to_string()));
+                            self.ctl = Some(c.with_estimates(self.cfg.estimates.clone()).quiet());
+                        }
                         Err(e) => self.say(&format!("reconciler cannot open its journal: {e}")),
                     }
                 }
@@ -947,6 +981,9 @@ impl<'f> Sim<'f> {
         }
         if let Some(b) = best {
             self.farms[b as usize].current -= total;
+            if !self.respecs.unserved_sites.is_empty() {
+                self.respecs.unserved_sites.remove(&site);
+            }
         }
         best
     }
@@ -973,7 +1010,8 @@ impl<'f> Sim<'f> {
                     .iter()
                     .flat_map(|&f| &fleet.farms[f as usize].nodes)
                     .any(|&n| self.nodes[n as usize].dead);
-                if deaths {
+                // A spec change that left no farm taking sessions is the operator's doing, as a death is a fault.
+                if deaths || self.respecs.unserved_sites.contains(&s.site) {
                     self.checker.request_lost_to_fault();
                 } else {
                     let name = site.name.clone();
@@ -1513,6 +1551,7 @@ impl<'f> Sim<'f> {
         let now = self.now;
         let budget_spent = self.failed.len() + self.failed_farms.len() > p.failure_budget as usize;
         let drain_ms = p.drain_timeout.as_millis() as u64;
+        self.prune_held();
         match action {
             Action::SetNode { node, admin } if *admin != Admin::Ready => {
                 let n = *node;
@@ -1530,7 +1569,11 @@ impl<'f> Sim<'f> {
                         .nodes
                         .iter()
                         .filter(|&&m| {
-                            m != n && self.nodes[m as usize].admin != Admin::Ready && !self.failed.contains(&m)
+                            m != n
+                                && self.nodes[m as usize].admin != Admin::Ready
+                                && !self.failed.contains(&m)
+                                // Held after a spec change: out, but not for drover's work.
+                                && !self.respecs.held_nodes.contains(&m)
                         })
                         .count() as u32
                         + 1;
@@ -1634,6 +1677,7 @@ impl<'f> Sim<'f> {
                         g != f
                             && self.farms[g as usize].admin == Admin::Maint
                             && !self.failed_farms.contains(&g)
+                            && !self.respecs.held_farms.contains(&g)
                             // A farm whose every node failed is out by failure, not by work.
                             && !fleet.farms[g as usize].nodes.iter().all(|n| self.failed.contains(n))
                     })
@@ -1769,7 +1813,8 @@ impl<'f> Sim<'f> {
         let end = self.now;
         if self.converged_at.is_some() || self.halted {
             for (n, s) in self.nodes.iter().enumerate() {
-                if s.admin != Admin::Ready && !self.failed.contains(&(n as NodeId)) && !s.dead {
+                let held = self.respecs.held_nodes.contains(&(n as NodeId));
+                if s.admin != Admin::Ready && !self.failed.contains(&(n as NodeId)) && !s.dead && !held {
                     let name = fleet.nodes[n].name.clone();
                     checker.violate(end, Invariant::FailureBudget, || {
                         format!("{name} left out of the LB without having failed")
@@ -1824,6 +1869,9 @@ impl<'f> Sim<'f> {
                 .any(|&n| fleet.sites[fleet.nodes[n as usize].site as usize].environment == Environment::Preproduction),
             crashes: self.crashes,
             blocked: self.blocked.clone(),
+            held: self.held_names(),
+            journal_closed: self.respecs.closed.clone(),
+            respecs: self.respecs.log.clone(),
             started: self.started.clone(),
         }
     }

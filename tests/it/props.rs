@@ -4,9 +4,12 @@
 //! failure budget intact. A failure prints the case (shape, faults, seed),
 //! which replays exactly.
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 2000 here).
+//! `PROPTEST_CASES` sets the number of cases (default 2000 here; the
+//! spec-change property runs a sixth of that, at least 1).
 
-use drover::sim::fleetgen::{Change, Shape, fleet};
+use std::sync::Arc;
+
+use drover::sim::fleetgen::{Change, Shape, Variation, fleet, vary};
 use drover::sim::{Faults, Sim, SimConfig};
 use proptest::prelude::*;
 
@@ -50,6 +53,24 @@ fn faults() -> impl Strategy<Value = Faults> {
     ]
 }
 
+/// Faults with at least one reconciler crash (each restart may bring a new spec).
+fn crashing_faults() -> impl Strategy<Value = Faults> {
+    (faults(), 1u32..=3).prop_map(|(f, crash)| Faults { crash: f.crash.max(crash), ..f })
+}
+
+fn variations() -> impl Strategy<Value = Variation> {
+    (any::<u64>(), any::<[bool; 7]>()).prop_map(|(seed, c)| Variation {
+        seed,
+        reorder_farms: c[0],
+        reorder_nodes: c[1],
+        rename_farm: c[2],
+        rename_node: c[3],
+        add_node: c[4],
+        remove_node: c[5],
+        remove_farm: c[6],
+    })
+}
+
 fn seed() -> proptest::test_runner::RngSeed {
     let s = std::env::var("PROPTEST_RNG_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(20261124);
     proptest::test_runner::RngSeed::Fixed(s)
@@ -72,6 +93,85 @@ proptest! {
     fn no_violation_and_convergence_within_the_budget(shape in shapes(), faults in faults(), seed in any::<u64>()) {
         check(&shape, &faults, seed)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: (cases() / 6).max(1),
+        failure_persistence: None,
+        rng_seed: seed(),
+        ..ProptestConfig::default()
+    })]
+
+    /// Crashes whose restarts come under a changed spec (a commit while
+    /// drover was down: farms and nodes reordered, renamed, added,
+    /// removed): still no violation, ever.
+    #[test]
+    fn no_violation_across_restarts_under_changed_specs(
+        shape in shapes(),
+        faults in crashing_faults(),
+        seed in any::<u64>(),
+        changes in proptest::collection::vec(variations(), 3),
+    ) {
+        check_respecs(&shape, &faults, seed, &changes)?;
+    }
+}
+
+/// One case of the spec-change property: zero violations; convergence when
+/// nothing failed and the journal carried every entry; when nothing failed
+/// but an entry was closed and the run does not settle, it says what holds
+/// it (held servers or blocked work); with failures, what `check` asks.
+fn check_respecs(shape: &Shape, faults: &Faults, seed: u64, changes: &[Variation]) -> Result<(), TestCaseError> {
+    let first = fleet(shape).map_err(TestCaseError::fail)?;
+    let mut respecs = Vec::new();
+    let mut last = first.clone();
+    for v in changes {
+        last = vary(shape, &last, v).map_err(TestCaseError::fail)?;
+        respecs.push(Arc::new(last.clone()));
+    }
+    let mut cfg = SimConfig::new(&first, seed);
+    cfg.faults = faults.clone();
+    cfg.max_virtual_s = 2.0 * 3600.0;
+    cfg.respecs = respecs;
+    let r = Sim::new(&first, cfg).run();
+    let case =
+        || format!("shape {shape:?}\nfaults {faults:?} seed {seed}\nchanges {changes:?}\nrespecs {:#?}", r.respecs);
+    prop_assert_eq!(r.violations, 0, "violations {:#?}\n{}", r.violation_samples, case());
+    prop_assert_eq!(r.converged, r.settled && r.unobserved_nodes.is_empty(), "{:?}", r.unobserved_nodes);
+    let failures = r.failed_nodes.len() + r.failed_farms.len();
+    if failures == 0 && r.journal_closed.is_empty() {
+        prop_assert!(r.settled, "not converged: {:?} held {:?}\n{}", r.blocked, r.held, case());
+    } else if r.journal_closed.is_empty() {
+        if failures <= shape.failure_budget as usize
+            && !r.preproduction_failed
+            && r.failed_farms.is_empty()
+            && !r.settled
+        {
+            // As in `check`: only capacity that failed nodes took away may stop it, and it says so.
+            prop_assert!(
+                !r.blocked.is_empty()
+                    && r.blocked.iter().all(|b| b.reason.contains("capacity")
+                        || b.reason.contains("floor")
+                        || b.reason.contains("last serving")
+                        || b.reason.contains("failed")),
+                "stuck without a capacity reason: {:?}\nfailed {:?}\n{}",
+                r.blocked,
+                r.failed_nodes,
+                case()
+            );
+        }
+    } else if failures == 0 && !r.settled {
+        prop_assert!(
+            !r.held.is_empty() || !r.blocked.is_empty(),
+            "stuck without saying why: closed {:?}\n{}",
+            r.journal_closed,
+            case()
+        );
+    }
+    if failures > shape.failure_budget as usize {
+        prop_assert!(r.halted && !r.converged, "over budget but not halted\n{}", case());
+    }
+    Ok(())
 }
 
 /// Runs one case: zero violations; convergence unless the faults used up
@@ -155,6 +255,126 @@ fn regressions() {
     )];
     for (shape, faults, seed) in cases {
         if let Err(e) = check(&shape, &faults, seed) {
+            panic!("{e}");
+        }
+    }
+}
+
+/// Spec-change cases the property test once found, replayed on every run.
+#[test]
+fn respec_regressions() {
+    let cases = [
+        (
+            // A farm renamed after its switch, one node of it failed on the old
+            // release and out: the journal closed the failure (a new identity),
+            // the node was held, and the planner took the switched farm out again
+            // for that node alone, sending sessions that saw the new release to
+            // the farm still on the old one.
+            Shape {
+                prod_sites: 2,
+                farms_per_site: 2,
+                nodes_per_farm: 3,
+                profiles: 2,
+                max_unavailable: 2,
+                max_farms_down: 1,
+                capacity_floor: 0.0,
+                soak: "2m".into(),
+                failure_budget: 2,
+                change: Change { disruptive_reboot: true, php: true, release: true, ..Change::NONE },
+                sessions_per_site: 60,
+            },
+            Faults {
+                action_fail: 0.01,
+                ssh_timeout: 0.02,
+                health_fail: 0.01,
+                node_death: 2,
+                slow_drain: 0.01,
+                crash: 3,
+                flush_fail: 0.01,
+            },
+            5222642553382793117u64,
+            [
+                Variation { seed: 2575139016671363438, reorder_farms: true, ..Variation::default() },
+                Variation { seed: 203319086590352763, ..Variation::default() },
+                Variation { seed: 10032141242396885052, rename_farm: true, ..Variation::default() },
+            ],
+        ),
+        (
+            // A node renamed mid-upgrade (held: its window closed), then its
+            // farm's switch, where the other node failed: the farm came back
+            // with no node serving and its sessions' cookies (the held node
+            // counted as alive in the window, and was worked on).
+            Shape {
+                prod_sites: 3,
+                farms_per_site: 4,
+                nodes_per_farm: 2,
+                profiles: 2,
+                max_unavailable: 1,
+                max_farms_down: 1,
+                capacity_floor: 0.0,
+                soak: "2m".into(),
+                failure_budget: 1,
+                change: Change { online: true, disruptive_reboot: true, ..Change::NONE },
+                sessions_per_site: 60,
+            },
+            Faults {
+                action_fail: 0.01,
+                ssh_timeout: 0.02,
+                node_death: 1,
+                crash: 2,
+                flush_fail: 0.01,
+                ..Faults::none()
+            },
+            4511965279521596373u64,
+            [
+                Variation {
+                    seed: 7750555793439964800,
+                    rename_farm: true,
+                    rename_node: true,
+                    add_node: true,
+                    ..Variation::default()
+                },
+                Variation { seed: 2552141597918642, ..Variation::default() },
+                Variation::default(),
+            ],
+        ),
+        (
+            // A farm renamed with two of its four nodes mid-upgrade (held:
+            // their windows closed), max_unavailable 2: the planner opened
+            // windows on the other two (held nodes did not count as out; a
+            // drain just started still looks ready), and the farm had no node
+            // serving its sessions.
+            Shape {
+                prod_sites: 1,
+                farms_per_site: 4,
+                nodes_per_farm: 4,
+                profiles: 1,
+                max_unavailable: 2,
+                max_farms_down: 1,
+                capacity_floor: 0.44999999999999996,
+                soak: "2m".into(),
+                failure_budget: 0,
+                change: Change { disruptive_restart: true, ..Change::NONE },
+                sessions_per_site: 60,
+            },
+            Faults {
+                action_fail: 0.01,
+                ssh_timeout: 0.01,
+                health_fail: 0.01,
+                crash: 2,
+                flush_fail: 0.01,
+                ..Faults::none()
+            },
+            2615337336939848064u64,
+            [
+                Variation { seed: 7884172024241397037, remove_node: true, ..Variation::default() },
+                Variation { seed: 520341552671617488, rename_farm: true, remove_farm: true, ..Variation::default() },
+                Variation::default(),
+            ],
+        ),
+    ];
+    for (shape, faults, seed, changes) in cases {
+        if let Err(e) = check_respecs(&shape, &faults, seed, &changes) {
             panic!("{e}");
         }
     }
