@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use drover::sim::fleetgen::{Change, Shape, Variation, fleet, vary};
-use drover::sim::{Faults, Sim, SimConfig};
+use drover::sim::{Faults, Report, Sim, SimConfig};
 use proptest::prelude::*;
 
 fn shapes() -> impl Strategy<Value = Shape> {
@@ -142,24 +142,7 @@ fn check_respecs(shape: &Shape, faults: &Faults, seed: u64, changes: &[Variation
     if failures == 0 && r.journal_closed.is_empty() {
         prop_assert!(r.settled, "not converged: {:?} held {:?}\n{}", r.blocked, r.held, case());
     } else if r.journal_closed.is_empty() {
-        if failures <= shape.failure_budget as usize
-            && !r.preproduction_failed
-            && r.failed_farms.is_empty()
-            && !r.settled
-        {
-            // As in `check`: only capacity that failed nodes took away may stop it, and it says so.
-            prop_assert!(
-                !r.blocked.is_empty()
-                    && r.blocked.iter().all(|b| b.reason.contains("capacity")
-                        || b.reason.contains("floor")
-                        || b.reason.contains("last serving")
-                        || b.reason.contains("failed")),
-                "stuck without a capacity reason: {:?}\nfailed {:?}\n{}",
-                r.blocked,
-                r.failed_nodes,
-                case()
-            );
-        }
+        stopped_only_for_capacity(&r, shape, &case())?;
     } else if failures == 0 && !r.settled {
         prop_assert!(
             !r.held.is_empty() || !r.blocked.is_empty(),
@@ -198,25 +181,8 @@ fn check(shape: &Shape, faults: &Faults, seed: u64) -> Result<(), TestCaseError>
         // Crashes, SSH timeouts on staging and slow drains cost time, never
         // convergence of what answers (a dead node is reported, not converged).
         prop_assert!(r.settled, "not converged: {:?}\nshape {:?}\nfaults {:?} seed {}", r.blocked, shape, faults, seed);
-    } else if failures <= shape.failure_budget as usize
-        && !r.preproduction_failed
-        && r.failed_farms.is_empty()
-        && !r.settled
-    {
-        // Within the budget, only the capacity that failed nodes took away may stop the rollout, and it says so.
-        prop_assert!(
-            !r.blocked.is_empty()
-                && r.blocked.iter().all(|b| b.reason.contains("capacity")
-                    || b.reason.contains("floor")
-                    || b.reason.contains("last serving")
-                    || b.reason.contains("failed")),
-            "stuck without a capacity reason: {:?}\nfailed {:?}\nshape {:?}\nfaults {:?} seed {}",
-            r.blocked,
-            r.failed_nodes,
-            shape,
-            faults,
-            seed
-        );
+    } else {
+        stopped_only_for_capacity(&r, shape, &format!("shape {shape:?}\nfaults {faults:?} seed {seed}"))?;
     }
     if failures > shape.failure_budget as usize {
         prop_assert!(
@@ -225,6 +191,26 @@ fn check(shape: &Shape, faults: &Faults, seed: u64) -> Result<(), TestCaseError>
             shape,
             faults,
             seed
+        );
+    }
+    Ok(())
+}
+
+/// Within the failure budget (preproduction and farms fine), a run that did
+/// not settle stopped only for the capacity failed nodes took away, and says
+/// so.
+fn stopped_only_for_capacity(r: &Report, shape: &Shape, case: &str) -> Result<(), TestCaseError> {
+    let failures = r.failed_nodes.len() + r.failed_farms.len();
+    if failures <= shape.failure_budget as usize && !r.preproduction_failed && r.failed_farms.is_empty() && !r.settled {
+        prop_assert!(
+            !r.blocked.is_empty()
+                && r.blocked.iter().all(|b| b.reason.contains("capacity")
+                    || b.reason.contains("floor")
+                    || b.reason.contains("last serving")
+                    || b.reason.contains("failed")),
+            "stuck without a capacity reason: {:?}\nfailed {:?}\n{case}",
+            r.blocked,
+            r.failed_nodes,
         );
     }
     Ok(())
