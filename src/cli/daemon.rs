@@ -254,24 +254,40 @@ async fn serve(cli: &Cli, args: &Run<'_>) -> Result<d::Stopped, String> {
                 }
                 let snapshot = resume.lock().unwrap_or_else(|p| p.into_inner()).take();
                 let sim = match snapshot {
-                    Some(snapshot) => match LiveSim::resume(fleet, snapshot, &world_file, scale) {
-                        Ok(sim) => {
-                            let at = sim.resumed_at_ms().unwrap_or(0) / 1000;
-                            tracing::info!(
-                                path = %world_file.display(),
-                                virtual_s = at,
-                                "resuming the simulated world from {} at virtual time {}",
-                                world_file.display(),
-                                crate::sim::live::hms(at)
-                            );
-                            sim
+                    Some(snapshot) => {
+                        match (snapshot.cfg.clone(), LiveSim::resume(Arc::clone(&fleet), snapshot, &world_file, scale))
+                        {
+                            (kept_cfg, Ok(sim)) => {
+                                // The kept world goes on with the settings it was made with.
+                                if let Ok(asked) = super::simulate::config(&fleet, &sim_args) {
+                                    let ignored = settings_not_applied(&asked, &kept_cfg);
+                                    if !ignored.is_empty() {
+                                        tracing::warn!(
+                                            ignored = %ignored.join(", "),
+                                            "the resumed world keeps the settings it was made with, not {} (they shape \
+                                             only a fresh world: remove {} to start one)",
+                                            ignored.join(", "),
+                                            world_file.display()
+                                        );
+                                    }
+                                }
+                                let at = sim.resumed_at_ms().unwrap_or(0) / 1000;
+                                tracing::info!(
+                                    path = %world_file.display(),
+                                    virtual_s = at,
+                                    "resuming the simulated world from {} at virtual time {}",
+                                    world_file.display(),
+                                    crate::sim::live::hms(at)
+                                );
+                                sim
+                            }
+                            (_, Err(e)) => {
+                                *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                                let _ = stop.send(true);
+                                return Err(e);
+                            }
                         }
-                        Err(e) => {
-                            *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
-                            let _ = stop.send(true);
-                            return Err(e);
-                        }
-                    },
+                    }
                     None => LiveSim::new(Arc::clone(&fleet), super::simulate::config(&fleet, &sim_args)?, scale)?,
                 };
                 if kept {
@@ -421,4 +437,39 @@ fn on_signals(stop: impl FnOnce() + Send + 'static, reread: tokio::sync::mpsc::U
             }
         }
     });
+}
+
+/// The simulation options asked for that differ from a resumed world's own
+/// settings (and so do not apply), by option name.
+fn settings_not_applied(asked: &crate::sim::SimConfig, kept: &crate::sim::SimConfig) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if asked.seed != kept.seed {
+        out.push("--seed");
+    }
+    if asked.faults != kept.faults {
+        out.push("--faults");
+    }
+    if asked.sessions_per_site != kept.sessions_per_site {
+        out.push("--sessions");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_a_resumed_world_does_not_take_are_named() {
+        let fleet = crate::sim::fleetgen::fleet(&crate::sim::fleetgen::Shape::default()).unwrap();
+        let kept = crate::sim::SimConfig::new(&fleet, 1);
+        assert!(settings_not_applied(&kept.clone(), &kept).is_empty());
+        let mut asked = kept.clone();
+        asked.seed = 2;
+        asked.faults = crate::sim::Faults::parse("crash=1").unwrap();
+        assert_eq!(settings_not_applied(&asked, &kept), vec!["--seed", "--faults"]);
+        asked = kept.clone();
+        asked.sessions_per_site += 1;
+        assert_eq!(settings_not_applied(&asked, &kept), vec!["--sessions"]);
+    }
 }
