@@ -871,23 +871,25 @@ mod tests {
         assert!(r.converged, "{:?} {:?}", r.verdict, r.blocked);
     }
 
+    /// A production farm (sites `s*`) out of the LB for its switch.
+    fn production_farm_out(sim: &Sim) -> Option<usize> {
+        sim.farms
+            .iter()
+            .enumerate()
+            .position(|(f, farm)| farm.admin == Admin::Maint && sim.fleet.farms[f].name.starts_with('s'))
+    }
+
     #[test]
     fn a_farm_renamed_mid_switch_is_held_not_reworked() {
         let s = shape();
         let fleet = fleetgen::fleet(&s).unwrap();
         let mut d = Driven::new(&fleet, 3);
-        let prod = |sim: &Sim| {
-            sim.farms
-                .iter()
-                .enumerate()
-                .position(|(f, farm)| farm.admin == Admin::Maint && sim.fleet.farms[f].name.starts_with('s'))
-        };
         // Mid-switch: the farm is out and some node of it already switched.
-        assert!(d.until(|sim| prod(sim).is_some_and(|f| {
+        assert!(d.until(|sim| production_farm_out(sim).is_some_and(|f| {
             let release = &sim.fleet.farm_target(f as u32).release;
             sim.fleet.farms[f].nodes.iter().any(|&n| sim.nodes[n as usize].release_active.as_ref() == Some(release))
         })));
-        let f = prod(&d.sim).unwrap();
+        let f = production_farm_out(&d.sim).unwrap();
         let name = fleet.farms[f].name.clone();
         let renamed = format!("{name}-new");
         let new = fleetgen::edit(&s, &fleet, |farms| {
@@ -962,14 +964,8 @@ mod tests {
         let s = shape();
         let fleet = fleetgen::fleet(&s).unwrap();
         let mut d = Driven::new(&fleet, 6);
-        let out = |sim: &Sim| {
-            sim.farms
-                .iter()
-                .enumerate()
-                .position(|(f, farm)| farm.admin == Admin::Maint && sim.fleet.farms[f].name.starts_with('s'))
-        };
-        assert!(d.until(|sim| out(sim).is_some()));
-        let keep = fleet.farms[out(&d.sim).unwrap()].name.clone();
+        assert!(d.until(|sim| production_farm_out(sim).is_some()));
+        let keep = fleet.farms[production_farm_out(&d.sim).unwrap()].name.clone();
         // Only the farm out for its switch is left in the site.
         let new = fleetgen::edit(&s, &fleet, |farms| farms.retain(|f| f.site != "s0" || f.name == keep)).unwrap();
         let r = d.restart_under(new);
