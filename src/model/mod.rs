@@ -153,6 +153,10 @@ pub struct HealthCheck {
     pub expect_release_marker: bool,
     pub timeout: Duration,
     pub retries: u32,
+    /// PHP-FPM's pool status path on the node (the worker-age proof).
+    pub pool_status: String,
+    /// Health path requests per attempt.
+    pub requests: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::cache;
 use super::haproxy::{Lb, LbError, Snapshot};
-use super::health::Checker;
+use super::health::{Checker, Expect};
 use super::probe::{self, Probe};
 use super::ssh::{Pool, RemoteError};
 use crate::diff::Disruption;
@@ -31,10 +31,63 @@ rsync -a --delete -- "$src" "$tmp/"
 rm -rf -- "${dir:?}/$name"
 mv -- "$tmp" "$dir/$name""#;
 
-/// Points the symlink `$2` at `$1` atomically: a new link, renamed over the old one.
-const SWAP: &str = r#"set -eu
-ln -sfn -- "$1" "$2.drover-new"
-mv -T -- "$2.drover-new" "$2""#;
+/// The PHP-FPM part of a switch, sourced by `ACTIVATE` and `RELOAD`.
+/// `fpm_test DIR`: PHP-FPM's own configuration test of the tree DIR, run as
+/// the master would be (its binary, `php-fpm.conf` and `php.ini` under DIR).
+/// `reload INIT`: the test through `current` (the exact paths the master
+/// re-executes), then the node's clock in epoch seconds on stdout (every
+/// worker must start at or after it), then a reload (SIGUSR2 to the master,
+/// started through `/opt/php/current`: it re-executes the new tree). Never a
+/// restart, and never a reload onto a configuration PHP-FPM rejects: the
+/// master would exit and the node answer 503 until someone starts it.
+const FPM: &str = r#"set -u
+fpm_test() {
+  if ! out=$(sudo -n "$1/sbin/php-fpm" -t --fpm-config "$1/etc/php-fpm.conf" -c "$1/etc/php.ini" 2>&1); then
+    printf 'php-fpm -t rejects the PHP tree %s:\n%s\n' "$1" "$out" >&2
+    return 1
+  fi
+}
+reload() {
+  fpm_test "$R/opt/php/current" || return 3
+  date +%s
+  case $1 in
+  openrc) sudo -n rc-service php-fpm reload ;;
+  *) sudo -n systemctl reload php-fpm ;;
+  esac || { echo "the PHP-FPM reload failed" >&2; return 4; }
+}
+"#;
+
+/// Switches a node to a PHP tree and/or a release: `$1` node root prefix,
+/// `$2` PHP version or empty, `$3` release id or empty, `$4` init system.
+/// The new PHP tree is tested before anything changes; both links are
+/// swapped atomically (new link renamed over the old one); the test through
+/// `current` must pass or both links are put back; then the reload.
+/// Exit 2: the new tree is rejected (nothing changed); 3: rejected through
+/// `current` (links put back); 4: the reload failed.
+const ACTIVATE: &str = r#"R=$1 php=$2 rel=$3
+swap() { ln -sfn -- "$1" "$2.drover-new" && mv -T -- "$2.drover-new" "$2"; }
+old_php=$(readlink -- "$R/opt/php/current") || old_php=
+old_rel=$(readlink -- "$R/srv/app/current") || old_rel=
+if [ -n "$php" ]; then fpm_test "$R/opt/php/$php" || exit 2; fi
+if [ -n "$php" ]; then swap "$php" "$R/opt/php/current" || exit 1; fi
+if [ -n "$rel" ]; then swap "releases/$rel" "$R/srv/app/current" || exit 1; fi
+if ! fpm_test "$R/opt/php/current"; then
+  if [ -n "$php" ] && [ -n "$old_php" ]; then swap "$old_php" "$R/opt/php/current"; fi
+  if [ -n "$rel" ] && [ -n "$old_rel" ]; then swap "$old_rel" "$R/srv/app/current"; fi
+  echo "the links are back on ${old_php:-?} and ${old_rel:-?}" >&2
+  exit 3
+fi
+reload "$4""#;
+
+/// Reloads PHP-FPM after testing its configuration: `$1` node root prefix,
+/// `$2` init system.
+const RELOAD: &str = r#"R=$1
+reload "$2""#;
+
+/// A switch script: the shared PHP-FPM functions, then `body`.
+fn script(body: &str) -> String {
+    format!("{FPM}{body}")
+}
 
 /// Knobs of the real executor (command line and defaults).
 #[derive(Clone, Debug)]
@@ -73,6 +126,9 @@ pub struct RealFleet {
     probes: Mutex<HashMap<NodeId, Probe>>,
     /// Last health check result of each node (reset when it changes).
     health_results: Mutex<HashMap<NodeId, Health>>,
+    /// The node's clock right before this process last reloaded its
+    /// PHP-FPM (the health check's worker-age proof).
+    reloaded_at: Mutex<HashMap<NodeId, i64>>,
     /// `category/name` of every package the targets track, plus kernels.
     tracked: BTreeSet<String>,
     /// Last failure per node, to report why it is unreachable.
@@ -114,6 +170,7 @@ impl RealFleet {
             health,
             probes: Mutex::new(HashMap::new()),
             health_results: Mutex::new(HashMap::new()),
+            reloaded_at: Mutex::new(HashMap::new()),
             tracked,
             last_errors: Mutex::new(HashMap::new()),
         })
@@ -269,17 +326,19 @@ impl RealFleet {
             Action::Activate { node, php, release, .. } => self.activate(*node, php.as_ref(), release.as_ref()).await,
             Action::HealthCheck { node } => {
                 let n = &fleet.nodes[*node as usize];
-                let release = &fleet.node_target(*node).release;
-                let mut r = self.health.check(&n.address, n.http_port, Some(release)).await;
-                // The links point at the target but the server still runs the
-                // old tree: a reload was lost (drover killed between the
-                // link swap and the reload). The node is out of service in
-                // its window: reload, and check again.
-                if let Err(e) = &r
-                    && e.contains("no release marker")
-                {
+                let target = fleet.node_target(*node);
+                let expect = |reloaded_at| Expect { release: Some(&target.release), php: Some(&target.php), reloaded_at };
+                let since = self.reloaded_at.lock().unwrap().get(node).copied();
+                let mut r = self.health.check(&n.address, n.http_port, expect(since)).await;
+                // The links point at the target but PHP does not serve it,
+                // and this drover did not reload PHP-FPM since: the reload
+                // was lost (drover killed between the link swap and the
+                // reload). The node is out of service in its window: test
+                // the configuration, reload, and check again.
+                if r.is_err() && since.is_none() {
                     self.reload(*node).await?;
-                    r = self.health.check(&n.address, n.http_port, Some(release)).await;
+                    let since = self.reloaded_at.lock().unwrap().get(node).copied();
+                    r = self.health.check(&n.address, n.http_port, expect(since)).await;
                 }
                 self.set_health(*node, if r.is_ok() { Health::Passing } else { Health::Failing });
                 r.map_err(|e| format!("{}: {e}", n.name))
@@ -367,11 +426,36 @@ impl RealFleet {
         .map(drop)
     }
 
-    /// Reloads PHP-FPM and the web server: they re-read the `current` links
-    /// and reset the opcode cache.
+    /// Tests PHP-FPM's configuration and reloads it (`RELOAD`), keeping the
+    /// node's clock before the reload for the health check's worker-age proof.
     async fn reload(&self, n: NodeId) -> Result<(), String> {
-        self.service(n, "php-fpm", "reload").await?;
-        self.service(n, "apache2", "reload").await
+        let root = self.root(n);
+        let init = self.init_name(n);
+        let out = self.run(n, "sh", &["-c", &script(RELOAD), "drover-reload", &root, init], self.switch_timeout()).await?;
+        self.reloaded(n, &out)
+    }
+
+    fn init_name(&self, n: NodeId) -> &'static str {
+        match self.fleet.profiles[self.fleet.nodes[n as usize].profile as usize].init {
+            InitSystem::Openrc => "openrc",
+            InitSystem::Systemd => "systemd",
+        }
+    }
+
+    /// A switch waits for PHP-FPM's reload, which waits for requests in
+    /// flight up to its `process_control_timeout`.
+    fn switch_timeout(&self) -> Duration {
+        self.pool.config().command_timeout.max(Duration::from_secs(60))
+    }
+
+    /// Keeps the node clock a switch script printed before its reload.
+    fn reloaded(&self, n: NodeId, stdout: &str) -> Result<(), String> {
+        let name = &self.fleet.nodes[n as usize].name;
+        let at = stdout.lines().rev().find_map(|l| l.trim().parse::<i64>().ok()).ok_or_else(|| {
+            format!("node {name}: the switch did not report the node's clock before the reload (stdout {stdout:?})")
+        })?;
+        self.reloaded_at.lock().unwrap().insert(n, at);
+        Ok(())
     }
 
     async fn upgrade(&self, n: NodeId, atoms: &[Atom], disruption: &Disruption) -> Result<(), String> {
@@ -428,22 +512,20 @@ impl RealFleet {
         }
     }
 
-    /// Flips the PHP and release symlinks, reloads PHP-FPM and the web
-    /// server (resetting the opcode cache), and prunes old releases.
+    /// Switches the PHP tree and/or the release (`ACTIVATE`: PHP-FPM's
+    /// configuration tested before and after the links move, the links put
+    /// back if it is rejected, a reload, never a restart), then prunes old
+    /// releases. The health check that follows proves the switch.
     async fn activate(&self, n: NodeId, php: Option<&PhpVersion>, release: Option<&ReleaseId>) -> Result<(), String> {
         let root = self.root(n);
-        let timeout = self.pool.config().command_timeout;
-        if let Some(v) = php {
-            let link = format!("{root}/opt/php/current");
-            self.run(n, "sh", &["-c", SWAP, "drover-swap", &v.0, &link], timeout).await?;
-        }
-        if let Some(r) = release {
-            let link = format!("{root}/srv/app/current");
-            let target = format!("releases/{r}");
-            self.run(n, "sh", &["-c", SWAP, "drover-swap", &target, &link], timeout).await?;
-        }
+        let init = self.init_name(n);
+        let php_arg = php.map(|v| v.0.to_string()).unwrap_or_default();
+        let rel_arg = release.map(|r| r.0.to_string()).unwrap_or_default();
         self.set_health(n, Health::Unknown);
-        self.reload(n).await?;
+        self.reloaded_at.lock().unwrap().remove(&n);
+        let args = ["-c", &script(ACTIVATE), "drover-activate", &root, &php_arg, &rel_arg, init];
+        let out = self.run(n, "sh", &args, self.switch_timeout()).await?;
+        self.reloaded(n, &out)?;
         if let Some(r) = release {
             self.prune(n, &root, r).await?;
         }

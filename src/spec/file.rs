@@ -154,6 +154,10 @@ pub struct HealthSpec {
     pub timeout: Option<Sp<String>>,
     /// Attempts before the node is declared failed. Default 3.
     pub retries: Option<Sp<u32>>,
+    /// PHP-FPM's pool status page (`pm.status_path`) as the node's web server serves it to drover. After a switch every worker it lists must have started after the reload, and every health answer must come from one of them (its `pid=`). Default "/fpm-status".
+    pub pool_status: Option<Sp<String>>,
+    /// Requests to the health path per attempt (4 at a time); each must pass. Default 8.
+    pub requests: Option<Sp<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

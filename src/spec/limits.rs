@@ -136,6 +136,12 @@ impl Checks<'_> {
         self.at_most(&p.failure_budget, MAX_COUNT, "failure_budget");
         self.at_most(&p.releases_kept, MAX_SMALL_COUNT, "releases_kept");
         self.at_most(&p.health.retries, MAX_SMALL_COUNT, "health.retries");
+        self.at_most(&p.health.requests, MAX_SMALL_COUNT, "health.requests");
+        if let Some(r) = &p.health.requests
+            && r.value == 0
+        {
+            self.err(r.pos, "health.requests 0 would never ask PHP".into(), "send at least 1 request".into());
+        }
         if let Some(r) = &p.health.retries
             && r.value == 0
         {

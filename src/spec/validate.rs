@@ -882,6 +882,11 @@ impl Cx {
             expect_release_marker: h.expect_release_marker.as_ref().map(|b| b.value).unwrap_or(true),
             timeout: self.duration(&h.timeout, 5),
             retries: h.retries.as_ref().map(|r| r.value).unwrap_or(3).max(1),
+            pool_status: match &h.pool_status {
+                None => "/fpm-status".to_string(),
+                Some(s) => self.value(s.pos, values::parse_abs_path("pool status path", s)).unwrap_or_default(),
+            },
+            requests: h.requests.as_ref().map(|r| r.value).unwrap_or(8).max(1),
         };
         let max_unavailable = p.max_unavailable.as_ref().map(|m| m.value).unwrap_or(1);
         if let Some(m) = &p.max_unavailable
