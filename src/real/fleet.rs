@@ -403,7 +403,10 @@ impl RealFleet {
         let node = &self.fleet.nodes[n as usize];
         let binhost = format!("PORTAGE_BINHOST={}", self.fleet.profiles[node.profile as usize].binhost);
         let atoms: Vec<String> = atoms.iter().map(|a| format!("={a}")).collect();
-        let mut args: Vec<&str> = vec!["-n", "env", &binhost, "emerge"];
+        // `sudo VAR=value command`: sudo sets PORTAGE_BINHOST for emerge
+        // only (sudoers: `env_keep += PORTAGE_BINHOST` for emerge), so the
+        // node's sudoers never has to allow `env`, which would run anything.
+        let mut args: Vec<&str> = vec!["-n", &binhost, "emerge"];
         if fetch_only {
             args.push("--fetchonly");
         }

@@ -199,3 +199,135 @@ fn service_files_raise_the_descriptor_limit_and_reload_with_sighup() {
     assert!(n >= 65536, "{ulimit}");
     assert!(rc.contains("--signal HUP"), "dist/openrc/drover: reload sends SIGHUP");
 }
+
+/// A temporary directory removed when dropped.
+struct Scratch(PathBuf);
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("drover-dist-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn need(bin: &str, package: &str) -> PathBuf {
+    which(bin)
+        .or_else(|| ["/usr/sbin", "/usr/bin"].iter().map(|d| Path::new(d).join(bin)).find(|p| p.is_file()))
+        .unwrap_or_else(|| panic!("{bin} is not installed: apt-get install {package} (tests/run-all does)"))
+}
+
+/// The node's PHP-FPM starts and reloads through /opt/php/current, and
+/// tests its configuration before either (a reload onto a rejected
+/// configuration kills the master).
+#[test]
+fn the_node_php_fpm_service_files_run_through_current_and_test_before_reload() {
+    let fpm = "/opt/php/current/sbin/php-fpm";
+    let conf = "--fpm-config /opt/php/current/etc/php-fpm.conf -c /opt/php/current/etc/php.ini";
+    let unit = read("dist/node/systemd/php-fpm.service");
+    assert_eq!(unit_value(&unit, "ExecStart"), [format!("{fpm} --nodaemonize {conf}")]);
+    assert_eq!(unit_value(&unit, "ExecStartPre"), [format!("{fpm} -t {conf}")]);
+    assert_eq!(unit_value(&unit, "ExecReload"), [format!("{fpm} -t {conf}"), "/bin/kill -USR2 $MAINPID".into()]);
+
+    let rc = read("dist/node/openrc/php-fpm");
+    assert!(rc.starts_with("#!/sbin/openrc-run\n"));
+    let out = Command::new("sh").arg("-n").arg(root().join("dist/node/openrc/php-fpm")).output().unwrap();
+    assert!(out.status.success(), "sh -n: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(rc.contains("fpm_root=\"/opt/php/current\"") && rc.contains("command=\"${fpm_root}/sbin/php-fpm\""));
+    let reload = rc.split("reload() {").nth(1).expect("a reload function");
+    let (test, signal) = (reload.find("checkconfig || return 1"), reload.find("--signal USR2"));
+    assert!(test.is_some() && signal.is_some() && test < signal, "reload tests the configuration first:\n{reload}");
+}
+
+/// The shipped php-fpm.conf is one PHP-FPM accepts, keeps requests in
+/// flight across a reload, and serves the pool status at the spec's default
+/// `pool_status`.
+#[test]
+fn the_node_php_fpm_conf_is_accepted_by_php_fpm_and_serves_the_proof() {
+    let text = read("dist/node/php-fpm.conf");
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.trim_start().strip_prefix('=')).map(str::trim))
+            .unwrap_or_else(|| panic!("php-fpm.conf: no {key}"))
+    };
+    let secs = |v: &str| humantime::parse_duration(v).unwrap_or_else(|e| panic!("{v}: {e}")).as_secs();
+    assert!(secs(value("process_control_timeout")) >= secs(value("request_terminate_timeout")));
+    assert!(secs(value("process_control_timeout")) > 0, "0 kills every request in flight on a reload");
+    // specs/ leaves `pool_status` at its default.
+    assert!(!read("specs/fleet.yaml").contains("pool_status"));
+    let files = drover::spec::load_dir(&root().join("specs")).unwrap();
+    let spec = drover::spec::validate::check(&files).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(value("pm.status_path"), spec.policy.health.pool_status);
+
+    // PHP-FPM's own test, on a copy whose paths are in a scratch directory
+    // (the user and group of a node do not exist here).
+    let dir = Scratch::new("fpm");
+    let d = dir.0.display().to_string();
+    let copy = text
+        .replace("/run/", &format!("{d}/"))
+        .replace("/var/log/", &format!("{d}/"))
+        .replace("= apache", "= nobody")
+        .replace("group = nobody", "group = nogroup")
+        .replace("listen.group = nobody", "listen.group = nogroup");
+    std::fs::write(dir.0.join("php-fpm.conf"), copy).unwrap();
+    std::fs::write(dir.0.join("php.ini"), read("dist/node/php.ini")).unwrap();
+    let out = Command::new(need("php-fpm8.2", "php8.2-fpm"))
+        .arg("-t")
+        .arg("--fpm-config")
+        .arg(dir.0.join("php-fpm.conf"))
+        .arg("-c")
+        .arg(dir.0.join("php.ini"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("test is successful"), "php-fpm -t:\n{said}");
+}
+
+/// The shipped health endpoint says release (from code it includes),
+/// PHP tree and worker pid, and fails without a release marker.
+#[test]
+fn the_node_health_endpoint_names_release_php_and_worker() {
+    let dir = Scratch::new("health");
+    std::fs::create_dir_all(dir.0.join("2026.11.2/public")).unwrap();
+    std::fs::write(dir.0.join("2026.11.2/public/health.php"), read("dist/node/health.php")).unwrap();
+    let php = need("php8.2", "php8.2-cli");
+    let run = || Command::new(&php).arg(dir.0.join("2026.11.2/public/health.php")).output().unwrap();
+    let out = run();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.starts_with("no release marker"), "{said}");
+    std::fs::write(dir.0.join("2026.11.2/release.php"), "<?php return '2026.11.2';\n").unwrap();
+    let out = run();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let words: Vec<&str> = said.split_whitespace().collect();
+    assert!(out.status.success() && words.contains(&"release=2026.11.2"), "{said}");
+    assert!(words.iter().any(|w| w.strip_prefix("pid=").is_some_and(|p| p.parse::<u32>().is_ok())), "{said}");
+    assert!(words.iter().any(|w| w.starts_with("php=")) && words.contains(&"tree=2026.11.2"), "{said}");
+}
+
+/// The shipped vhost is one Apache accepts with the modules it names.
+#[test]
+fn the_node_apache_vhost_is_accepted_by_apache() {
+    let dir = Scratch::new("apache");
+    let mods = "/usr/lib/apache2/modules";
+    let d = dir.0.display();
+    let mut conf = format!("ServerRoot {d}\nServerName node.test\nListen 127.0.0.1:1\nErrorLog {d}/error.log\n");
+    for m in ["mpm_event", "proxy", "proxy_fcgi", "authz_core", "authz_host", "dir"] {
+        conf += &format!("LoadModule {m}_module {mods}/mod_{m}.so\n");
+    }
+    conf += &format!("Include {}\n", root().join("dist/node/apache-vhost.conf").display());
+    std::fs::write(dir.0.join("httpd.conf"), conf).unwrap();
+    let out = Command::new(need("apache2", "apache2"))
+        .arg("-t")
+        .arg("-f")
+        .arg(dir.0.join("httpd.conf"))
+        .env("APACHE_RUN_DIR", &dir.0)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("Syntax OK"), "apache2 -t:\n{said}");
+}
