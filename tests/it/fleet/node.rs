@@ -1,5 +1,6 @@
 //! A test node: its root directory (what a Gentoo web node has, under
-//! `NODE_ROOT`), its sshd, its web server, and the "init" that the
+//! `NODE_ROOT`), its sshd, its web server (Apache + php-fpm, or the
+//! `webserver.py` stand-in), and the "init" that the
 //! `rc-service`, `systemctl` and `reboot` stand-ins talk to (the
 //! `Supervisor`, a thread of the test process that owns the processes).
 //!
@@ -16,11 +17,19 @@
 //! proc/sys/kernel/random/boot_id   changes on every reboot
 //! proc/sys/kernel/osrelease        the running kernel (`uname -r`): newest installed
 //!                                  sys-kernel package at the last boot
-//! opt/php/<version>/       PHP trees; opt/php/current -> <version> is the active one
-//! srv/app/releases/<id>/   releases; srv/app/current -> releases/<id> is the active one
+//! opt/php/<version>/       PHP trees (sbin/php-fpm, etc/php-fpm.conf, etc/php.ini);
+//!                          opt/php/current -> <version> is the active one
+//! srv/app/releases/<id>/   releases (public/index.php, public/health.php, lib/);
+//!                          srv/app/current -> releases/<id> is the active one
 //! run/ctl/                 requests to the node's init (node-ctl)
-//! faults/                  fault files: emerge-fail, emerge-delay, reboot-hang, http-fail
+//! run/php-fpm.{sock,pid}   the pool's socket and the master's PID file (real nodes)
+//! var/log/php-fpm.log      php-fpm's log (real nodes)
+//! faults/                  fault files: emerge-fail, emerge-delay, reboot-hang, http-fail,
+//!                          apache-fail
 //! ```
+//!
+//! A real node (`WebStack::Real`) also has `<node dir>/apache/`: httpd.conf
+//! (written at each start from webstack/httpd.conf), error.log and run/.
 
 use std::fs;
 use std::io::{self, Read};
