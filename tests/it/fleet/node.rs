@@ -91,9 +91,9 @@ pub mod fault {
     pub const REBOOT_HANG: &str = "reboot-hang";
     /// The web server answers 503 to everything, /healthz included.
     pub const HTTP_FAIL: &str = "http-fail";
-    /// Real web stack only: Apache's configuration is broken, so its next
-    /// start (a restart, a reboot) fails with a syntax error; a running
-    /// Apache serves on (a graceful reload would stop it, as a real one does).
+    /// Real web stack only: Apache's next start (a restart, a reboot) gets
+    /// a configuration with a syntax error and fails, as a broken config
+    /// would make it; a running Apache serves on.
     pub const APACHE_FAIL: &str = "apache-fail";
 }
 
@@ -406,7 +406,9 @@ impl Node {
             &self.dir.join("pids/apache2.pid"),
             &self.dir.join("log/apache2.out"),
         )?;
-        wait_listening(&mut d, self.http)?;
+        // Apache reports a bad configuration in its error log.
+        wait_listening(&mut d, self.http)
+            .map_err(|e| io::Error::other(format!("{e}{}", tail(&a.join("error.log"), 3))))?;
         Ok(d)
     }
 
@@ -586,6 +588,12 @@ impl Node {
                 let Some(web) = rt.web.as_ref() else {
                     return (1, format!(" * ERROR: {svc} is not running"));
                 };
+                // As on a real node: a graceful Apache reload does nothing
+                // for PHP (its workers keep what they resolved); only a
+                // php-fpm reload makes the stand-in re-read the links.
+                if svc == "apache2" {
+                    return ok(format!(" * Reloading {svc} ...  [ ok ]"));
+                }
                 let before = generation(self.http);
                 web.signal(SIGHUP);
                 let reloaded = wait_for(START_TIMEOUT, || generation(self.http).filter(|g| Some(*g) > before));

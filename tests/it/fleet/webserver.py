@@ -8,7 +8,9 @@ It serves the ACTIVE release and PHP version of the node root:
   <root>/opt/php/current -> <version>       (the PHP version, a tree in /opt/php/<version>)
 Both symlinks are resolved at start and on SIGHUP (a reload), never per
 request: like PHP's opcode and realpath caches, a symlink flip is invisible
-until the web server reloads (`rc-service apache2 reload`) or restarts.
+until PHP-FPM reloads (`rc-service php-fpm reload`, SIGHUP here) or the
+server restarts; an Apache reload changes nothing (the node's init sends no
+signal for it), as on a real node.
 
   GET /healthz   200 "ok node=N release=R php=P" (the release marker), or 500/503
   GET /health.php  drover's health endpoint (the node contract): 200
