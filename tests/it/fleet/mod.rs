@@ -48,8 +48,10 @@
 //! A release whose tree holds a `BROKEN` file fails every PHP request,
 //! /health.php included (`TestFleet::add_release(id, true)`).
 //!
-//! The real web stack costs, per node, about 50 MB RSS (php-fpm master and 3
-//! workers, Apache's parent and one child) and its start-up about 0.1 s;
+//! The real web stack costs, per node, about 61 MB of summed RSS after some
+//! traffic (php-fpm master and 3 workers 54 MB, Apache's parent and one
+//! child 9 MB; shared pages counted in every process), measured by
+//! `webstack::the_init_of_a_real_node_...`;
 //! the other farms keep `webserver.py` so that a standard fleet of 16 nodes
 //! stays cheap on 2 cores while every site has a real farm under load.
 
