@@ -409,8 +409,16 @@ impl TestFleet {
         write_release(&self.sources, id, broken);
     }
 
-    pub fn add_php(&self, version: &str) {
+    /// Puts a PHP tree into the rsync source; a broken one has an invalid
+    /// php-fpm.conf (`php-fpm -t` fails, and a reload onto it kills the master).
+    pub fn add_php(&self, version: &str, broken: bool) {
         write_php_tree(&self.sources, version);
+        if broken {
+            let conf = self.sources.join("php").join(version).join("etc/php-fpm.conf");
+            let mut text = fs::read_to_string(&conf).unwrap();
+            text.push_str("; broken on purpose (TestFleet::add_php): no such process manager\npm = broken\n");
+            fs::write(&conf, text).unwrap();
+        }
     }
 
     /// The system `ssh` to `addr` as the node user: batch mode, strict host

@@ -400,15 +400,16 @@ impl Node {
             .uid(user.uid)
             .gid(user.gid);
         ensure_free(self.http, &format!("Apache of node {}", self.name))?;
-        let mut d = Daemon::spawn(
-            &format!("{}-apache2", self.name),
-            &mut cmd,
-            &self.dir.join("pids/apache2.pid"),
-            &self.dir.join("log/apache2.out"),
-        )?;
-        // Apache reports a bad configuration in its error log.
-        wait_listening(&mut d, self.http)
-            .map_err(|e| io::Error::other(format!("{e}{}", tail(&a.join("error.log"), 3))))?;
+        // What this start writes (both logs accumulate over restarts): a bad
+        // configuration is reported on stderr, other failures in error.log.
+        let (out, err) = (self.dir.join("log/apache2.out"), a.join("error.log"));
+        let offsets = (file_len(&out), file_len(&err));
+        let mut d =
+            Daemon::spawn(&format!("{}-apache2", self.name), &mut cmd, &self.dir.join("pids/apache2.pid"), &out)?;
+        if let Err(e) = wait_listening_quiet(&mut d, self.http) {
+            let said = format!("{}{}", read_from(&out, offsets.0), read_from(&err, offsets.1));
+            return Err(io::Error::other(format!("Apache of node {}: {e}: {}", self.name, said.trim())));
+        }
         Ok(d)
     }
 
@@ -731,6 +732,30 @@ fn stop_tree(mut d: Daemon) {
         if procs::alive(c) {
             procs::signal(c, procs::SIGKILL);
         }
+    }
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// What was appended to the file at `path` after byte `offset`.
+fn read_from(path: &Path, offset: u64) -> String {
+    let bytes = fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(bytes.get(offset as usize..).unwrap_or_default()).into_owned()
+}
+
+/// Waits until `d` listens on `addr`; the error says only how it ended.
+fn wait_listening_quiet(d: &mut Daemon, addr: SocketAddr) -> Result<(), String> {
+    let ok = wait_for(START_TIMEOUT, || {
+        if !d.running() {
+            return Some(false);
+        }
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok().then_some(true)
+    });
+    match ok {
+        Some(true) => Ok(()),
+        _ => Err(format!("did not listen on {addr} (exit status {:?})", d.exited())),
     }
 }
 

@@ -179,6 +179,10 @@ fn a_bare_swap_leaves_php_on_the_old_release_until_the_php_fpm_reload_switches_e
     assert!(answers.iter().all(|(r, _, _)| r == "2026.11.1"), "{answers:?}");
     eprintln!("after a bare swap: {} health answers from {} workers, all 2026.11.1", answers.len(), pids.len());
 
+    // An Apache graceful reload does nothing for PHP.
+    run(&fleet, n, "rc-service apache2 reload");
+    assert!(health(n.http, 6).iter().all(|(r, _, _)| r == "2026.11.1"), "Apache's reload switched PHP");
+
     // The init's php-fpm reload (what drover runs) switches every worker.
     let clock = now_secs();
     let t_reload = Instant::now();
@@ -356,4 +360,38 @@ fn an_apache_that_does_not_come_back_after_the_openssl_restart_leaves_its_node_f
         assert_eq!(s.admin_state, 0, "{} left out: {s:?}", s.srv_name);
     }
     assert!(bad.web_pid().is_none() || !bad.is_up(), "Apache came back");
+}
+
+#[test]
+fn a_php_fpm_reload_onto_a_broken_tree_kills_the_master_and_the_init_says_so() {
+    let fleet = real_farm("ws-php-broken", |_| {});
+    fleet.add_php("8.3.99", true);
+    let n = &fleet.nodes[0];
+    let src = fleet.model.sources.php.clone().unwrap();
+    run(&fleet, n, &format!("rsync -a {src}/8.3.99/ $NODE_ROOT/opt/php/8.3.99/"));
+    // `php-fpm -t` of the tree (what drover must run first) refuses it.
+    let t = "$NODE_ROOT/opt/php/8.3.99";
+    let out =
+        fleet.ssh(n.ssh, &format!("sudo -n {t}/sbin/php-fpm -t --fpm-config {t}/etc/php-fpm.conf -c {t}/etc/php.ini"));
+    assert!(!out.status.success(), "php-fpm -t passed a broken tree: {}", text(&out));
+    assert!(text(&out).contains("invalid process manager"), "{}", text(&out));
+    // A reload onto it anyway: the master exits, every PHP request fails
+    // until something starts it again, and the init reports it.
+    run(
+        &fleet,
+        n,
+        "ln -sfn 8.3.99 $NODE_ROOT/opt/php/current.new && mv -T $NODE_ROOT/opt/php/current.new $NODE_ROOT/opt/php/current",
+    );
+    let out = fleet.ssh(n.ssh, "rc-service php-fpm reload");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("exited"), "{}", text(&out));
+    assert_eq!(http::get(n.http, "/health.php").unwrap().status, 503);
+    // The link put back and the master started: serving again.
+    run(
+        &fleet,
+        n,
+        "ln -sfn 8.2.27 $NODE_ROOT/opt/php/current.new && mv -T $NODE_ROOT/opt/php/current.new $NODE_ROOT/opt/php/current",
+    );
+    run(&fleet, n, "rc-service php-fpm start");
+    assert!(health(n.http, 3).iter().all(|(_, php, _)| php == "8.2.27"));
 }
