@@ -639,12 +639,16 @@ impl Node {
             "status" if slot.is_some() => (32, " * status: crashed".into()),
             "status" => (3, " * status: stopped".into()),
             "stop" => {
-                slot.take().map(stop_tree);
+                if let Some(d) = slot.take() {
+                    stop_tree(d);
+                }
                 (0, format!(" * Stopping {svc} ...  [ ok ]"))
             }
             "start" if up => (0, format!(" * WARNING: {svc} has already been started")),
             "start" | "restart" => {
-                slot.take().map(stop_tree);
+                if let Some(d) = slot.take() {
+                    stop_tree(d);
+                }
                 start(slot)
             }
             "reload" if !up => (1, format!(" * ERROR: {svc} is not running")),
