@@ -67,6 +67,18 @@ pub fn assert_rolled_out(fleet: &TestFleet, to: &Target, reports: &[(String, Loa
     for (site, r) in reports {
         eprintln!("{site}: {}", r.summary());
         r.assert_clean();
+        // The sessions went through the site's real Apache + php-fpm nodes too.
+        let by_node = r.by_node();
+        let real: Vec<&str> = fleet
+            .nodes
+            .iter()
+            .filter(|n| &n.site == site && n.stack == super::node::WebStack::Real)
+            .map(|n| n.name.as_str())
+            .collect();
+        assert!(
+            real.is_empty() || real.iter().any(|n| by_node.contains_key(*n)),
+            "{site}: no session reached a real node {real:?}: {by_node:?}"
+        );
     }
     assert_converged(fleet, to);
     assert!(servers_out(fleet, &[]).is_empty(), "{:?}", servers_out(fleet, &[]));

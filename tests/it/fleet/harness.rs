@@ -14,7 +14,7 @@ use drover::spec::SourceFile;
 
 use super::lb::{AdminAddr, SiteLb};
 use super::loadgen::{LoadGen, LoadOptions};
-use super::node::{self, Node, NodeEnv, Supervisor, ensure_free, wait_listening};
+use super::node::{self, Node, NodeEnv, Supervisor, WebStack, ensure_free, wait_listening};
 use super::procs::{self, Daemon, require_binary};
 use super::slot::Slot;
 use super::topology::{
@@ -36,6 +36,10 @@ pub struct FleetOptions {
     pub initial: Target,
     /// How long a rebooting node stays down.
     pub reboot_down: Duration,
+    /// The nodes of the first farm of every site run the real web stack
+    /// (Debian's apache2 + php-fpm serving the release's PHP code) instead
+    /// of `webserver.py`; needs `http` and `memcached`.
+    pub real_web: bool,
 }
 
 impl FleetOptions {
@@ -49,16 +53,17 @@ impl FleetOptions {
             http: true,
             initial: Target::initial(),
             reboot_down: Duration::from_secs(1),
+            real_web: true,
         }
     }
-    /// Only what load balancing needs: web servers and the site HAProxies.
+    /// Only what load balancing needs: stand-in web servers and the site HAProxies.
     pub fn lb_only(topology: Topology) -> FleetOptions {
-        FleetOptions { ssh: false, memcached: false, rsync: false, ..FleetOptions::full(topology) }
+        FleetOptions { ssh: false, memcached: false, rsync: false, real_web: false, ..FleetOptions::full(topology) }
     }
     /// Only an sshd per node (no web server, LB, memcached or rsync): cheap
     /// to start by the hundred, for observing nodes over SSH (benches/observe.rs).
     pub fn ssh_only(topology: Topology) -> FleetOptions {
-        FleetOptions { memcached: false, rsync: false, http: false, ..FleetOptions::full(topology) }
+        FleetOptions { memcached: false, rsync: false, http: false, real_web: false, ..FleetOptions::full(topology) }
     }
 }
 
@@ -108,6 +113,16 @@ impl TestFleet {
             !opts.http || python.is_file(),
             "the test nodes' web servers need /usr/bin/python3 (Debian package python3-minimal)"
         );
+        assert!(
+            !opts.real_web || (opts.http && opts.memcached),
+            "FleetOptions: real_web needs http (a web server per node) and memcached (the app's sessions)"
+        );
+        let apache = if opts.real_web {
+            require_binary("php-fpm8.2", "php8.2-fpm");
+            require_binary("apache2", "apache2")
+        } else {
+            PathBuf::new()
+        };
         let sshd = if opts.ssh {
             require_binary("ssh", "openssh-client");
             require_binary("ssh-keygen", "openssh-client");
@@ -157,6 +172,7 @@ impl TestFleet {
             python,
             sshd: sshd.clone(),
             webserver: dir.join("webserver.py"),
+            apache,
             authorized_keys: authorized_keys.clone(),
             with_ssh: opts.ssh,
             with_web: opts.http,
@@ -168,6 +184,8 @@ impl TestFleet {
         let mut nodes = Vec::new();
         for (i, s) in topo.sites.iter().enumerate() {
             for (f, farm) in s.farms.iter().enumerate() {
+                // The first farm of every site runs the real web stack.
+                let stack = if opts.real_web && f == 0 { WebStack::Real } else { WebStack::StandIn };
                 for (m, profile) in farm.profiles.iter().enumerate() {
                     let name = topology::node_name(farm, m);
                     let n = Node::new(
@@ -181,6 +199,7 @@ impl TestFleet {
                         SSH_PORT,
                         dir.join("nodes").join(&name),
                         opts.memcached.then(|| plan.memcached(i, f)),
+                        stack,
                         Arc::clone(&env),
                     );
                     n.seed(
@@ -390,8 +409,16 @@ impl TestFleet {
         write_release(&self.sources, id, broken);
     }
 
-    pub fn add_php(&self, version: &str) {
+    /// Puts a PHP tree into the rsync source; a broken one has an invalid
+    /// php-fpm.conf (`php-fpm -t` fails, and a reload onto it kills the master).
+    pub fn add_php(&self, version: &str, broken: bool) {
         write_php_tree(&self.sources, version);
+        if broken {
+            let conf = self.sources.join("php").join(version).join("etc/php-fpm.conf");
+            let mut text = fs::read_to_string(&conf).unwrap();
+            text.push_str("; broken on purpose (TestFleet::add_php): no such process manager\npm = broken\n");
+            fs::write(&conf, text).unwrap();
+        }
     }
 
     /// The system `ssh` to `addr` as the node user: batch mode, strict host
@@ -504,20 +531,35 @@ fn render_haproxy(spec_dir: &Path, site: &str, cfg: &Path) {
     );
 }
 
+/// A PHP tree of the contract: `sbin/php-fpm` (a copy of Debian's
+/// php-fpm8.2, so that PHP_BINARY names the tree), `etc/php-fpm.conf` and
+/// `etc/php.ini`, whose `user_agent` is the tree's marker (the test
+/// "versions" are the same binary).
 fn write_php_tree(sources: &Path, version: &str) {
     let d = sources.join("php").join(version);
-    fs::create_dir_all(d.join("bin")).unwrap();
+    fs::create_dir_all(d.join("sbin")).unwrap();
+    fs::create_dir_all(d.join("etc")).unwrap();
     fs::write(d.join("VERSION"), format!("{version}\n")).unwrap();
-    let php = d.join("bin/php");
-    fs::write(&php, format!("#!/bin/sh\necho \"PHP {version} (drover test stand-in)\"\n")).unwrap();
-    fs::set_permissions(&php, fs::Permissions::from_mode(0o755)).unwrap();
+    let fpm = require_binary("php-fpm8.2", "php8.2-fpm");
+    fs::copy(&fpm, d.join("sbin/php-fpm")).unwrap_or_else(|e| panic!("copy {}: {e}", fpm.display()));
+    fs::set_permissions(d.join("sbin/php-fpm"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(d.join("etc/php-fpm.conf"), node::PHP_FPM_CONF.replace("@VERSION@", version)).unwrap();
+    fs::write(d.join("etc/php.ini"), node::PHP_INI.replace("@VERSION@", version)).unwrap();
 }
 
+/// A release: the PHP app (`public/index.php` front controller,
+/// `public/health.php`, `lib/`), its marker in `lib/release.php`, a static
+/// `public/release.txt`; a broken one has a `BROKEN` file (every PHP page 500).
 fn write_release(sources: &Path, id: &str, broken: bool) {
     let d = sources.join("releases").join(id);
-    fs::create_dir_all(&d).unwrap();
+    fs::create_dir_all(d.join("lib")).unwrap();
+    fs::create_dir_all(d.join("public")).unwrap();
     fs::write(d.join("RELEASE"), format!("{id}\n")).unwrap();
-    fs::write(d.join("index.php"), format!("<?php echo \"release {id}\";\n")).unwrap();
+    fs::write(d.join("lib/release.php"), format!("<?php\nreturn '{id}';\n")).unwrap();
+    fs::write(d.join("lib/app.php"), node::APP_PHP).unwrap();
+    fs::write(d.join("public/index.php"), node::INDEX_PHP).unwrap();
+    fs::write(d.join("public/health.php"), node::HEALTH_PHP).unwrap();
+    fs::write(d.join("public/release.txt"), format!("release={id}\n")).unwrap();
     if broken {
         fs::write(d.join("BROKEN"), "this release fails its health check\n").unwrap();
     }

@@ -8,6 +8,7 @@
 //!   slot      127.<n>.0.0/16 + /tmp/drover-fleet/s<n>, held with flock   slot.rs
 //!   sources   php/<version>/, releases/<id>/ served by `rsync --daemon`  harness.rs
 //!   nodes     per node: root dir, own sshd + host key, web server         node.rs
+//!             (first farm of a site: apache2 + php-fpm, webstack/)
 //!   memcached one per farm                                               harness.rs
 //!   spec      specs/fleet.yaml, checked with drover::spec::validate      topology.rs
 //!   LBs       one HAProxy per site on `drover render haproxy`'s output    lb.rs
@@ -34,16 +35,25 @@
 //! | the real paths (`/var/db/pkg`, `/opt/php`, `/srv/app`, `/proc/sys/kernel/...`) | the same paths under `$NODE_ROOT` (set by sshd's `SetEnv`; empty on a real node) |
 //! | `emerge` fetching binary packages from `PORTAGE_BINHOST` | records the install in `var/db/pkg`, fetches nothing, refuses source builds, a missing binhost and another profile's binhost |
 //! | `qlist -ICv` (portage-utils) | lists `var/db/pkg` the same way |
-//! | `rc-service <svc> restart|reload` (OpenRC) or `systemctl` | restarts the web server process (new PID) or makes it re-read the active symlinks; logged in `var/log/rc.log` |
-//! | `reboot` | returns at once; 0.3 s later the web server and sshd stop (open SSH connections drop), a new boot id is written and the newest installed kernel package becomes `osrelease`; they come back after `reboot_down` (default 1 s) |
-//! | Apache + PHP-FPM + the application, sessions in the farm's memcached | `webserver.py`: serves the active release and PHP version, resolved at start and on reload only (like the opcode/realpath caches), sessions in the farm's memcached |
+//! | `rc-service <svc> restart|reload` (OpenRC) or `systemctl` | real nodes: apache2 and php-fpm are the real processes: restart = stop + start (new PIDs), `php-fpm reload` = SIGUSR2 to the master (in-flight requests finish, then it re-executes its argv through `opt/php/current`, same PID), `apache2 reload` = graceful (SIGUSR1); a reload returns when the server logged it is ready again, and fails if it died (no `php-fpm -t` of its own, like systemd's unit). Stand-in nodes: restart restarts the web server process (new PID), `php-fpm reload` makes it re-read the active symlinks, `apache2 reload` changes nothing for PHP (as on a real node). Logged in `var/log/rc.log` |
+//! | `reboot` | returns at once; 0.3 s later the web server (Apache and php-fpm on real nodes) and sshd stop (open SSH connections drop), a new boot id is written and the newest installed kernel package becomes `osrelease`; they come back after `reboot_down` (default 1 s) |
+//! | Apache + PHP-FPM + the application, sessions in the farm's memcached | **first farm of every site** (`FleetOptions::real_web`, `node::WebStack::Real`): Debian's apache2 (mpm_event, 1-4 children of 8 threads, mod_proxy_fcgi to the pool's unix socket, `DocumentRoot $NODE_ROOT/srv/app/current/public` through the link, `FallbackResource /index.php`, `/fpm-status` with `Require local`) and php-fpm (3 static workers, OPcache with `validate_timestamps=0`, `process_control_timeout = 10s`) started through `opt/php/current`, both as the node user; the release's PHP app (webstack/app.php: same paths, headers and memcached sessions as `webserver.py`, spoken to with fsockopen). **Other farms**: `webserver.py`, which serves the active release and PHP version resolved at start and on reload only (like the opcode/realpath caches). Both serve `/health.php` (`release= php= pid=`) and `/fpm-status?json&full` |
+//! | `/opt/php/<ver>`: that PHP's FPM binary, php-fpm.conf, php.ini | `sbin/php-fpm` a copy of Debian's php-fpm8.2 (so PHP_BINARY names the tree), the conf and ini of webstack/ with `${NODE_ROOT}` paths; 8.2.27 and 8.3.14 differ only in their php.ini marker (`user_agent`) |
 //! | `uname -r` | `cat $NODE_ROOT/proc/sys/kernel/osrelease` (`6.6.62-gentoo-dist` for gentoo-kernel-bin-6.6.62) |
 //!
 //! Faults (files in `$NODE_ROOT/faults/`, see `node::fault`): `emerge-fail`
 //! (all or listed atoms), `emerge-delay`, `reboot-hang` (never comes back
-//! from a reboot), `http-fail` (every request 503). A release whose tree
-//! holds a `BROKEN` file fails every request, /healthz included
-//! (`TestFleet::add_release(id, true)`).
+//! from a reboot), `http-fail` (every request 503), `apache-fail` (real
+//! nodes: Apache's next start fails on a syntax error in its configuration).
+//! A release whose tree holds a `BROKEN` file fails every PHP request,
+//! /health.php included (`TestFleet::add_release(id, true)`).
+//!
+//! The real web stack costs, per node, about 61 MB of summed RSS after some
+//! traffic (php-fpm master and 3 workers 54 MB, Apache's parent and one
+//! child 9 MB; shared pages counted in every process), measured by
+//! `webstack::the_init_of_a_real_node_...`;
+//! the other farms keep `webserver.py` so that a standard fleet of 16 nodes
+//! stays cheap on 2 cores while every site has a real farm under load.
 
 // The harness is the API of the end-to-end tests to come; not every helper
 // has a caller yet.
@@ -64,6 +74,7 @@ mod haproxy_semantics;
 mod respec;
 mod smoke;
 mod unobserved;
+mod webstack;
 
 pub use harness::{FleetOptions, TestFleet};
 pub use topology::{Admin, Topology};

@@ -1,5 +1,6 @@
 //! A test node: its root directory (what a Gentoo web node has, under
-//! `NODE_ROOT`), its sshd, its web server, and the "init" that the
+//! `NODE_ROOT`), its sshd, its web server (Apache + php-fpm, or the
+//! `webserver.py` stand-in), and the "init" that the
 //! `rc-service`, `systemctl` and `reboot` stand-ins talk to (the
 //! `Supervisor`, a thread of the test process that owns the processes).
 //!
@@ -16,11 +17,19 @@
 //! proc/sys/kernel/random/boot_id   changes on every reboot
 //! proc/sys/kernel/osrelease        the running kernel (`uname -r`): newest installed
 //!                                  sys-kernel package at the last boot
-//! opt/php/<version>/       PHP trees; opt/php/current -> <version> is the active one
-//! srv/app/releases/<id>/   releases; srv/app/current -> releases/<id> is the active one
+//! opt/php/<version>/       PHP trees (sbin/php-fpm, etc/php-fpm.conf, etc/php.ini);
+//!                          opt/php/current -> <version> is the active one
+//! srv/app/releases/<id>/   releases (public/index.php, public/health.php, lib/);
+//!                          srv/app/current -> releases/<id> is the active one
 //! run/ctl/                 requests to the node's init (node-ctl)
-//! faults/                  fault files: emerge-fail, emerge-delay, reboot-hang, http-fail
+//! run/php-fpm.{sock,pid}   the pool's socket and the master's PID file (real nodes)
+//! var/log/php-fpm.log      php-fpm's log (real nodes)
+//! faults/                  fault files: emerge-fail, emerge-delay, reboot-hang, http-fail,
+//!                          apache-fail
 //! ```
+//!
+//! A real node (`WebStack::Real`) also has `<node dir>/apache/`: httpd.conf
+//! (written at each start from webstack/httpd.conf), error.log and run/.
 
 use std::fs;
 use std::io::{self, Read};
@@ -48,8 +57,24 @@ const STANDINS: &[(&str, &str)] = &[
     ("node-ctl", include_str!("standins/node-ctl")),
 ];
 pub const WEBSERVER_PY: &str = include_str!("webserver.py");
-/// Services the rc-service/systemctl stand-ins know; all are the web server.
+/// The real web stack's files (`WebStack::Real`): a PHP tree's php-fpm.conf
+/// and php.ini, a release's PHP code, and a node's Apache configuration.
+pub const PHP_FPM_CONF: &str = include_str!("webstack/php-fpm.conf");
+pub const PHP_INI: &str = include_str!("webstack/php.ini");
+pub const APP_PHP: &str = include_str!("webstack/app.php");
+pub const INDEX_PHP: &str = include_str!("webstack/index.php");
+pub const HEALTH_PHP: &str = include_str!("webstack/health.php");
+const HTTPD_CONF: &str = include_str!("webstack/httpd.conf");
+/// Services the rc-service/systemctl stand-ins know: on a stand-in node both
+/// are the one web server process; on a real node, Apache and php-fpm.
 pub const WEB_SERVICES: &[&str] = &["apache2", "php-fpm"];
+/// How long a php-fpm reload may take: in-flight requests get
+/// `process_control_timeout` (10 s, webstack/php-fpm.conf) to finish first.
+const FPM_RELOAD_TIMEOUT: Duration = Duration::from_secs(25);
+/// php-fpm's and Apache's log lines when they are ready again after a
+/// start or a reload (log_level / LogLevel notice).
+const FPM_READY: &str = "NOTICE: ready to handle connections";
+const APACHE_READY: &str = "resuming normal operations";
 /// How long a process may take to listen after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Between the `reboot` command returning and the node going down, so the
@@ -66,6 +91,20 @@ pub mod fault {
     pub const REBOOT_HANG: &str = "reboot-hang";
     /// The web server answers 503 to everything, /healthz included.
     pub const HTTP_FAIL: &str = "http-fail";
+    /// Real web stack only: Apache's next start (a restart, a reboot) gets
+    /// a configuration with a syntax error and fails, as a broken config
+    /// would make it; a running Apache serves on.
+    pub const APACHE_FAIL: &str = "apache-fail";
+}
+
+/// What serves a node's HTTP port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebStack {
+    /// `webserver.py`, which plays Apache + PHP-FPM + the app.
+    StandIn,
+    /// Debian's apache2 (mpm_event, proxy_fcgi) in front of php-fpm started
+    /// through `opt/php/current`, running the release's PHP code.
+    Real,
 }
 
 /// The unprivileged login user of the test nodes.
@@ -110,6 +149,8 @@ pub struct NodeEnv {
     pub python: PathBuf,
     pub sshd: PathBuf,
     pub webserver: PathBuf,
+    /// Debian's apache2 binary (fleets with real web nodes).
+    pub apache: PathBuf,
     pub authorized_keys: PathBuf,
     pub with_ssh: bool,
     /// A web server per node (else the node runs only its sshd).
@@ -131,13 +172,18 @@ pub struct Node {
     /// NODE_ROOT.
     pub root: PathBuf,
     pub memcached: Option<SocketAddr>,
+    pub stack: WebStack,
     env: Arc<NodeEnv>,
     rt: Mutex<Runtime>,
 }
 
 #[derive(Default)]
 struct Runtime {
+    /// `webserver.py` (stand-in nodes).
     web: Option<Daemon>,
+    /// The php-fpm master and Apache's parent (real nodes).
+    fpm: Option<Daemon>,
+    apache: Option<Daemon>,
     sshd: Option<Daemon>,
     shutting_down: bool,
 }
@@ -155,6 +201,7 @@ impl Node {
         ssh_port: u16,
         dir: PathBuf,
         memcached: Option<SocketAddr>,
+        stack: WebStack,
         env: Arc<NodeEnv>,
     ) -> Node {
         Node {
@@ -169,6 +216,7 @@ impl Node {
             ssh: SocketAddr::new(ip.into(), ssh_port),
             dir,
             memcached,
+            stack,
             env,
             rt: Mutex::new(Runtime::default()),
         }
@@ -210,6 +258,12 @@ impl Node {
         self.write_boot()?;
         let user = node_user();
         chown_tree(r, user.uid, user.gid)?;
+        if self.stack == WebStack::Real {
+            // Apache's configuration (written at each start), logs and runtime files.
+            let a = self.dir.join("apache");
+            fs::create_dir_all(a.join("run"))?;
+            chown_tree(&a, user.uid, user.gid)?;
+        }
         // The tools are root's: the node user runs them but cannot change them.
         let bin = r.join("bin");
         fs::create_dir_all(&bin)?;
@@ -258,10 +312,105 @@ impl Node {
                 &self.dir.join("pids/sshd.pid"),
             )?);
         }
-        if self.env.with_web && rt.web.is_none() {
-            rt.web = Some(self.start_web()?);
+        if self.env.with_web {
+            match self.stack {
+                WebStack::StandIn if rt.web.is_none() => rt.web = Some(self.start_web()?),
+                WebStack::StandIn => {}
+                WebStack::Real => {
+                    if !running(&mut rt.fpm) {
+                        rt.fpm = Some(self.start_fpm()?);
+                    }
+                    if !running(&mut rt.apache) {
+                        rt.apache = Some(self.start_apache()?);
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The php-fpm master, started THROUGH `opt/php/current` (the node
+    /// contract), as the node user, with the environment its workers see.
+    fn start_fpm(&self) -> io::Result<Daemon> {
+        let user = node_user();
+        let cur = self.root.join("opt/php/current");
+        let mut cmd = Command::new(cur.join("sbin/php-fpm"));
+        cmd.arg("--nodaemonize")
+            .arg("--fpm-config")
+            .arg(cur.join("etc/php-fpm.conf"))
+            .arg("-c")
+            .arg(cur.join("etc/php.ini"))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("NODE_ROOT", &self.root)
+            .env("DROVER_TEST_NODE", &self.name)
+            .env("DROVER_TEST_MEMCACHED", self.memcached.map(|m| m.to_string()).unwrap_or_default())
+            .current_dir(&self.root)
+            .uid(user.uid)
+            .gid(user.gid);
+        let log = self.root.join("var/log/php-fpm.log");
+        let before = count_lines(&log, FPM_READY);
+        let mut d = Daemon::spawn(
+            &format!("{}-php-fpm", self.name),
+            &mut cmd,
+            &self.dir.join("pids/php-fpm.pid"),
+            &self.dir.join("log/php-fpm.out"),
+        )?;
+        let ready = wait_for(START_TIMEOUT, || {
+            if !d.running() {
+                return Some(false);
+            }
+            (count_lines(&log, FPM_READY) > before).then_some(true)
+        });
+        if ready != Some(true) {
+            return Err(io::Error::other(format!(
+                "php-fpm of node {} did not start (exit status {:?}): {}{}",
+                self.name,
+                d.exited(),
+                d.log_text(),
+                tail(&log, 5)
+            )));
+        }
+        Ok(d)
+    }
+
+    /// Apache in the foreground as the node user, on a configuration written
+    /// now (broken when the `apache-fail` fault is set).
+    fn start_apache(&self) -> io::Result<Daemon> {
+        let user = node_user();
+        let a = self.dir.join("apache");
+        let broken = self.root.join("faults").join(fault::APACHE_FAIL).exists();
+        let conf = HTTPD_CONF
+            .replace("@NODE@", &self.name)
+            .replace("@DIR@", &a.display().to_string())
+            .replace("@ROOT@", &self.root.display().to_string())
+            .replace("@LISTEN@", &self.http.to_string())
+            .replace(
+                "@FAULT@",
+                if broken { "DroverTestBrokenDirective \"faults/apache-fail: a broken configuration\"" } else { "" },
+            );
+        fs::write(a.join("httpd.conf"), conf)?;
+        let mut cmd = Command::new(&self.env.apache);
+        cmd.arg("-f")
+            .arg(a.join("httpd.conf"))
+            .arg("-DFOREGROUND")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(&self.root)
+            .uid(user.uid)
+            .gid(user.gid);
+        ensure_free(self.http, &format!("Apache of node {}", self.name))?;
+        // What this start writes (both logs accumulate over restarts): a bad
+        // configuration is reported on stderr, other failures in error.log.
+        let (out, err) = (self.dir.join("log/apache2.out"), a.join("error.log"));
+        let offsets = (file_len(&out), file_len(&err));
+        let mut d =
+            Daemon::spawn(&format!("{}-apache2", self.name), &mut cmd, &self.dir.join("pids/apache2.pid"), &out)?;
+        if let Err(e) = wait_listening_quiet(&mut d, self.http) {
+            let said = format!("{}{}", read_from(&out, offsets.0), read_from(&err, offsets.1));
+            return Err(io::Error::other(format!("Apache of node {}: {e}: {}", self.name, said.trim())));
+        }
+        Ok(d)
     }
 
     fn start_web(&self) -> io::Result<Daemon> {
@@ -295,21 +444,32 @@ impl Node {
         let mut rt = self.rt.lock().unwrap();
         rt.shutting_down = true;
         rt.web = None;
+        stop_stack(&mut rt);
         if let Some(s) = rt.sshd.take() {
             procs::kill_descendants(s.pid());
             drop(s);
         }
     }
 
+    /// The web server's PID: `webserver.py`, or Apache's parent.
     pub fn web_pid(&self) -> Option<u32> {
-        self.rt.lock().unwrap().web.as_ref().map(Daemon::pid)
+        let rt = self.rt.lock().unwrap();
+        rt.web.as_ref().or(rt.apache.as_ref()).map(Daemon::pid)
+    }
+    /// The php-fpm master's PID (real nodes).
+    pub fn fpm_pid(&self) -> Option<u32> {
+        self.rt.lock().unwrap().fpm.as_ref().map(Daemon::pid)
     }
     pub fn sshd_pid(&self) -> Option<u32> {
         self.rt.lock().unwrap().sshd.as_ref().map(Daemon::pid)
     }
     pub fn is_up(&self) -> bool {
         let rt = self.rt.lock().unwrap();
-        (rt.web.is_some() || !self.env.with_web) && (rt.sshd.is_some() || !self.env.with_ssh)
+        let web = match self.stack {
+            WebStack::StandIn => rt.web.is_some(),
+            WebStack::Real => rt.fpm.is_some() && rt.apache.is_some(),
+        };
+        (web || !self.env.with_web) && (rt.sshd.is_some() || !self.env.with_ssh)
     }
 
     pub fn set_fault(&self, name: &str, content: &str) {
@@ -388,7 +548,10 @@ impl Node {
 
     fn service(&self, svc: &str, action: &str) -> (i32, String) {
         let result = if WEB_SERVICES.contains(&svc) {
-            self.web_service(svc, action)
+            match self.stack {
+                WebStack::StandIn => self.web_service(svc, action),
+                WebStack::Real => self.real_service(svc, action),
+            }
         } else {
             (1, format!(" * {svc}: not a service of this test node"))
         };
@@ -426,12 +589,95 @@ impl Node {
                 let Some(web) = rt.web.as_ref() else {
                     return (1, format!(" * ERROR: {svc} is not running"));
                 };
+                // As on a real node: a graceful Apache reload does nothing
+                // for PHP (its workers keep what they resolved); only a
+                // php-fpm reload makes the stand-in re-read the links.
+                if svc == "apache2" {
+                    return ok(format!(" * Reloading {svc} ...  [ ok ]"));
+                }
                 let before = generation(self.http);
                 web.signal(SIGHUP);
                 let reloaded = wait_for(START_TIMEOUT, || generation(self.http).filter(|g| Some(*g) > before));
                 match reloaded {
                     Some(_) => ok(format!(" * Reloading {svc} ...  [ ok ]")),
                     None => (1, format!(" * Reloading {svc} ...  [ !! ]")),
+                }
+            }
+            _ => (1, format!(" * {svc}: unknown function `{action}'")),
+        }
+    }
+
+    /// The init of a real node: apache2 and php-fpm are the real processes.
+    /// start/stop/restart start and stop them (a restart gives new PIDs);
+    /// `php-fpm reload` is SIGUSR2 to the master (it lets requests in flight
+    /// finish, then re-executes its argv, i.e. through `opt/php/current`,
+    /// keeping its PID and listening socket), `apache2 reload` a graceful
+    /// restart (SIGUSR1). A reload returns once the server logged that it
+    /// is ready again; one that kills it (a broken configuration) fails.
+    /// Like systemd's units (not Gentoo's OpenRC script), the init runs no
+    /// `php-fpm -t` of its own before a reload: drover must.
+    fn real_service(&self, svc: &str, action: &str) -> (i32, String) {
+        let mut rt = self.rt.lock().unwrap();
+        if rt.shutting_down {
+            return (1, " * the node is shutting down".into());
+        }
+        let fpm = svc == "php-fpm";
+        let slot = if fpm { &mut rt.fpm } else { &mut rt.apache };
+        let up = running(slot);
+        let start = |slot: &mut Option<Daemon>| {
+            let started = if fpm { self.start_fpm() } else { self.start_apache() };
+            match started {
+                Ok(d) => {
+                    *slot = Some(d);
+                    (0, format!(" * Starting {svc} ...  [ ok ]"))
+                }
+                Err(e) => (1, format!(" * Starting {svc} ...  [ !! ]\n{e}")),
+            }
+        };
+        match action {
+            "status" if up => (0, " * status: started".into()),
+            "status" if slot.is_some() => (32, " * status: crashed".into()),
+            "status" => (3, " * status: stopped".into()),
+            "stop" => {
+                if let Some(d) = slot.take() {
+                    stop_tree(d);
+                }
+                (0, format!(" * Stopping {svc} ...  [ ok ]"))
+            }
+            "start" if up => (0, format!(" * WARNING: {svc} has already been started")),
+            "start" | "restart" => {
+                if let Some(d) = slot.take() {
+                    stop_tree(d);
+                }
+                start(slot)
+            }
+            "reload" if !up => (1, format!(" * ERROR: {svc} is not running")),
+            "reload" => {
+                let d = slot.as_mut().expect("running");
+                let (log, ready, signal, timeout) = if fpm {
+                    (self.root.join("var/log/php-fpm.log"), FPM_READY, procs::SIGUSR2, FPM_RELOAD_TIMEOUT)
+                } else {
+                    (self.dir.join("apache/error.log"), APACHE_READY, procs::SIGUSR1, START_TIMEOUT)
+                };
+                let before = count_lines(&log, ready);
+                d.signal(signal);
+                let done = wait_for(timeout, || {
+                    if !d.running() {
+                        return Some(false);
+                    }
+                    (count_lines(&log, ready) > before).then_some(true)
+                });
+                match done {
+                    Some(true) => (0, format!(" * Reloading {svc} ...  [ ok ]")),
+                    Some(false) => (
+                        1,
+                        format!(
+                            " * Reloading {svc} ...  [ !! ] it exited (status {:?}):\n{}",
+                            d.exited(),
+                            tail(&log, 5)
+                        ),
+                    ),
+                    None => (1, format!(" * Reloading {svc} ...  [ !! ] not ready after {timeout:?}")),
                 }
             }
             _ => (1, format!(" * {svc}: unknown function `{action}'")),
@@ -449,6 +695,7 @@ impl Node {
                 return;
             }
             rt.web = None;
+            stop_stack(&mut rt);
             if let Some(s) = rt.sshd.take() {
                 procs::kill_descendants(s.pid());
                 drop(s);
@@ -466,6 +713,66 @@ impl Node {
             eprintln!("node {}: services did not come back after reboot: {e}", self.name);
         }
     }
+}
+
+/// `d` is set and its process still runs.
+fn running(d: &mut Option<Daemon>) -> bool {
+    d.as_mut().is_some_and(Daemon::running)
+}
+
+/// Stops Apache, then php-fpm (each by PID; a master's workers with it).
+fn stop_stack(rt: &mut Runtime) {
+    for d in [rt.apache.take(), rt.fpm.take()].into_iter().flatten() {
+        stop_tree(d);
+    }
+}
+
+/// Stops a server and whatever of its children outlived it (a master
+/// killed with SIGKILL leaves its workers behind).
+fn stop_tree(mut d: Daemon) {
+    let children = procs::descendants(d.pid());
+    d.stop();
+    for c in children {
+        if procs::alive(c) {
+            procs::signal(c, procs::SIGKILL);
+        }
+    }
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// What was appended to the file at `path` after byte `offset`.
+fn read_from(path: &Path, offset: u64) -> String {
+    let bytes = fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(bytes.get(offset as usize..).unwrap_or_default()).into_owned()
+}
+
+/// Waits until `d` listens on `addr`; the error says only how it ended.
+fn wait_listening_quiet(d: &mut Daemon, addr: SocketAddr) -> Result<(), String> {
+    let ok = wait_for(START_TIMEOUT, || {
+        if !d.running() {
+            return Some(false);
+        }
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok().then_some(true)
+    });
+    match ok {
+        Some(true) => Ok(()),
+        _ => Err(format!("did not listen on {addr} (exit status {:?})", d.exited())),
+    }
+}
+
+/// How many lines of the log at `path` contain `needle`.
+fn count_lines(path: &Path, needle: &str) -> usize {
+    fs::read_to_string(path).map(|t| t.lines().filter(|l| l.contains(needle)).count()).unwrap_or(0)
+}
+
+/// The last `n` lines of a log, for error messages.
+fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn generation(addr: SocketAddr) -> Option<u64> {

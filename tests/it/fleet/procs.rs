@@ -11,6 +11,8 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 pub const SIGHUP: i32 = 1;
+pub const SIGUSR1: i32 = 10;
+pub const SIGUSR2: i32 = 12;
 pub const SIGKILL: i32 = 9;
 pub const SIGTERM: i32 = 15;
 

@@ -108,6 +108,8 @@ fn standard_fleet_is_reachable_over_strict_ssh_and_serves_through_its_lbs() {
 fn stand_ins_behave_like_the_tools_they_replace() {
     let mut opts = FleetOptions::full(Topology::single_site("st", 1, 2, Admin::UnixOverSsh));
     opts.reboot_down = Duration::from_millis(500);
+    // The stand-in web server (webstack.rs tests the real one).
+    opts.real_web = false;
     let fleet = TestFleet::start("stand-ins", opts);
     let n1 = fleet.node("f1-n1");
     let n2 = fleet.node("f1-n2");
@@ -176,11 +178,25 @@ fn stand_ins_behave_like_the_tools_they_replace() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(n1.active_release().as_deref(), Some("2026.11.2"));
     assert_eq!(http::get(n1.http, "/healthz").unwrap().release(), "2026.11.1");
+    // An Apache reload does nothing for PHP, as on a real node.
     let out = run(n1, "rc-service apache2 reload");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(http::get(n1.http, "/health.php").unwrap().release(), "2026.11.1");
+    let out = run(n1, "rc-service php-fpm reload");
     assert!(out.status.success(), "{}", stderr(&out));
     let r = http::get(n1.http, "/healthz").unwrap();
     assert_eq!((r.status, r.release()), (200, "2026.11.2"));
     assert!(r.body.contains("release=2026.11.2"));
+    // The contract's health page and pool status: this process, (re)loaded now.
+    let h = http::get(n1.http, "/health.php").unwrap();
+    let pid = n1.web_pid().unwrap();
+    assert!(h.body.contains(&format!("release=2026.11.2 php=8.2.27 pid={pid}")), "{}", h.body);
+    let st: serde_json::Value =
+        serde_json::from_str(&http::get(n1.http, "/fpm-status?json&full").unwrap().body).unwrap();
+    let loaded = st["processes"][0]["start time"].as_u64().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(st["processes"][0]["pid"], pid);
+    assert!(loaded <= now && loaded + 5 >= now, "loaded {loaded}, now {now}");
 
     // reboot: the connection drops, the node comes back with a new boot id
     // and the newest installed kernel.

@@ -246,7 +246,7 @@ pub fn spec_yaml(topo: &Topology, plan: Plan, paths: &SpecPaths, target: &Target
          \x20   max_farm_load: 0.9\n\
          \x20   drain_timeout: 10s\n\
          \x20   unreachable_timeout: 5s\n\
-         \x20   health: {{ path: /healthz, expect_status: 200, expect_release_marker: true, timeout: 2s, retries: 3 }}\n\
+         \x20   health: {{ path: /health.php, expect_status: 200, expect_release_marker: true, timeout: 2s, retries: 3 }}\n\
          \x20   preproduction: {{ soak: 1s, waive_gate: {waive} }}\n\
          \x20   failure_budget: 2\n\
          \x20   releases_kept: 3\n\

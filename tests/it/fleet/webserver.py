@@ -8,9 +8,15 @@ It serves the ACTIVE release and PHP version of the node root:
   <root>/opt/php/current -> <version>       (the PHP version, a tree in /opt/php/<version>)
 Both symlinks are resolved at start and on SIGHUP (a reload), never per
 request: like PHP's opcode and realpath caches, a symlink flip is invisible
-until the web server reloads (`rc-service apache2 reload`) or restarts.
+until PHP-FPM reloads (`rc-service php-fpm reload`, SIGHUP here) or the
+server restarts; an Apache reload changes nothing (the node's init sends no
+signal for it), as on a real node.
 
   GET /healthz   200 "ok node=N release=R php=P" (the release marker), or 500/503
+  GET /health.php  drover's health endpoint (the node contract): 200
+                 "ok release=R php=P pid=<this process>", or 500/503
+  GET /fpm-status  php-fpm's pool status as `?json&full` gives it: one
+                 process (this one) whose "start time" is the last (re)load
   GET /slow?s=N  like / after sleeping N seconds (for in-flight request tests)
   GET /static    a cacheable page (Cache-Control: public), no session
   GET /...       200 "node=N release=R php=P session=S hits=H"
@@ -31,6 +37,7 @@ release fails its health check); <root>/faults/http-fail makes every request
 
 import argparse
 import http.server
+import json
 import os
 import re
 import secrets
@@ -67,6 +74,8 @@ class Active:
             self.php = os.path.basename(os.readlink(php).rstrip("/"))
         except OSError:
             php_dir, self.php = None, None
+        # Like a php-fpm pool after a reload: every "worker" started now.
+        self.loaded_at = int(time.time())
         self.problem = None
         if self.release is None or not os.path.isdir(release_dir):
             self.problem = "no active release tree"
@@ -183,8 +192,16 @@ def make_handler(node, active, store, root):
             url = urllib.parse.urlsplit(self.path)
             if os.path.exists(fail_file):
                 return self.reply(503, "node %s is failing (faults/http-fail)" % node)
+            if url.path == "/fpm-status":
+                return self.fpm_status()
             if active.problem:
                 return self.reply(500, "node %s: %s" % (node, active.problem))
+            if url.path == "/health.php":
+                return self.reply(
+                    200,
+                    "ok release=%s php=%s pid=%d" % (active.release, active.php, os.getpid()),
+                    [("Cache-Control", "no-store")],
+                )
             ident = "node=%s release=%s php=%s" % (node, active.release, active.php)
             if url.path == "/healthz":
                 return self.reply(200, "ok " + ident)
@@ -196,6 +213,29 @@ def make_handler(node, active, store, root):
             self.session(ident)
 
         do_POST = do_GET
+
+        def fpm_status(self):
+            started = active.loaded_at
+            since = max(0, int(time.time()) - started)
+            proc = {"pid": os.getpid(), "state": "Idle", "start time": started, "start since": since}
+            status = {
+                "pool": "app",
+                "process manager": "static",
+                "start time": started,
+                "start since": since,
+                "idle processes": 1,
+                "active processes": 0,
+                "total processes": 1,
+            }
+            if "full" in urllib.parse.parse_qs(self.path.partition("?")[2], keep_blank_values=True):
+                status["processes"] = [proc]
+            data = json.dumps(status)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("X-Node", node)
+            self.end_headers()
+            self.wfile.write(data.encode())
 
         def session(self, ident):
             release = active.release
