@@ -57,7 +57,7 @@ pub fn assert_converged(fleet: &TestFleet, target: &Target) {
     }
 }
 
-fn state_dir(fleet: &TestFleet) -> PathBuf {
+pub fn state_dir(fleet: &TestFleet) -> PathBuf {
     fleet.dir.join("drover-state")
 }
 
@@ -93,7 +93,11 @@ fn converge(fleet: &mut TestFleet, to: &Target) -> String {
 /// `reconcile --once --output json <args>` with default load through `sites`,
 /// which must see no failed request and no regression. Returns the exit
 /// code, the JSON summary and the whole output.
-fn reconcile_under_load(fleet: &TestFleet, sites: &[&str], args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+pub fn reconcile_under_load(
+    fleet: &TestFleet,
+    sites: &[&str],
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value, String) {
     let gens: Vec<_> = sites.iter().map(|s| (s.to_string(), fleet.loadgen(s, LoadOptions::default()))).collect();
     let mut all = vec!["--output", "json", "reconcile", "--once"];
     all.extend_from_slice(args);
@@ -144,7 +148,7 @@ fn app_release_switch_farm_by_farm_with_memcached_flushed() {
 }
 
 /// Servers in drain or maint on any LB, except `allowed` (by server name).
-fn servers_out(fleet: &TestFleet, allowed: &[&str]) -> Vec<String> {
+pub fn servers_out(fleet: &TestFleet, allowed: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for s in &fleet.sites {
         for st in super::lb::parse_servers_state(&s.lb.cmd("show servers state")) {

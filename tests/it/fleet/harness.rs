@@ -36,6 +36,10 @@ pub struct FleetOptions {
     pub initial: Target,
     /// How long a rebooting node stays down.
     pub reboot_down: Duration,
+    /// Real Portage (and the fleet's binhost) on the nodes of the first farm
+    /// of every site; the other nodes keep the emerge stand-in (CPU: a real
+    /// install costs ~2.5 s of CPU). Needs `ssh`.
+    pub real_portage: bool,
 }
 
 impl FleetOptions {
@@ -49,16 +53,23 @@ impl FleetOptions {
             http: true,
             initial: Target::initial(),
             reboot_down: Duration::from_secs(1),
+            real_portage: true,
         }
     }
     /// Only what load balancing needs: web servers and the site HAProxies.
     pub fn lb_only(topology: Topology) -> FleetOptions {
-        FleetOptions { ssh: false, memcached: false, rsync: false, ..FleetOptions::full(topology) }
+        FleetOptions { ssh: false, memcached: false, rsync: false, real_portage: false, ..FleetOptions::full(topology) }
     }
     /// Only an sshd per node (no web server, LB, memcached or rsync): cheap
     /// to start by the hundred, for observing nodes over SSH (benches/observe.rs).
     pub fn ssh_only(topology: Topology) -> FleetOptions {
-        FleetOptions { memcached: false, rsync: false, http: false, ..FleetOptions::full(topology) }
+        FleetOptions {
+            memcached: false,
+            rsync: false,
+            http: false,
+            real_portage: false,
+            ..FleetOptions::full(topology)
+        }
     }
 }
 
@@ -87,6 +98,8 @@ pub struct TestFleet {
     pub nodes: Vec<Arc<Node>>,
     /// Time `start` took.
     pub startup: Duration,
+    /// The real binhost of the real-Portage nodes (`FleetOptions::real_portage`).
+    pub binhost: Option<super::portage::Binhost>,
     spec_paths: (String, String, Vec<(String, String)>),
     memcached: Vec<Daemon>,
     rsyncd: Option<Daemon>,
@@ -165,6 +178,7 @@ impl TestFleet {
         fs::write(&env.webserver, node::WEBSERVER_PY).unwrap();
 
         // Nodes and their roots.
+        let portage = (opts.real_portage && opts.ssh).then(super::portage::get);
         let mut nodes = Vec::new();
         for (i, s) in topo.sites.iter().enumerate() {
             for (f, farm) in s.farms.iter().enumerate() {
@@ -183,8 +197,12 @@ impl TestFleet {
                         opts.memcached.then(|| plan.memcached(i, f)),
                         Arc::clone(&env),
                     );
+                    let n = match portage {
+                        Some(p) if f == 0 => n.with_real_portage(p),
+                        _ => n,
+                    };
                     n.seed(
-                        &topology::binhost(profile),
+                        &topology::binhost(plan, profile),
                         &opts.initial.atoms(),
                         &opts.initial.php,
                         &opts.initial.release,
@@ -195,6 +213,11 @@ impl TestFleet {
                 }
             }
         }
+
+        let binhost = portage.map(|p| {
+            let profiles: Vec<&str> = topology::PROFILES.iter().map(|(name, _)| *name).collect();
+            super::portage::Binhost::start(&dir, plan.binhost(), &profiles, p).unwrap_or_else(|e| panic!("{e}"))
+        });
 
         // Site directories: admin socket, server-state file, LB host sshd.
         let user = if opts.ssh { Some(node::node_user()) } else { None };
@@ -342,6 +365,7 @@ impl TestFleet {
             sites,
             nodes,
             startup,
+            binhost,
             spec_paths,
             memcached,
             rsyncd,

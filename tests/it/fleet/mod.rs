@@ -32,15 +32,27 @@
 //! | a dedicated login user with a POSIX shell (not root: root's bash start-up is slow here) | `drovertest`, `/bin/sh`, password field `*` (sshd with `UsePAM no` refuses `!`) |
 //! | root rights for emerge, rc-service/systemctl and reboot, via sudo (NOPASSWD rules) | the stand-ins run as the login user; a `sudo` stand-in just runs its command |
 //! | the real paths (`/var/db/pkg`, `/opt/php`, `/srv/app`, `/proc/sys/kernel/...`) | the same paths under `$NODE_ROOT` (set by sshd's `SetEnv`; empty on a real node) |
-//! | `emerge` fetching binary packages from `PORTAGE_BINHOST` | records the install in `var/db/pkg`, fetches nothing, refuses source builds, a missing binhost and another profile's binhost |
-//! | `qlist -ICv` (portage-utils) | lists `var/db/pkg` the same way |
+//! | `emerge` fetching binary packages from `PORTAGE_BINHOST` | first farm of every site (`FleetOptions::real_portage`, portage.rs): the real emerge (PyPI Portage 3.0.83, unprivileged, on `$NODE_ROOT`) fetching real gpkg packages over HTTP from the fleet's binhost, into a real `var/db/pkg`; other farms: a stand-in that records the install in `var/db/pkg`, fetches nothing, refuses source builds, a missing binhost and another profile's binhost |
+//! | a binhost per hardware profile | python's http.server on 127.n.250.2:8000, `/<profile>/` = real binary packages built at test setup with `emerge --buildpkgonly` from `portage/repo` (an access log per fleet) |
+//! | `qlist -ICv` (portage-utils) | lists `var/db/pkg` the same way (skipping `-MERGING-`) |
 //! | `rc-service <svc> restart|reload` (OpenRC) or `systemctl` | restarts the web server process (new PID) or makes it re-read the active symlinks; logged in `var/log/rc.log` |
 //! | `reboot` | returns at once; 0.3 s later the web server and sshd stop (open SSH connections drop), a new boot id is written and the newest installed kernel package becomes `osrelease`; they come back after `reboot_down` (default 1 s) |
 //! | Apache + PHP-FPM + the application, sessions in the farm's memcached | `webserver.py`: serves the active release and PHP version, resolved at start and on reload only (like the opcode/realpath caches), sessions in the farm's memcached |
 //! | `uname -r` | `cat $NODE_ROOT/proc/sys/kernel/osrelease` (`6.6.62-gentoo-dist` for gentoo-kernel-bin-6.6.62) |
 //!
+//! Real Portage costs ~2.5 s of CPU per install (about 100 processes), so
+//! only the first farm of every site runs it (8 of the 16 nodes of
+//! `Topology::standard()`, 2–3 per test of `packages_e2e`); the other farms
+//! and the large fleets (benches/observe.rs: hundreds of nodes, `ssh_only`)
+//! keep the stand-in, which costs next to nothing. Their initial packages are
+//! a copy of a template root installed once by real emerge. Setup: run
+//! `tests/it/fleet/portage/install-portage` once (tests/run-all does); the
+//! binhost is built once per set of inputs into /tmp/drover-fleet/portage-<key>.
+//!
 //! Faults (files in `$NODE_ROOT/faults/`, see `node::fault`): `emerge-fail`
-//! (all or listed atoms), `emerge-delay`, `reboot-hang` (never comes back
+//! (all or listed atoms; on a real node the package's own pkg_preinst dies,
+//! after the download), `emerge-delay` (a real node sleeps in pkg_preinst),
+//! `reboot-hang` (never comes back
 //! from a reboot), `http-fail` (every request 503). A release whose tree
 //! holds a `BROKEN` file fails every request, /healthz included
 //! (`TestFleet::add_release(id, true)`).
@@ -54,6 +66,7 @@ pub mod http;
 pub mod lb;
 pub mod loadgen;
 pub mod node;
+pub mod portage;
 pub mod procs;
 pub mod slot;
 pub mod topology;
@@ -61,6 +74,7 @@ pub mod topology;
 mod daemon;
 mod e2e;
 mod haproxy_semantics;
+mod packages_e2e;
 mod respec;
 mod smoke;
 mod unobserved;
