@@ -228,6 +228,11 @@ fn faults_name_the_node_and_the_step_and_stay_within_the_budget() {
         reconcile_under_load(&fleet, &["preprod", "par1", "fra1"], &["--reboot-timeout", "6s", "--stall", "30s"]);
     let failed = json["failed"].to_string();
     assert!(failed.contains("par1-f1-n2") && failed.contains("emerge"), "{failed}");
+    // par1-f1 runs real Portage: the packages were fetched, and the real
+    // install died in the package's own pkg_preinst (the fault eclass).
+    let bad = fleet.node("par1-f1-n2");
+    assert!(bad.real_portage());
+    super::packages_e2e::assert_failed_at_install(bad, "dev-libs/openssl-3.0.15-r1");
     assert!(failed.contains("fra1-f2-n3") && failed.contains("did not come back from reboot"), "{failed}");
     // Two failures are within the budget (2): every other node converged.
     for n in fleet.nodes.iter().filter(|n| n.name != "par1-f1-n2" && n.name != "fra1-f2-n3") {

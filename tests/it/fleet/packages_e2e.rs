@@ -108,13 +108,11 @@ fn real_portage_stages_ahead_then_installs_without_downloading_again() {
 
 /// The node's vdb lacks `atom`, whose binary package it had fetched: the
 /// real install failed after the download (in pkg_preinst), not before.
-fn assert_failed_at_install(n: &Node, atom: &str) {
+pub fn assert_failed_at_install(n: &Node, atom: &str) {
     assert!(!n.installed().contains(&atom.to_string()), "{}: {atom} got installed", n.name);
-    let (cat, pf) = atom.split_once('/').unwrap();
-    let pn = pf.rsplit_once('-').map(|(p, _)| p).unwrap();
-    let pn =
-        if pf.rsplit_once('-').is_some_and(|(_, r)| r.starts_with('r')) { pn.rsplit_once('-').unwrap().0 } else { pn };
-    let fetched = n.root.join("var/cache/binpkgs").join(cat).join(pn);
+    let (_, pf) = atom.split_once('/').unwrap();
+    let key = drover::spec::values::parse_atom(atom).unwrap().key(); // cat/pn
+    let fetched = n.root.join("var/cache/binpkgs").join(key);
     let files: Vec<String> = std::fs::read_dir(&fetched)
         .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
