@@ -355,15 +355,16 @@ fn emerge(venv: &Path, root: &Path, home: &Path, env: &[(&str, &Path)], args: &[
     Ok((out, cost))
 }
 
-/// User+system CPU time of this process's waited-for children so far.
+/// User+system CPU time of this process's waited-for children so far (the
+/// test process's other threads may add theirs: an upper bound).
 fn children_cpu() -> Duration {
-    // /proc/self/stat fields 16 and 17: cutime, cstime in clock ticks (100 Hz here).
+    // /proc/self/stat after the `(comm)`: field 3 (state) is index 0, so
+    // cutime (16) and cstime (17) are indexes 13 and 14, in clock ticks (100 Hz).
     let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    // After the state letter (not a number), fields start at ppid (4th): cutime is the 16th overall.
-    let ticks = f.get(12).copied().unwrap_or(0) + f.get(13).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((tick(13) + tick(14)) * 10)
 }
 
 /// Builds every package version of the spec with real `emerge
