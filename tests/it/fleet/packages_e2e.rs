@@ -91,6 +91,17 @@ fn real_portage_stages_ahead_then_installs_without_downloading_again() {
         assert_eq!(n.running_kernel(), "6.6.62-gentoo-dist", "{}", n.name);
     }
     assert_eq!(downloads.len(), new.len() * real.len(), "only real nodes download: {downloads:?}");
+    // Portage ran unprivileged, as the node user (the merged files are its),
+    // through the root-owned wrapper it cannot change.
+    use std::os::unix::fs::MetadataExt;
+    let user = super::node::node_user();
+    for n in &real {
+        let entry = std::fs::metadata(n.root.join("var/db/pkg").join(new[1])).unwrap();
+        assert_eq!((entry.uid(), entry.gid()), (user.uid, user.gid), "{}", n.name);
+        let kernel = std::fs::metadata(n.root.join("boot/vmlinuz-6.6.62-gentoo-dist")).unwrap();
+        assert_eq!(kernel.uid(), user.uid, "{}", n.name);
+        assert_eq!(std::fs::metadata(n.root.join("bin/emerge")).unwrap().uid(), 0, "{}", n.name);
+    }
     // Members of later waves were staged (--fetchonly) before their window:
     // their one download above was that fetch. Wave 1 installs at once.
     let staged: Vec<&str> = real
