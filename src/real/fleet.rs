@@ -327,7 +327,8 @@ impl RealFleet {
             Action::HealthCheck { node } => {
                 let n = &fleet.nodes[*node as usize];
                 let target = fleet.node_target(*node);
-                let expect = |reloaded_at| Expect { release: Some(&target.release), php: Some(&target.php), reloaded_at };
+                let expect =
+                    |reloaded_at| Expect { release: Some(&target.release), php: Some(&target.php), reloaded_at };
                 let since = self.reloaded_at.lock().unwrap().get(node).copied();
                 let mut r = self.health.check(&n.address, n.http_port, expect(since)).await;
                 // The links point at the target but PHP does not serve it,
@@ -434,7 +435,8 @@ impl RealFleet {
     async fn reload(&self, n: NodeId) -> Result<(), String> {
         let root = self.root(n);
         let init = self.init_name(n);
-        let out = self.run(n, "sh", &["-c", &script(RELOAD), "drover-reload", &root, init], self.switch_timeout()).await?;
+        let out =
+            self.run(n, "sh", &["-c", &script(RELOAD), "drover-reload", &root, init], self.switch_timeout()).await?;
         self.reloaded(n, &out)
     }
 

@@ -78,7 +78,10 @@ impl Checker {
         if let (true, Some(r)) = (policy.expect_release_marker, expect.release)
             && word("release=").as_deref() != Some(&*r.0)
         {
-            return Err(format!("GET {url}: PHP does not serve release {r} yet: no `release={r}` (body starts {:?})", shown()));
+            return Err(format!(
+                "GET {url}: PHP does not serve release {r} yet: no `release={r}` (body starts {:?})",
+                shown()
+            ));
         }
         if let (Some(php), Some(seen)) = (expect.php, word("php="))
             && seen != *php.0
@@ -118,8 +121,11 @@ impl Checker {
             ));
         }
         if let Some(since) = expect.reloaded_at {
-            let old: Vec<String> =
-                workers.iter().filter(|w| w.started < since).map(|w| format!("{} (started {})", w.pid, w.started)).collect();
+            let old: Vec<String> = workers
+                .iter()
+                .filter(|w| w.started < since)
+                .map(|w| format!("{} (started {})", w.pid, w.started))
+                .collect();
             if !old.is_empty() {
                 return Err(format!(
                     "{} of {} PHP-FPM workers started before the reload at {since} and may serve the old release: {}",
@@ -209,10 +215,8 @@ mod tests {
                     let n = c.read(&mut buf).await.unwrap_or(0);
                     let req = String::from_utf8_lossy(&buf[..n]);
                     let body = if req.starts_with("GET /fpm-status?json&full ") { pool } else { health };
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
+                    let resp =
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
                     let _ = c.write_all(resp.as_bytes()).await;
                 });
             }

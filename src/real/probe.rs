@@ -98,7 +98,8 @@ fn split_package(cpv: &str) -> Option<(String, String)> {
 }
 
 /// A binary package path under /var/cache/binpkgs: `cat/pf.tbz2`,
-/// `cat/pf.gpkg.tar`, or with `binpkg-multi-instance` `cat/pn/pf-<build>.gpkg.tar`.
+/// `cat/pf.gpkg.tar`, or with `binpkg-multi-instance` (Portage's default)
+/// `cat/pn/pf-<build>.gpkg.tar` or, with `BINPKG_FORMAT=xpak`, `cat/pn/pf-<build>.xpak`.
 fn binpkg_package(path: &str) -> Option<(String, String)> {
     let parts: Vec<&str> = path.split('/').collect();
     match parts.as_slice() {
@@ -107,7 +108,7 @@ fn binpkg_package(path: &str) -> Option<(String, String)> {
             split_package(&format!("{cat}/{pf}"))
         }
         [cat, _pn, file] => {
-            let stem = file.strip_suffix(".gpkg.tar")?;
+            let stem = file.strip_suffix(".gpkg.tar").or_else(|| file.strip_suffix(".xpak"))?;
             let (pf, build) = stem.rsplit_once('-')?;
             if build.is_empty() || !build.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
@@ -290,6 +291,37 @@ end
         let refused =
             std::process::Command::new(rbash).args(["-c", "/bin/sh -c true"]).env("PATH", &bin).output().unwrap();
         assert!(!refused.status.success());
+    }
+
+    /// Real Portage's multi-instance names in both formats (gpkg, the
+    /// default since 2024, and xpak, which many nodes still use).
+    #[test]
+    fn multi_instance_binpkgs_of_both_formats_count_as_fetched() {
+        let dir = node_root("multi-instance");
+        let r = dir.join("root");
+        for (d, f) in [
+            ("var/cache/binpkgs/app-arch/tar", "tar-1.35-2.xpak"),
+            ("var/cache/binpkgs/dev-libs/openssl", "openssl-3.0.15-r1-1.gpkg.tar"),
+            ("var/cache/binpkgs/dev-libs/openssl", "openssl-3.0.16-1.gpkg.tar.partial"),
+        ] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+            std::fs::write(r.join(d).join(f), "").unwrap();
+        }
+        let out = std::process::Command::new("sh")
+            .args(["-c", SCRIPT, "drover-probe"])
+            .env("NODE_ROOT", &r)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let p = parse(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        assert_eq!(
+            p.fetched,
+            vec![
+                ("app-arch/tar".to_string(), "1.35".to_string()),
+                ("dev-libs/openssl".to_string(), "3.0.15-r1".to_string())
+            ],
+            "a download in progress (.partial) is not fetched"
+        );
     }
 
     /// The script itself, run by the local sh on a node root laid out like a real one.

@@ -16,7 +16,7 @@ for d in "$R"/var/db/pkg/*/*; do
   *) echo "pkg $p" ;;
   esac
 done
-for f in "$R"/var/cache/binpkgs/*/*.tbz2 "$R"/var/cache/binpkgs/*/*.gpkg.tar "$R"/var/cache/binpkgs/*/*/*.gpkg.tar; do
+for f in "$R"/var/cache/binpkgs/*/*.tbz2 "$R"/var/cache/binpkgs/*/*.gpkg.tar "$R"/var/cache/binpkgs/*/*/*.gpkg.tar "$R"/var/cache/binpkgs/*/*/*.xpak; do
   [ -f "$f" ] && echo "binpkg ${f#"$R/var/cache/binpkgs/"}"
 done
 for d in "$R"/opt/php/*; do

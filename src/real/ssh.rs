@@ -71,7 +71,13 @@ impl fmt::Display for RemoteError {
             RemoteErrorKind::Exit { code, stderr } => {
                 let code = code.map(|c| c.to_string()).unwrap_or_else(|| "a signal".into());
                 let stderr = stderr.trim();
-                let stderr = if stderr.len() > 600 { &stderr[stderr.len() - 600..] } else { stderr };
+                // The last 600 bytes, cut at a character boundary: emerge's
+                // stderr holds non-ASCII (wget quotes file names with ‘’).
+                let mut cut = stderr.len().saturating_sub(600);
+                while !stderr.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                let stderr = &stderr[cut..];
                 write!(f, "{host}: `{cmd}` exited with {code}")?;
                 if !stderr.is_empty() {
                     write!(f, ": {stderr}")?;
@@ -385,6 +391,23 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_non_ascii_stderr_is_cut_at_a_character_boundary() {
+        // 601 bytes of ‘ (3 bytes each) and an ASCII tail: byte len-600 falls inside a character.
+        let stderr = format!("{}x", "‘".repeat(200));
+        assert!(!stderr.is_char_boundary(stderr.len() - 600));
+        let e = RemoteError {
+            host: "127.0.0.1".into(),
+            command: "sudo -n env PORTAGE_BINHOST=http://h/p emerge =a/b-1".into(),
+            kind: RemoteErrorKind::Exit { code: Some(1), stderr },
+        };
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("127.0.0.1: `sudo -n env PORTAGE_BINHOST=http://h/p emerge =a/b-1` exited with 1: ‘")
+        );
+        assert!(shown.ends_with("‘x"), "{shown}");
+    }
 
     fn cfg(dir: &Path, user: &str) -> SshConfig {
         SshConfig {

@@ -57,7 +57,7 @@ pub fn assert_converged(fleet: &TestFleet, target: &Target) {
     }
 }
 
-fn state_dir(fleet: &TestFleet) -> PathBuf {
+pub fn state_dir(fleet: &TestFleet) -> PathBuf {
     fleet.dir.join("drover-state")
 }
 
@@ -105,7 +105,11 @@ fn converge(fleet: &mut TestFleet, to: &Target) -> String {
 /// `reconcile --once --output json <args>` with default load through `sites`,
 /// which must see no failed request and no regression. Returns the exit
 /// code, the JSON summary and the whole output.
-fn reconcile_under_load(fleet: &TestFleet, sites: &[&str], args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+pub fn reconcile_under_load(
+    fleet: &TestFleet,
+    sites: &[&str],
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value, String) {
     let gens: Vec<_> = sites.iter().map(|s| (s.to_string(), fleet.loadgen(s, LoadOptions::default()))).collect();
     let mut all = vec!["--output", "json", "reconcile", "--once"];
     all.extend_from_slice(args);
@@ -156,7 +160,7 @@ fn app_release_switch_farm_by_farm_with_memcached_flushed() {
 }
 
 /// Servers in drain or maint on any LB, except `allowed` (by server name).
-fn servers_out(fleet: &TestFleet, allowed: &[&str]) -> Vec<String> {
+pub fn servers_out(fleet: &TestFleet, allowed: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for s in &fleet.sites {
         for st in super::lb::parse_servers_state(&s.lb.cmd("show servers state")) {
@@ -236,6 +240,11 @@ fn faults_name_the_node_and_the_step_and_stay_within_the_budget() {
         reconcile_under_load(&fleet, &["preprod", "par1", "fra1"], &["--reboot-timeout", "6s", "--stall", "30s"]);
     let failed = json["failed"].to_string();
     assert!(failed.contains("par1-f1-n2") && failed.contains("emerge"), "{failed}");
+    // par1-f1 runs real Portage: the packages were fetched, and the real
+    // install died in the package's own pkg_preinst (the fault eclass).
+    let bad = fleet.node("par1-f1-n2");
+    assert!(bad.real_portage());
+    super::packages_e2e::assert_failed_at_install(bad, "dev-libs/openssl-3.0.15-r1");
     assert!(failed.contains("fra1-f2-n3") && failed.contains("did not come back from reboot"), "{failed}");
     // Two failures are within the budget (2): every other node converged.
     for n in fleet.nodes.iter().filter(|n| n.name != "par1-f1-n2" && n.name != "fra1-f2-n3") {

@@ -40,6 +40,10 @@ pub struct FleetOptions {
     /// (Debian's apache2 + php-fpm serving the release's PHP code) instead
     /// of `webserver.py`; needs `http` and `memcached`.
     pub real_web: bool,
+    /// Real Portage (and the fleet's binhost) on the nodes of the first farm
+    /// of every site; the other nodes keep the emerge stand-in (CPU: a real
+    /// install costs ~2.5 s of CPU). Needs `ssh`.
+    pub real_portage: bool,
 }
 
 impl FleetOptions {
@@ -54,16 +58,31 @@ impl FleetOptions {
             initial: Target::initial(),
             reboot_down: Duration::from_secs(1),
             real_web: true,
+            real_portage: true,
         }
     }
     /// Only what load balancing needs: stand-in web servers and the site HAProxies.
     pub fn lb_only(topology: Topology) -> FleetOptions {
-        FleetOptions { ssh: false, memcached: false, rsync: false, real_web: false, ..FleetOptions::full(topology) }
+        FleetOptions {
+            ssh: false,
+            memcached: false,
+            rsync: false,
+            real_web: false,
+            real_portage: false,
+            ..FleetOptions::full(topology)
+        }
     }
     /// Only an sshd per node (no web server, LB, memcached or rsync): cheap
     /// to start by the hundred, for observing nodes over SSH (benches/observe.rs).
     pub fn ssh_only(topology: Topology) -> FleetOptions {
-        FleetOptions { memcached: false, rsync: false, http: false, real_web: false, ..FleetOptions::full(topology) }
+        FleetOptions {
+            memcached: false,
+            rsync: false,
+            http: false,
+            real_web: false,
+            real_portage: false,
+            ..FleetOptions::full(topology)
+        }
     }
 }
 
@@ -92,6 +111,8 @@ pub struct TestFleet {
     pub nodes: Vec<Arc<Node>>,
     /// Time `start` took.
     pub startup: Duration,
+    /// The real binhost of the real-Portage nodes (`FleetOptions::real_portage`).
+    pub binhost: Option<super::portage::Binhost>,
     spec_paths: (String, String, Vec<(String, String)>),
     memcached: Vec<Daemon>,
     rsyncd: Option<Daemon>,
@@ -181,6 +202,7 @@ impl TestFleet {
         fs::write(&env.webserver, node::WEBSERVER_PY).unwrap();
 
         // Nodes and their roots.
+        let portage = (opts.real_portage && opts.ssh).then(super::portage::get);
         let mut nodes = Vec::new();
         for (i, s) in topo.sites.iter().enumerate() {
             for (f, farm) in s.farms.iter().enumerate() {
@@ -202,8 +224,12 @@ impl TestFleet {
                         stack,
                         Arc::clone(&env),
                     );
+                    let n = match portage {
+                        Some(p) if f == 0 => n.with_real_portage(p),
+                        _ => n,
+                    };
                     n.seed(
-                        &topology::binhost(profile),
+                        &topology::binhost(plan, profile),
                         &opts.initial.atoms(),
                         &opts.initial.php,
                         &opts.initial.release,
@@ -214,6 +240,11 @@ impl TestFleet {
                 }
             }
         }
+
+        let binhost = portage.map(|p| {
+            let profiles: Vec<&str> = topology::PROFILES.iter().map(|(name, _)| *name).collect();
+            super::portage::Binhost::start(&dir, plan.binhost(), &profiles, p).unwrap_or_else(|e| panic!("{e}"))
+        });
 
         // Site directories: admin socket, server-state file, LB host sshd.
         let user = if opts.ssh { Some(node::node_user()) } else { None };
@@ -361,6 +392,7 @@ impl TestFleet {
             sites,
             nodes,
             startup,
+            binhost,
             spec_paths,
             memcached,
             rsyncd,

@@ -33,20 +33,32 @@
 //! | a dedicated login user with a POSIX shell (not root: root's bash start-up is slow here) | `drovertest`, `/bin/sh`, password field `*` (sshd with `UsePAM no` refuses `!`) |
 //! | root rights for emerge, rc-service/systemctl and reboot, via sudo (NOPASSWD rules) | the stand-ins run as the login user; a `sudo` stand-in just runs its command |
 //! | the real paths (`/var/db/pkg`, `/opt/php`, `/srv/app`, `/proc/sys/kernel/...`) | the same paths under `$NODE_ROOT` (set by sshd's `SetEnv`; empty on a real node) |
-//! | `emerge` fetching binary packages from `PORTAGE_BINHOST` | records the install in `var/db/pkg`, fetches nothing, refuses source builds, a missing binhost and another profile's binhost |
-//! | `qlist -ICv` (portage-utils) | lists `var/db/pkg` the same way |
+//! | `emerge` fetching binary packages from `PORTAGE_BINHOST` | first farm of every site (`FleetOptions::real_portage`, portage.rs): the real emerge (PyPI Portage 3.0.83, unprivileged, on `$NODE_ROOT`) fetching real gpkg packages over HTTP from the fleet's binhost, into a real `var/db/pkg`; other farms: a stand-in that records the install in `var/db/pkg`, fetches nothing, refuses source builds, a missing binhost and another profile's binhost |
+//! | a binhost per hardware profile | python's http.server on 127.n.250.2:8000, `/<profile>/` = real binary packages built at test setup with `emerge --buildpkgonly` from `portage/repo` (an access log per fleet) |
+//! | `qlist -ICv` (portage-utils) | lists `var/db/pkg` the same way (skipping `-MERGING-`) |
 //! | `rc-service <svc> restart|reload` (OpenRC) or `systemctl` | real nodes: apache2 and php-fpm are the real processes: restart = stop + start (new PIDs), `php-fpm reload` = SIGUSR2 to the master (in-flight requests finish, then it re-executes its argv through `opt/php/current`, same PID), `apache2 reload` = graceful (SIGUSR1); a reload returns when the server logged it is ready again, and fails if it died (no `php-fpm -t` of its own, like systemd's unit). Stand-in nodes: restart restarts the web server process (new PID), `php-fpm reload` makes it re-read the active symlinks, `apache2 reload` changes nothing for PHP (as on a real node). Logged in `var/log/rc.log` |
 //! | `reboot` | returns at once; 0.3 s later the web server (Apache and php-fpm on real nodes) and sshd stop (open SSH connections drop), a new boot id is written and the newest installed kernel package becomes `osrelease`; they come back after `reboot_down` (default 1 s) |
 //! | Apache + PHP-FPM + the application, sessions in the farm's memcached | **first farm of every site** (`FleetOptions::real_web`, `node::WebStack::Real`): Debian's apache2 (mpm_event, 1-4 children of 8 threads, mod_proxy_fcgi to the pool's unix socket, `DocumentRoot $NODE_ROOT/srv/app/current/public` through the link, `FallbackResource /index.php`, `/fpm-status` with `Require local`) and php-fpm (3 static workers, OPcache with `validate_timestamps=0`, `process_control_timeout = 10s`) started through `opt/php/current`, both as the node user; the release's PHP app (webstack/app.php: same paths, headers and memcached sessions as `webserver.py`, spoken to with fsockopen). **Other farms**: `webserver.py`, which serves the active release and PHP version resolved at start and on reload only (like the opcode/realpath caches). Both serve `/health.php` (`release= php= pid=`) and `/fpm-status?json&full` |
 //! | `/opt/php/<ver>`: that PHP's FPM binary, php-fpm.conf, php.ini | `sbin/php-fpm` a copy of Debian's php-fpm8.2 (so PHP_BINARY names the tree), the conf and ini of webstack/ with `${NODE_ROOT}` paths; 8.2.27 and 8.3.14 differ only in their php.ini marker (`user_agent`) |
 //! | `uname -r` | `cat $NODE_ROOT/proc/sys/kernel/osrelease` (`6.6.62-gentoo-dist` for gentoo-kernel-bin-6.6.62) |
 //!
+//! Real Portage costs ~2.5 s of CPU per install (about 100 processes), so
+//! only the first farm of every site runs it (8 of the 16 nodes of
+//! `Topology::standard()`, 2–3 per test of `packages_e2e`); the other farms
+//! and the large fleets (benches/observe.rs: hundreds of nodes, `ssh_only`)
+//! keep the stand-in, which costs next to nothing. Their initial packages are
+//! a copy of a template root installed once by real emerge. Setup: run
+//! `tests/it/fleet/portage/install-portage` once (tests/run-all does); the
+//! binhost is built once per set of inputs into /tmp/drover-fleet/portage-<key>.
+//!
 //! Faults (files in `$NODE_ROOT/faults/`, see `node::fault`): `emerge-fail`
-//! (all or listed atoms), `emerge-delay`, `reboot-hang` (never comes back
-//! from a reboot), `http-fail` (every request 503), `apache-fail` (real
-//! nodes: Apache's next start fails on a syntax error in its configuration).
-//! A release whose tree holds a `BROKEN` file fails every PHP request,
-//! /health.php included (`TestFleet::add_release(id, true)`).
+//! (all or listed atoms; on a real-Portage node the package's own pkg_preinst
+//! dies, after the download), `emerge-delay` (a real node sleeps in
+//! pkg_preinst), `reboot-hang` (never comes back from a reboot), `http-fail`
+//! (every request 503), `apache-fail` (real nodes: Apache's next start fails
+//! on a syntax error in its configuration). A release whose tree holds a
+//! `BROKEN` file fails every PHP request, /health.php included
+//! (`TestFleet::add_release(id, true)`).
 //!
 //! The real web stack costs, per node, about 61 MB of summed RSS after some
 //! traffic (php-fpm master and 3 workers 54 MB, Apache's parent and one
@@ -64,6 +76,7 @@ pub mod http;
 pub mod lb;
 pub mod loadgen;
 pub mod node;
+pub mod portage;
 pub mod procs;
 pub mod slot;
 pub mod topology;
@@ -71,6 +84,7 @@ pub mod topology;
 mod daemon;
 mod e2e;
 mod haproxy_semantics;
+mod packages_e2e;
 mod respec;
 mod smoke;
 mod unobserved;

@@ -12,6 +12,9 @@
 //! etc/init.d/              services rc-service knows: apache2 php-fpm
 //! etc/portage/binhost      this node's profile binhost (emerge checks PORTAGE_BINHOST against it)
 //! var/db/pkg/<cat>/<pf>/   installed packages (CATEGORY PF SLOT BUILD_TIME repository BINPKG_BINHOST)
+//!
+//! A real-Portage node (portage.rs) has instead a real vdb, etc/portage/{make.conf,
+//! repos.conf,make.profile}, var/cache/binpkgs, and bin/emerge runs the real emerge.
 //! var/lib/portage/world    packages emerged without --oneshot
 //! var/log/                 emerge.log, rc.log (service actions), reboot.log
 //! proc/sys/kernel/random/boot_id   changes on every reboot
@@ -173,6 +176,8 @@ pub struct Node {
     pub root: PathBuf,
     pub memcached: Option<SocketAddr>,
     pub stack: WebStack,
+    /// Real Portage instead of the emerge stand-in (`with_real_portage`).
+    portage: Option<&'static super::portage::Portage>,
     env: Arc<NodeEnv>,
     rt: Mutex<Runtime>,
 }
@@ -217,9 +222,19 @@ impl Node {
             dir,
             memcached,
             stack,
+            portage: None,
             env,
             rt: Mutex::new(Runtime::default()),
         }
+    }
+
+    /// The node runs real Portage (set before `seed`).
+    pub fn with_real_portage(mut self, portage: &'static super::portage::Portage) -> Node {
+        self.portage = Some(portage);
+        self
+    }
+    pub fn real_portage(&self) -> bool {
+        self.portage.is_some()
     }
 
     /// Creates the node root with `atoms` installed and `php` / `release`
@@ -248,8 +263,13 @@ impl Node {
         }
         fs::write(r.join("etc/portage/binhost"), format!("{binhost}\n"))?;
         fs::write(r.join("var/lib/portage/world"), "")?;
-        for a in atoms {
-            install_package(r, a, binhost)?;
+        match self.portage {
+            Some(p) => p.seed_root(r, atoms, self.ip)?,
+            None => {
+                for a in atoms {
+                    install_package(r, a, binhost)?;
+                }
+            }
         }
         copy_dir(&sources.join("php").join(php), &r.join("opt/php").join(php))?;
         symlink(php, r.join("opt/php/current"))?;
@@ -271,6 +291,9 @@ impl Node {
             let p = bin.join(name);
             fs::write(&p, text)?;
             fs::set_permissions(&p, fs::Permissions::from_mode(0o755))?;
+        }
+        if let Some(p) = self.portage {
+            p.write_emerge(&bin)?;
         }
         if self.env.with_ssh {
             write_sshd_files(

@@ -108,12 +108,13 @@ fn standard_fleet_is_reachable_over_strict_ssh_and_serves_through_its_lbs() {
 fn stand_ins_behave_like_the_tools_they_replace() {
     let mut opts = FleetOptions::full(Topology::single_site("st", 1, 2, Admin::UnixOverSsh));
     opts.reboot_down = Duration::from_millis(500);
-    // The stand-in web server (webstack.rs tests the real one).
+    // This test is about the stand-ins (webstack.rs and packages_e2e.rs test the real ones).
     opts.real_web = false;
+    opts.real_portage = false;
     let fleet = TestFleet::start("stand-ins", opts);
     let n1 = fleet.node("f1-n1");
     let n2 = fleet.node("f1-n2");
-    let binhost = topology::binhost(&n1.profile);
+    let binhost = topology::binhost(fleet.plan, &n1.profile);
     let run = |n: &node::Node, cmd: &str| fleet.ssh(n.ssh, cmd);
 
     // emerge: binary packages from the profile's binhost only.

@@ -10,6 +10,7 @@
 //! | memcached of farm f (:11211) | 127.n.i.(10f) |
 //! | node m of farm f: sshd :22, web server :8080 | 127.n.i.(10f+m) |
 //! | rsync daemon (:873, modules `php` and `releases`) | 127.n.250.1 |
+//! | binhost (:8000, `/<profile>/`: real binary packages, see portage.rs) | 127.n.250.2 |
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -23,6 +24,7 @@ pub const LB_HTTP_PORT: u16 = 80;
 pub const LB_ADMIN_PORT: u16 = 9999;
 pub const MEMCACHED_PORT: u16 = 11211;
 pub const RSYNC_PORT: u16 = 873;
+pub const BINHOST_PORT: u16 = 8000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admin {
@@ -143,6 +145,9 @@ impl Plan {
     pub fn rsync(&self) -> SocketAddr {
         sa(self.ip(250, 1), RSYNC_PORT)
     }
+    pub fn binhost(&self) -> SocketAddr {
+        sa(self.ip(250, 2), BINHOST_PORT)
+    }
 }
 
 fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
@@ -208,8 +213,10 @@ pub const PACKAGE_SETS: &[(&str, &[&str])] = &[
 pub const PHP_VERSIONS: &[&str] = &["8.2.27", "8.3.14"];
 pub const RELEASES: &[&str] = &["2026.11.1", "2026.11.2"];
 
-pub fn binhost(profile: &str) -> String {
-    format!("https://binhost.drover.test/{profile}")
+/// A profile's binhost: a path of its own on the fleet's binhost (Portage
+/// caches a binhost's index by host and path, not port).
+pub fn binhost(plan: Plan, profile: &str) -> String {
+    format!("http://{}/{profile}", plan.binhost())
 }
 
 /// Paths and URLs the spec refers to.
@@ -271,7 +278,8 @@ pub fn spec_yaml(topo: &Topology, plan: Plan, paths: &SpecPaths, target: &Target
     );
     let _ = writeln!(w, "profiles:");
     for (name, init) in PROFILES {
-        let _ = writeln!(w, "  - {{ name: {name}, binhost: \"{}\", init: {init}, capacity: 400 }}", binhost(name));
+        let _ =
+            writeln!(w, "  - {{ name: {name}, binhost: \"{}\", init: {init}, capacity: 400 }}", binhost(plan, name));
     }
     let _ = writeln!(w, "\npackage_sets:");
     for (name, atoms) in PACKAGE_SETS {

@@ -1,0 +1,14 @@
+# A plain package: a program and its documentation, nothing to restart.
+EAPI=8
+
+inherit drover-test
+
+DESCRIPTION="drover test package man-db (plain)"
+SLOT="0"
+
+src_install() {
+	exeinto /usr/bin
+	newexe - man <<<"#!/bin/sh
+echo \"${CATEGORY}/${PF}\""
+	drover-test_stamp /usr/share/doc/${PF}/VERSION
+}
