@@ -87,6 +87,7 @@ mod haproxy_semantics;
 mod packages_e2e;
 mod respec;
 mod smoke;
+mod switch;
 mod unobserved;
 mod webstack;
 
