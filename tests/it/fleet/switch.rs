@@ -122,3 +122,53 @@ fn an_invalid_php_configuration_in_the_new_tree_is_refused_before_any_reload() {
         check("/health.php", n.http, "2026.11.1", "8.2.27", None, 3).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// drover's switch by itself (`Activate`, no health check after it) leaves
+/// PHP on the new release from every worker: a reload (same master, every
+/// worker new), not a restart and not a bare link swap.
+#[test]
+fn drovers_switch_alone_reloads_every_worker_onto_the_new_release() {
+    use drover::plan::action::{Action, Outcome};
+    use drover::real::fleet::{RealFleet, Settings};
+    use drover::real::ssh::{Pool, SshConfig};
+    use std::sync::Arc;
+
+    let test = TestFleet::start("sw-alone", FleetOptions::full(Topology::single_site("sw", 1, 2, Admin::Tcp)));
+    let n = test.node("f1-n1");
+    let model = Arc::new(test.model.clone());
+    let node = model.nodes.iter().position(|m| m.name == "f1-n1").unwrap() as u32;
+    let pool = Arc::new(
+        Pool::new(SshConfig {
+            user: super::topology::NODE_USER.into(),
+            identity: Some(test.key.clone()),
+            known_hosts: test.known_hosts.clone(),
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(60),
+            max_concurrency: 4,
+            control_dir: test.dir.join("sw-alone-ssh"),
+        })
+        .unwrap(),
+    );
+    let settings = Settings {
+        reboot_timeout: Duration::from_secs(60),
+        io_timeout: Duration::from_secs(5),
+        package_timeout: Duration::from_secs(120),
+        runtime_dir: test.dir.join("sw-alone-run"),
+        up_timeout: Duration::from_secs(30),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let real = rt.block_on(RealFleet::connect(Arc::clone(&model), pool, settings, None)).unwrap();
+    rt.block_on(real.observe()).unwrap();
+    let release = ReleaseId("2026.11.2".into());
+    let staged = rt.block_on(real.execute(&Action::StageRelease { node, release: release.clone() }));
+    assert!(matches!(staged, Outcome::Ok), "{staged:?}");
+    let master = n.fpm_pid().expect("php-fpm runs");
+    let t0 = now_secs();
+    let switched =
+        rt.block_on(real.execute(&Action::Activate { node, php: None, release: Some(release), rollback: false }));
+    assert!(matches!(switched, Outcome::Ok), "{switched:?}");
+    assert_eq!(n.active_release().as_deref(), Some("2026.11.2"));
+    check("/health.php", n.http, "2026.11.2", "8.2.27", Some(t0), 10)
+        .expect("after drover's switch every worker serves the new release");
+    assert_eq!(n.fpm_pid(), Some(master), "a reload keeps the master; a restart would not");
+}
