@@ -19,9 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drover::plan::action::{Action, Outcome};
-use drover::real::fleet::{RealFleet, Settings};
-use drover::real::ssh::{Pool, SshConfig};
-use fleet::topology::{Admin, NODE_USER};
+use drover::real::fleet::RealFleet;
+use fleet::topology::Admin;
 use fleet::{FleetOptions, TestFleet, Topology};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -42,43 +41,21 @@ fn main() {
     let addr = test.node("f1-n1").ssh;
     let (host, port) = (addr.ip().to_string(), addr.port());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let dir = test.dir.join("bench-node");
-    std::fs::create_dir_all(&dir).unwrap();
-    let pool = Arc::new(
-        Pool::new(SshConfig {
-            user: NODE_USER.into(),
-            identity: Some(test.key.clone()),
-            known_hosts: test.known_hosts.clone(),
-            connect_timeout: Duration::from_secs(10),
-            command_timeout: Duration::from_secs(120),
-            max_concurrency: 8,
-            control_dir: dir.join("ssh"),
-        })
-        .expect("ssh pool"),
-    );
-    let settings = Settings {
-        reboot_timeout: Duration::from_secs(60),
-        io_timeout: Duration::from_secs(5),
-        package_timeout: Duration::from_secs(300),
-        runtime_dir: dir.join("run"),
-        up_timeout: Duration::from_secs(30),
-    };
     let releases = ["2026.11.2", "2026.11.1"].map(|r| drover::model::ReleaseId(r.into()));
     // One executor per target release (the health check proves the target).
     let sides: Vec<RealFleet> = releases
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             let mut m = (*model).clone();
             for t in &mut m.targets {
                 t.release = r.clone();
             }
-            let real = rt
-                .block_on(RealFleet::connect(Arc::new(m), Arc::clone(&pool), settings.clone(), None))
-                .expect("connect");
-            rt.block_on(real.observe()).expect("observe");
-            real
+            fleet::harness::real_executor(&test, &format!("bench-node-{i}"), Arc::new(m), &rt)
         })
         .collect();
+    // The baseline runs over the first executor's own SSH master.
+    let pool = Arc::clone(&sides[0].pool);
     let exec = |side: usize, a: Action| {
         let t = Instant::now();
         let outcome = rt.block_on(sides[side].execute(&a));

@@ -651,3 +651,38 @@ fn start_rsyncd(dir: &Path, sources: &Path, addr: SocketAddr) -> Daemon {
     wait_listening(&mut d, addr).unwrap_or_else(|e| panic!("{e}"));
     d
 }
+
+/// drover's own executor (`RealFleet`, what `drover reconcile` drives) on
+/// this fleet for `model` (the fleet's spec, or a variant of it), connected
+/// and observed once, with its SSH masters under `<fleet>/<name>`.
+pub fn real_executor(
+    fleet: &TestFleet,
+    name: &str,
+    model: Arc<drover::model::Fleet>,
+    rt: &tokio::runtime::Runtime,
+) -> drover::real::fleet::RealFleet {
+    use drover::real::ssh::{Pool, SshConfig};
+    let dir = fleet.dir.join(name);
+    let pool = Pool::new(SshConfig {
+        user: topology::NODE_USER.into(),
+        identity: Some(fleet.key.clone()),
+        known_hosts: fleet.known_hosts.clone(),
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(120),
+        max_concurrency: 8,
+        control_dir: dir.join("ssh"),
+    })
+    .expect("drover's ssh pool");
+    let settings = drover::real::fleet::Settings {
+        reboot_timeout: Duration::from_secs(60),
+        io_timeout: Duration::from_secs(5),
+        package_timeout: Duration::from_secs(300),
+        runtime_dir: dir.join("run"),
+        up_timeout: Duration::from_secs(30),
+    };
+    let real = rt
+        .block_on(drover::real::fleet::RealFleet::connect(model, Arc::new(pool), settings, None))
+        .expect("drover connects to the test fleet");
+    rt.block_on(real.observe()).expect("drover observes the test fleet");
+    real
+}

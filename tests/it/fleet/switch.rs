@@ -129,36 +129,14 @@ fn an_invalid_php_configuration_in_the_new_tree_is_refused_before_any_reload() {
 #[test]
 fn drovers_switch_alone_reloads_every_worker_onto_the_new_release() {
     use drover::plan::action::{Action, Outcome};
-    use drover::real::fleet::{RealFleet, Settings};
-    use drover::real::ssh::{Pool, SshConfig};
     use std::sync::Arc;
 
     let test = TestFleet::start("sw-alone", FleetOptions::full(Topology::single_site("sw", 1, 2, Admin::Tcp)));
     let n = test.node("f1-n1");
     let model = Arc::new(test.model.clone());
     let node = model.nodes.iter().position(|m| m.name == "f1-n1").unwrap() as u32;
-    let pool = Arc::new(
-        Pool::new(SshConfig {
-            user: super::topology::NODE_USER.into(),
-            identity: Some(test.key.clone()),
-            known_hosts: test.known_hosts.clone(),
-            connect_timeout: Duration::from_secs(10),
-            command_timeout: Duration::from_secs(60),
-            max_concurrency: 4,
-            control_dir: test.dir.join("sw-alone-ssh"),
-        })
-        .unwrap(),
-    );
-    let settings = Settings {
-        reboot_timeout: Duration::from_secs(60),
-        io_timeout: Duration::from_secs(5),
-        package_timeout: Duration::from_secs(120),
-        runtime_dir: test.dir.join("sw-alone-run"),
-        up_timeout: Duration::from_secs(30),
-    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let real = rt.block_on(RealFleet::connect(Arc::clone(&model), pool, settings, None)).unwrap();
-    rt.block_on(real.observe()).unwrap();
+    let real = super::harness::real_executor(&test, "sw-alone", model, &rt);
     let release = ReleaseId("2026.11.2".into());
     let staged = rt.block_on(real.execute(&Action::StageRelease { node, release: release.clone() }));
     assert!(matches!(staged, Outcome::Ok), "{staged:?}");
