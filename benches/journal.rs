@@ -130,12 +130,11 @@ fn mid_rollout(fleet: &drover::model::Fleet) -> Memory {
         let f = f as u32;
         if switching.insert(farm.site) {
             let checked = farm.nodes.iter().take(farm.nodes.len() / 2).copied().collect();
-            memory.farm_ops.insert(
-                f,
-                FarmOp { phase: FarmPhase::Working, since_ms: now, checked, switched: true, weight_before: 100 },
-            );
+            memory.farm_ops.insert(f, FarmOp { checked, switched: true, ..FarmOp::new(FarmPhase::Working, now, 100) });
         } else if let Some(&n) = farm.nodes.first() {
-            memory.node_ops.insert(n, NodeOp { phase: NodePhase::Upgrading, since_ms: now, healthy: false });
+            memory
+                .node_ops
+                .insert(n, NodeOp { phase: NodePhase::Upgrading, since_ms: now, healthy: false, snapshot: None });
         }
     }
     for n in [11u32, 200, 401] {

@@ -23,6 +23,10 @@ pub enum Invariant {
     FailureBudget,
     /// Service: a request failed.
     Service,
+    /// Release hooks: a switch before its environment's expand migration, a
+    /// contract while a node of the environment serves another release, a
+    /// migration applied twice, a cold answer from a node not warmed up.
+    Hooks,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -626,8 +626,16 @@ fn migrate(old: &Memory, ops: &[OpRecord], fleet: &Fleet) -> (Named, Vec<Resolut
         let op = old.node_ops[&k].clone();
         match node_ref(&name) {
             Some(r) => {
-                nodes.entry(name).or_insert(NamedNode { node: r, op: None, failed: None, unreachable_since: None }).op =
-                    Some(op)
+                nodes
+                    .entry(name)
+                    .or_insert(NamedNode {
+                        node: r,
+                        op: None,
+                        failed: None,
+                        unreachable_since: None,
+                        snapshots: Vec::new(),
+                    })
+                    .op = Some(op)
             }
             None => {
                 out.push(Resolution::new(format!("node {name}"), Entry::NodeWindow { phase: op.phase }, Reason::Gone))
@@ -663,7 +671,13 @@ fn migrate(old: &Memory, ops: &[OpRecord], fleet: &Fleet) -> (Named, Vec<Resolut
             Some(r) => {
                 nodes
                     .entry(name)
-                    .or_insert(NamedNode { node: r, op: None, failed: None, unreachable_since: None })
+                    .or_insert(NamedNode {
+                        node: r,
+                        op: None,
+                        failed: None,
+                        unreachable_since: None,
+                        snapshots: Vec::new(),
+                    })
                     .failed = Some(why)
             }
             None => out.push(Resolution::new(format!("node {name}"), Entry::FailedNode { reason: why }, Reason::Gone)),
@@ -717,6 +731,8 @@ fn migrate(old: &Memory, ops: &[OpRecord], fleet: &Fleet) -> (Named, Vec<Resolut
                     checked: BTreeSet::new(),
                     switched: op.switched,
                     weight_before: op.weight_before,
+                    warmed: BTreeSet::new(),
+                    snapshots: Default::default(),
                 })
             }
             None => out.push(Resolution::new(
@@ -895,9 +911,11 @@ mod tests {
                 checked: [node(&f, "s0-f0-n001")].into(),
                 switched: true,
                 weight_before: 100,
+                warmed: Default::default(),
+                snapshots: Default::default(),
             },
         );
-        let op = |phase| crate::plan::memory::NodeOp { phase, since_ms: 9, healthy: false };
+        let op = |phase| crate::plan::memory::NodeOp { phase, since_ms: 9, healthy: false, snapshot: None };
         m.node_ops.insert(node(&f, "s0-f1-n002"), op(NodePhase::Draining));
         m.node_ops.insert(node(&f, "s1-f0-n001"), op(NodePhase::Out));
         m.node_ops.insert(node(&f, "s1-f1-n001"), op(NodePhase::Upgrading));
@@ -967,11 +985,11 @@ mod tests {
         let last = big.nodes.len() as u32 - 1;
         m.node_ops.insert(
             node(&big, "s1-f2-n006"),
-            crate::plan::memory::NodeOp { phase: NodePhase::Draining, since_ms: 1, healthy: false },
+            crate::plan::memory::NodeOp { phase: NodePhase::Draining, since_ms: 1, healthy: false, snapshot: None },
         );
         m.node_ops.insert(
             node(&big, "s0-f0-n001"),
-            crate::plan::memory::NodeOp { phase: NodePhase::Out, since_ms: 1, healthy: false },
+            crate::plan::memory::NodeOp { phase: NodePhase::Out, since_ms: 1, healthy: false, snapshot: None },
         );
         m.failed_nodes.insert(last, "unreachable for 300s".into());
         m.farm_ops.insert(
@@ -982,6 +1000,8 @@ mod tests {
                 checked: Default::default(),
                 switched: false,
                 weight_before: 100,
+                warmed: Default::default(),
+                snapshots: Default::default(),
             },
         );
         let j = Journal::new(&path);
@@ -1045,7 +1065,7 @@ mod tests {
         let f = test_fleet();
         let d = dir("format1");
         let path = d.join("journal.redb");
-        let op = |phase, since_ms| crate::plan::memory::NodeOp { phase, since_ms, healthy: false };
+        let op = |phase, since_ms| crate::plan::memory::NodeOp { phase, since_ms, healthy: false, snapshot: None };
         let mut m = Memory::default();
         m.farm_ops.insert(
             farm(&f, "s0-f1"),
@@ -1055,6 +1075,8 @@ mod tests {
                 checked: [node(&f, "s0-f1-n001")].into(),
                 switched: true,
                 weight_before: 100,
+                warmed: Default::default(),
+                snapshots: Default::default(),
             },
         );
         m.node_ops.insert(node(&f, "s1-f0-n002"), op(NodePhase::Draining, 60));
@@ -1289,8 +1311,15 @@ mod crash {
         m.unreachable_since.insert(0, c);
         for n in 0..40u32 {
             let phase = [NodePhase::Draining, NodePhase::Out, NodePhase::Upgrading][(c as usize + n as usize) % 3];
-            m.node_ops
-                .insert(n, NodeOp { phase, since_ms: c * 1000 + n as u64, healthy: (c + n as u64).is_multiple_of(2) });
+            m.node_ops.insert(
+                n,
+                NodeOp {
+                    phase,
+                    since_ms: c * 1000 + n as u64,
+                    healthy: (c + n as u64).is_multiple_of(2),
+                    snapshot: None,
+                },
+            );
         }
         m.farm_ops.insert(
             (c % 7) as u32,
@@ -1300,6 +1329,8 @@ mod crash {
                 checked: fleet.farms[(c % 7) as usize].nodes.iter().copied().take((c % 5) as usize).collect(),
                 switched: !c.is_multiple_of(2),
                 weight_before: 100,
+                warmed: Default::default(),
+                snapshots: Default::default(),
             },
         );
         m.gate.insert((1, "php".into(), format!("8.3.{c}")), GateRecord { since_ms: c, passed: false });

@@ -101,7 +101,11 @@ impl InMemory {
                 }
             }
             Action::SetFarmWeight { farm, weight } => st.farms[*farm as usize].lb.weight = *weight,
-            Action::FlushCache { .. } | Action::MarkFailed { .. } => {}
+            Action::FlushCache { .. }
+            | Action::MarkFailed { .. }
+            | Action::Migrate { .. }
+            | Action::Warmup { .. }
+            | Action::Snapshot { .. } => {}
         }
     }
 }

@@ -803,7 +803,7 @@ print(json.dumps(out))
         // Node 2: does not answer. Node 3: failed, though it looks serving.
         obs.nodes[0].lb.admin = Admin::Maint;
         obs.nodes[1].lb.admin = Admin::Drain;
-        mem.node_ops.insert(1, NodeOp { phase: NodePhase::Draining, since_ms: 0, healthy: false });
+        mem.node_ops.insert(1, NodeOp { phase: NodePhase::Draining, since_ms: 0, healthy: false, snapshot: None });
         obs.nodes[2].reachable = false;
         mem.failed_nodes.insert(3, "health check timed out".into());
         let m = Metrics::new();
@@ -867,9 +867,8 @@ print(json.dumps(out))
             crate::plan::FarmOp {
                 phase: crate::plan::FarmPhase::Working,
                 since_ms: 0,
-                checked: Default::default(),
                 switched: true,
-                weight_before: 100,
+                ..crate::plan::FarmOp::new(crate::plan::FarmPhase::Working, 0, 100)
             },
         );
         for &n in &first {

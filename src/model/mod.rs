@@ -10,6 +10,15 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use crate::spec::file::{Environment, InitSystem};
+
+impl Environment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Environment::Production => "production",
+            Environment::Preproduction => "preproduction",
+        }
+    }
+}
 pub use crate::spec::values::{Atom, PhpVersion, ReleaseId};
 
 pub type SiteId = u32;
@@ -31,6 +40,45 @@ pub struct Fleet {
     /// Starting state of the simulated fleet (`--simulate`), when the spec sets one.
     #[serde(skip)]
     pub simulation: Option<SimulationSettings>,
+    /// Hooks of the releases that declare some (`releases:`), by id.
+    pub releases: std::collections::BTreeMap<ReleaseId, ReleaseHooks>,
+}
+
+/// The hooks a release declares: names of executables in its tree
+/// (`releases/<id>/bin/<hook>`), checked by `values::parse_hook_name`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReleaseHooks {
+    pub expand: Option<String>,
+    pub contract: Option<String>,
+    pub warmup: Option<String>,
+}
+
+/// Which migration of a release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationPhase {
+    /// Before the environment's first farm switches (backward compatible).
+    Expand,
+    /// After every farm of the environment serves the release.
+    Contract,
+}
+
+impl MigrationPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationPhase::Expand => "expand",
+            MigrationPhase::Contract => "contract",
+        }
+    }
+}
+
+impl ReleaseHooks {
+    pub fn migration(&self, phase: MigrationPhase) -> Option<&str> {
+        match phase {
+            MigrationPhase::Expand => self.expand.as_deref(),
+            MigrationPhase::Contract => self.contract.as_deref(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -40,6 +88,26 @@ pub struct Profile {
     pub init: InitSystem,
     /// Concurrent sessions one node carries at full load.
     pub capacity: u32,
+    /// Root filesystem snapshot before each disruptive upgrade.
+    pub snapshot: Option<Snapshot>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub method: SnapshotMethod,
+    /// drover's snapshots kept per node (the newest).
+    pub keep: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "method", rename_all = "lowercase")]
+pub enum SnapshotMethod {
+    /// `lvcreate --snapshot` of `vg/lv` with `size` of copy-on-write space.
+    Lvm { vg: String, lv: String, size: String },
+    /// A read-only `btrfs subvolume snapshot` of `path` into `dir`.
+    Btrfs { path: String, dir: String },
+    /// `/etc/drover/hooks/<hook> create|delete|rollback <name>`.
+    Hook { hook: String },
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -176,6 +244,48 @@ pub struct Policy {
     pub releases_kept: u32,
     /// When disruptive and farm-level work may start (UTC); empty: any time.
     pub change_windows: Vec<ChangeWindow>,
+    pub migrations: Migrations,
+    pub warmup: Warmup,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Migrations {
+    /// The node that runs an environment's migrations, by name (checked to
+    /// be a node of that environment); `None`: the first healthy one.
+    pub production_node: Option<String>,
+    pub preproduction_node: Option<String>,
+    pub timeout: Duration,
+}
+
+impl Migrations {
+    pub fn node(&self, env: Environment) -> Option<&str> {
+        match env {
+            Environment::Production => self.production_node.as_deref(),
+            Environment::Preproduction => self.preproduction_node.as_deref(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Warmup {
+    /// Paths requested once on every node of a switched farm.
+    pub paths: Vec<String>,
+    pub concurrency: u32,
+    /// A node's whole warm-up (requests and hook).
+    pub timeout: Duration,
+    /// Fraction of requests that must answer 2xx.
+    pub min_success: f64,
+}
+
+impl Fleet {
+    /// Does a farm switching to `release` warm up before it returns?
+    pub fn warms_up(&self, release: &ReleaseId) -> bool {
+        !self.policy.warmup.paths.is_empty() || self.releases.get(release).is_some_and(|h| h.warmup.is_some())
+    }
+    /// The hook of `release`'s migration `phase`, if it declares one.
+    pub fn migration_hook(&self, release: &ReleaseId, phase: MigrationPhase) -> Option<&str> {
+        self.releases.get(release).and_then(|h| h.migration(phase))
+    }
 }
 
 /// A weekly change window in UTC: on each of `days` from `start_min` to

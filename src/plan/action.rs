@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::diff::Disruption;
-use crate::model::{Atom, FarmId, Fleet, NodeId, PhpVersion, ReleaseId};
+use crate::model::{Atom, FarmId, Fleet, MigrationPhase, NodeId, PhpVersion, ReleaseId};
 use crate::observe::Admin;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -36,6 +36,18 @@ pub enum Action {
     FlushCache { farm: FarmId },
     /// Give up on a node (timeout): record it as failed. No I/O.
     MarkFailed { node: NodeId, reason: String },
+    /// Run a release's migration hook on `node`, once for the node's
+    /// environment (`releases/<id>/bin/<hook> expand|contract`). `resume`:
+    /// the journal says a run began and never ended: ask the hook's
+    /// `status` first and run only if it answers "not applied".
+    Migrate { node: NodeId, release: ReleaseId, phase: MigrationPhase, resume: bool },
+    /// Warm a switched node before its farm takes traffic: the policy's
+    /// warm-up paths and the release's warm-up hook.
+    Warmup { node: NodeId },
+    /// Snapshot the node's root filesystem (drained, out) before a
+    /// disruptive upgrade, under drover's name `name`; older ones beyond
+    /// the profile's `keep` are removed.
+    Snapshot { node: NodeId, name: String },
 }
 
 /// What one action is about; at most one action per subject is in flight.
@@ -60,6 +72,9 @@ pub enum Kind {
     SetFarmWeight,
     FlushCache,
     MarkFailed,
+    Migrate,
+    Warmup,
+    Snapshot,
 }
 
 impl Kind {
@@ -77,9 +92,12 @@ impl Kind {
             Kind::SetFarmWeight => "set_farm_weight",
             Kind::FlushCache => "flush_cache",
             Kind::MarkFailed => "mark_failed",
+            Kind::Migrate => "migrate",
+            Kind::Warmup => "warmup",
+            Kind::Snapshot => "snapshot",
         }
     }
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Fetch,
         Kind::StagePhp,
         Kind::StageRelease,
@@ -92,6 +110,9 @@ impl Kind {
         Kind::SetFarmWeight,
         Kind::FlushCache,
         Kind::MarkFailed,
+        Kind::Migrate,
+        Kind::Warmup,
+        Kind::Snapshot,
     ];
 }
 
@@ -106,7 +127,10 @@ impl Action {
             | Action::Upgrade { node, .. }
             | Action::Activate { node, .. }
             | Action::HealthCheck { node }
-            | Action::MarkFailed { node, .. } => Subject::Node(*node),
+            | Action::MarkFailed { node, .. }
+            | Action::Migrate { node, .. }
+            | Action::Warmup { node }
+            | Action::Snapshot { node, .. } => Subject::Node(*node),
             Action::SetFarm { farm, .. } | Action::SetFarmWeight { farm, .. } | Action::FlushCache { farm } => {
                 Subject::Farm(*farm)
             }
@@ -127,6 +151,9 @@ impl Action {
             Action::SetFarmWeight { .. } => Kind::SetFarmWeight,
             Action::FlushCache { .. } => Kind::FlushCache,
             Action::MarkFailed { .. } => Kind::MarkFailed,
+            Action::Migrate { .. } => Kind::Migrate,
+            Action::Warmup { .. } => Kind::Warmup,
+            Action::Snapshot { .. } => Kind::Snapshot,
         }
     }
 
@@ -175,6 +202,18 @@ impl Action {
             Action::MarkFailed { node: n, reason } => {
                 format!("{}: mark failed ({reason})", node(n))
             }
+            Action::Migrate { node: n, release, phase, resume } => {
+                let site = &fleet.sites[fleet.nodes[*n as usize].site as usize];
+                format!(
+                    "{}: {} migration of release {release} for {}{}",
+                    node(n),
+                    phase.name(),
+                    site.environment.name(),
+                    if *resume { " (interrupted: ask its status first)" } else { "" }
+                )
+            }
+            Action::Warmup { node: n } => format!("{}: warm up", node(n)),
+            Action::Snapshot { node: n, name } => format!("{}: snapshot root filesystem as {name}", node(n)),
         }
     }
 }

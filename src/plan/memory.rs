@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::action::{Action, Outcome, Subject};
-use crate::model::{FarmId, NodeId};
+use crate::model::{Environment, FarmId, MigrationPhase, NodeId};
 use crate::observe::Admin;
 
 /// Where a node-level window stands.
@@ -36,6 +36,9 @@ pub struct NodeOp {
     /// When the current phase began (ms).
     pub since_ms: u64,
     pub healthy: bool,
+    /// The root filesystem snapshot taken in this window (before its upgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// Where a farm-level switch stands.
@@ -63,6 +66,61 @@ pub struct FarmOp {
     pub switched: bool,
     /// Weight the pseudo-server had before (restored on abort).
     pub weight_before: u16,
+    /// Nodes warmed up since their last change in this window.
+    #[serde(default)]
+    pub warmed: BTreeSet<NodeId>,
+    /// Snapshots taken in this window before a node's coalesced upgrade.
+    #[serde(default)]
+    pub snapshots: BTreeMap<NodeId, String>,
+}
+
+impl FarmOp {
+    pub fn new(phase: FarmPhase, since_ms: u64, weight_before: u16) -> FarmOp {
+        FarmOp {
+            phase,
+            since_ms,
+            checked: BTreeSet::new(),
+            switched: false,
+            weight_before,
+            warmed: BTreeSet::new(),
+            snapshots: BTreeMap::new(),
+        }
+    }
+}
+
+/// Which migration a journal record is about: an environment's run of a
+/// release's expand or contract (each runs once per environment).
+pub type MigrationKey = (Environment, String, MigrationPhase);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum MigrationState {
+    /// Begun (journaled before the hook started), not ended.
+    Running,
+    Done,
+    /// The hook failed: the release stops in that environment (counts
+    /// against the failure budget).
+    Failed(String),
+    /// Interrupted (drover restarted during the run) and the hook's
+    /// `status` does not say it completed, nor that it did not apply: held
+    /// for an operator; asked again after a back-off.
+    Unknown(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationRecord {
+    pub state: MigrationState,
+    /// The node that ran (or runs) it, by name.
+    pub node: String,
+    /// When the state began (ms).
+    pub since_ms: u64,
+}
+
+/// A root filesystem snapshot drover took on a node (newest last).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub name: String,
+    pub taken_ms: u64,
 }
 
 /// Preproduction evidence: since when all preproduction nodes of a profile
@@ -90,11 +148,23 @@ pub struct Memory {
     pub in_flight: BTreeSet<Subject>,
     /// Since when a node outside any window has not answered.
     pub unreachable_since: BTreeMap<NodeId, u64>,
+    /// Release migrations begun, done, failed or interrupted, per environment.
+    #[serde(with = "pairs", default)]
+    pub migrations: BTreeMap<MigrationKey, MigrationRecord>,
+    /// Snapshots drover took and keeps per node (newest last).
+    #[serde(default)]
+    pub snapshots: BTreeMap<NodeId, Vec<SnapshotRecord>>,
 }
 
 impl Memory {
     pub fn failures(&self) -> usize {
-        self.failed_nodes.len() + self.failed_farms.len()
+        self.failed_nodes.len()
+            + self.failed_farms.len()
+            + self.migrations.values().filter(|r| matches!(r.state, MigrationState::Failed(_))).count()
+    }
+
+    pub fn migration(&self, env: Environment, release: &str, phase: MigrationPhase) -> Option<&MigrationRecord> {
+        self.migrations.get(&(env, release.to_string(), phase))
     }
 
     pub fn halted(&self, budget: u32) -> bool {
@@ -146,6 +216,8 @@ impl Memory {
                 .filter_map(|(f, op)| {
                     let mut op = op.clone();
                     op.checked = op.checked.iter().filter_map(node).collect();
+                    op.warmed = op.warmed.iter().filter_map(node).collect();
+                    op.snapshots = op.snapshots.iter().filter_map(|(n, s)| Some((node(n)?, s.clone()))).collect();
                     Some((farm(f)?, op))
                 })
                 .collect(),
@@ -158,6 +230,8 @@ impl Memory {
                 .collect(),
             in_flight: self.in_flight.iter().filter_map(subject).collect(),
             unreachable_since: self.unreachable_since.iter().filter_map(|(n, t)| Some((node(n)?, *t))).collect(),
+            migrations: self.migrations.clone(),
+            snapshots: self.snapshots.iter().filter_map(|(n, v)| Some((node(n)?, v.clone()))).collect(),
         }
     }
 
@@ -172,7 +246,7 @@ impl Memory {
     pub fn begin(&mut self, action: &Action, now_ms: u64, farm: Option<FarmId>, farm_weight: u16) {
         self.in_flight.insert(action.subject());
         let set_node = |m: &mut Memory, n: NodeId, phase: NodePhase| {
-            let op = m.node_ops.entry(n).or_insert(NodeOp { phase, since_ms: now_ms, healthy: false });
+            let op = m.node_ops.entry(n).or_insert(NodeOp { phase, since_ms: now_ms, healthy: false, snapshot: None });
             if op.phase != phase {
                 op.phase = phase;
                 op.since_ms = now_ms;
@@ -198,13 +272,7 @@ impl Memory {
                 }
             }
             Action::SetFarm { farm, admin: Admin::Maint } => {
-                self.farm_ops.entry(*farm).or_insert(FarmOp {
-                    phase: FarmPhase::Leaving,
-                    since_ms: now_ms,
-                    checked: BTreeSet::new(),
-                    switched: false,
-                    weight_before: farm_weight,
-                });
+                self.farm_ops.entry(*farm).or_insert(FarmOp::new(FarmPhase::Leaving, now_ms, farm_weight));
             }
             Action::SetFarm { farm, admin: Admin::Ready } => {
                 if let Some(op) = self.farm_ops.get_mut(farm)
@@ -319,7 +387,7 @@ mod tests {
         let n = id(&small, "s1-f1-n002");
         assert_ne!(n, id(&big, "s1-f1-n002"));
         let mut m = Memory::default();
-        m.node_ops.insert(n, NodeOp { phase: NodePhase::Out, since_ms: 5, healthy: false });
+        m.node_ops.insert(n, NodeOp { phase: NodePhase::Out, since_ms: 5, healthy: false, snapshot: None });
         m.farm_ops.insert(
             farm(&small, "s1-f0"),
             FarmOp {
@@ -327,7 +395,7 @@ mod tests {
                 since_ms: 7,
                 checked: [id(&small, "s1-f0-n001")].into(),
                 switched: true,
-                weight_before: 100,
+                ..FarmOp::new(FarmPhase::Working, 7, 100)
             },
         );
         m.failed_nodes.insert(id(&small, "s0-f0-n001"), "emerge exited 1".into());
@@ -340,7 +408,10 @@ mod tests {
         assert!(there.in_flight.contains(&Subject::Node(id(&big, "s1-f1-n002"))));
         // And back: s0-f2 does not exist in the small fleet; its entries go.
         let mut m2 = there.clone();
-        m2.node_ops.insert(id(&big, "s0-f2-n001"), NodeOp { phase: NodePhase::Draining, since_ms: 1, healthy: false });
+        m2.node_ops.insert(
+            id(&big, "s0-f2-n001"),
+            NodeOp { phase: NodePhase::Draining, since_ms: 1, healthy: false, snapshot: None },
+        );
         let back = m2.remap(&big, &small);
         assert_eq!(back.node_ops.len(), 1);
         assert_eq!(back, m);

@@ -55,6 +55,25 @@ pub struct Estimates {
     pub health_s: f64,
     pub restart_s: f64,
     pub reboot_s: f64,
+    /// One release migration (expand or contract) on one node.
+    #[serde(default = "default_migrate_s")]
+    pub migrate_s: f64,
+    /// One node's warm-up.
+    #[serde(default = "default_warmup_s")]
+    pub warmup_s: f64,
+    /// One root filesystem snapshot.
+    #[serde(default = "default_snapshot_s")]
+    pub snapshot_s: f64,
+}
+
+fn default_migrate_s() -> f64 {
+    60.0
+}
+fn default_warmup_s() -> f64 {
+    5.0
+}
+fn default_snapshot_s() -> f64 {
+    3.0
 }
 
 impl Default for Estimates {
@@ -70,6 +89,9 @@ impl Default for Estimates {
             health_s: 2.0,
             restart_s: 20.0,
             reboot_s: 90.0,
+            migrate_s: default_migrate_s(),
+            warmup_s: default_warmup_s(),
+            snapshot_s: default_snapshot_s(),
         }
     }
 }

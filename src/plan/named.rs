@@ -19,8 +19,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::memory::{FarmOp, FarmPhase, GateRecord, Memory, NodeOp, NodePhase};
-use crate::model::{FarmId, Fleet, NodeId};
+use super::memory::{FarmOp, FarmPhase, GateRecord, Memory, MigrationRecord, NodeOp, NodePhase, SnapshotRecord};
+use crate::model::{Environment, FarmId, Fleet, MigrationPhase, NodeId};
 
 /// A node as the journal names it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -59,6 +59,9 @@ pub struct NamedNode {
     pub failed: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreachable_since: Option<u64>,
+    /// drover's root filesystem snapshots kept on it (newest last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<SnapshotRecord>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,6 +72,12 @@ pub struct NamedFarmOp {
     pub checked: BTreeSet<String>,
     pub switched: bool,
     pub weight_before: u16,
+    /// Nodes warmed up in this window, by name.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub warmed: BTreeSet<String>,
+    /// Snapshots taken in this window, by node name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub snapshots: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,6 +104,17 @@ pub struct Named {
     pub nodes: Vec<NamedNode>,
     pub farms: Vec<NamedFarm>,
     pub gate: Vec<NamedGate>,
+    /// Release migrations: already by name (environment, release, phase).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<NamedMigration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedMigration {
+    pub environment: Environment,
+    pub release: String,
+    pub phase: MigrationPhase,
+    pub record: MigrationRecord,
 }
 
 /// What the journal held about an object that it could not carry over.
@@ -245,9 +265,13 @@ impl Named {
         ) -> Option<&mut NamedNode> {
             match nodes.entry(n) {
                 Slot::Occupied(e) => Some(e.into_mut()),
-                Slot::Vacant(e) => {
-                    Some(e.insert(NamedNode { node: r(n)?, op: None, failed: None, unreachable_since: None }))
-                }
+                Slot::Vacant(e) => Some(e.insert(NamedNode {
+                    node: r(n)?,
+                    op: None,
+                    failed: None,
+                    unreachable_since: None,
+                    snapshots: Vec::new(),
+                })),
             }
         }
         for (&n, op) in &memory.node_ops {
@@ -263,6 +287,11 @@ impl Named {
         for (&n, &t) in &memory.unreachable_since {
             if let Some(e) = entry(&mut nodes, n, node_ref) {
                 e.unreachable_since = Some(t);
+            }
+        }
+        for (&n, kept) in &memory.snapshots {
+            if let Some(e) = entry(&mut nodes, n, node_ref) {
+                e.snapshots = kept.clone();
             }
         }
         let farm_ref = |f: FarmId| {
@@ -281,8 +310,10 @@ impl Named {
             }
         }
         for (&f, op) in &memory.farm_ops {
-            let checked =
-                op.checked.iter().filter_map(|&n| fleet.nodes.get(n as usize)).map(|n| n.name.clone()).collect();
+            let name = |n: &NodeId| fleet.nodes.get(*n as usize).map(|n| n.name.clone());
+            let checked = op.checked.iter().filter_map(name).collect();
+            let warmed = op.warmed.iter().filter_map(name).collect();
+            let snapshots = op.snapshots.iter().filter_map(|(n, s)| Some((name(n)?, s.clone()))).collect();
             if let Some(e) = farm_entry(&mut farms, f, farm_ref) {
                 e.op = Some(NamedFarmOp {
                     phase: op.phase,
@@ -290,6 +321,8 @@ impl Named {
                     checked,
                     switched: op.switched,
                     weight_before: op.weight_before,
+                    warmed,
+                    snapshots,
                 });
             }
         }
@@ -310,7 +343,17 @@ impl Named {
                 })
             })
             .collect();
-        Named { nodes: nodes.into_values().collect(), farms: farms.into_values().collect(), gate }
+        let migrations = memory
+            .migrations
+            .iter()
+            .map(|((environment, release, phase), record)| NamedMigration {
+                environment: *environment,
+                release: release.clone(),
+                phase: *phase,
+                record: record.clone(),
+            })
+            .collect();
+        Named { nodes: nodes.into_values().collect(), farms: farms.into_values().collect(), gate, migrations }
     }
 
     /// This memory in `fleet`: every entry tied to the object of the same
@@ -352,6 +395,9 @@ impl Named {
                     if let Some(t) = e.unreachable_since {
                         m.unreachable_since.insert(id, t);
                     }
+                    if !e.snapshots.is_empty() {
+                        m.snapshots.insert(id, e.snapshots.clone());
+                    }
                 }
                 (reason, _) => {
                     let reason = reason.unwrap_or(Reason::Gone);
@@ -382,20 +428,22 @@ impl Named {
                     if let Some(op) = &e.op {
                         // Only nodes of this farm count as checked in its window.
                         let members = &fleet.farms[f as usize].nodes;
-                        let checked = op
-                            .checked
-                            .iter()
-                            .filter_map(|name| node_id.get(name.as_str()).copied())
-                            .filter(|n| members.contains(n))
-                            .collect();
+                        let member =
+                            |name: &String| node_id.get(name.as_str()).copied().filter(|n| members.contains(n));
                         m.farm_ops.insert(
                             f,
                             FarmOp {
                                 phase: op.phase,
                                 since_ms: op.since_ms,
-                                checked,
+                                checked: op.checked.iter().filter_map(member).collect(),
                                 switched: op.switched,
                                 weight_before: op.weight_before,
+                                warmed: op.warmed.iter().filter_map(member).collect(),
+                                snapshots: op
+                                    .snapshots
+                                    .iter()
+                                    .filter_map(|(n, s)| Some((member(n)?, s.clone())))
+                                    .collect(),
                             },
                         );
                     }
@@ -426,6 +474,11 @@ impl Named {
             if let Some(p) = fleet.profiles.iter().position(|p| p.name == g.profile) {
                 m.gate.insert((p as u32, g.component.clone(), g.value.clone()), g.record.clone());
             }
+        }
+        // Migrations are about an environment's database, not about an
+        // object of the spec: they always carry over.
+        for r in &self.migrations {
+            m.migrations.insert((r.environment, r.release.clone(), r.phase), r.record.clone());
         }
         (m, out)
     }

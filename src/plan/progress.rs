@@ -281,11 +281,11 @@ mod tests {
     }
 
     fn farm_op(since_ms: u64) -> FarmOp {
-        FarmOp { phase: FarmPhase::Leaving, since_ms, checked: Default::default(), switched: false, weight_before: 100 }
+        FarmOp::new(FarmPhase::Leaving, since_ms, 100)
     }
 
     fn node_op(since_ms: u64) -> NodeOp {
-        NodeOp { phase: NodePhase::Draining, since_ms, healthy: false }
+        NodeOp { phase: NodePhase::Draining, since_ms, healthy: false, snapshot: None }
     }
 
     /// The production farms of a generated fleet (preproduction comes last).

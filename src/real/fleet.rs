@@ -377,6 +377,9 @@ impl RealFleet {
                     .map_err(|e| format!("farm `{}`: {e}", f.name))
             }
             Action::MarkFailed { .. } => Ok(()),
+            Action::Migrate { .. } | Action::Warmup { .. } | Action::Snapshot { .. } => {
+                Err(format!("{}: not carried out by this build yet", action.kind().name()))
+            }
         }
     }
 

@@ -30,7 +30,7 @@ use rng::Rng;
 use crate::control::{Controller, MemJournal};
 use crate::diff::node_diff;
 use crate::invariants::{Checker, Invariant};
-use crate::model::{Environment, FarmId, Fleet, Needs, NodeId, PhpVersion, ReleaseId, SiteId};
+use crate::model::{Environment, FarmId, Fleet, MigrationPhase, Needs, NodeId, PhpVersion, ReleaseId, SiteId};
 use crate::observe::{Admin, FarmObs, Health, LbServer, NodeObs, Observed, SiteObs, Str};
 use crate::plan::{self, Action, Estimates, Memory, Outcome, Subject};
 
@@ -227,6 +227,9 @@ struct SimNode {
     /// Changed since its last passing health check.
     needs_health: bool,
     capacity: u32,
+    /// Switched to a release that warms up, and not warmed yet: its
+    /// answers are cold (a farm must not take traffic like this).
+    cold: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -398,6 +401,9 @@ pub struct Sim<'f> {
     last_observation: Option<Observed>,
     /// What spec changes left behind (held servers, closed journal entries, a log).
     respecs: respec::Respecs,
+    /// The environments' databases: how many times each release migration
+    /// applied (more than once is a violation).
+    migrations_applied: BTreeMap<(Environment, String, MigrationPhase), u32>,
 }
 
 fn kernel_of(fleet: &Fleet, pkgs: &[(Str, Str)]) -> Option<Str> {
@@ -461,6 +467,7 @@ impl<'f> Sim<'f> {
                     unhealthy: false,
                     last_health: Health::Passing,
                     needs_health: false,
+                    cold: false,
                     capacity: fleet.profiles[node.profile as usize].capacity,
                 }
             })
@@ -537,6 +544,7 @@ impl<'f> Sim<'f> {
             pass_progress: None,
             completed: BTreeMap::new(),
             lost_outcomes: 0,
+            migrations_applied: BTreeMap::new(),
             last_observation: None,
             respecs: respec::Respecs::default(),
         }
@@ -1053,6 +1061,10 @@ impl<'f> Sim<'f> {
                 }
                 let name = &self.fleet.nodes[n as usize].name;
                 self.checker.request(now, seen, served, sid as u64, name);
+                if self.nodes[n as usize].cold {
+                    let name = name.clone();
+                    self.checker.violate(now, Invariant::Hooks, || format!("{name} answered cold (not warmed up)"));
+                }
                 if served > self.releases.rank(s.seen) || s.seen == NONE_SEEN {
                     self.sessions[sid as usize].seen = served_ix;
                 }
@@ -1272,6 +1284,29 @@ impl<'f> Sim<'f> {
                 }
             }
             Action::MarkFailed { .. } => (0, Outcome::Ok),
+            Action::Migrate { node, release, phase, resume } => {
+                let env = fleet.sites[fleet.nodes[*node as usize].site as usize].environment;
+                let applied = self.migrations_applied.contains_key(&(env, release.0.to_string(), *phase));
+                let hook = fleet.migration_hook(release, *phase).unwrap_or("?").to_string();
+                if *resume && applied {
+                    // The hook's `status`: completed; nothing runs again.
+                    (self.dur(e.health_s), Outcome::Ok)
+                } else if ssh_timeout(self) {
+                    (self.dur(e.migrate_s), Outcome::Failed("ssh command timed out".into()))
+                } else if self.fault_rng.chance(self.cfg.faults.action_fail) {
+                    (self.dur(e.migrate_s / 2.0), Outcome::Failed(format!("hook `{hook}` exited 1")))
+                } else {
+                    (self.dur(e.migrate_s), Outcome::Ok)
+                }
+            }
+            Action::Warmup { .. } => {
+                let d = self.dur(e.warmup_s);
+                if ssh_timeout(self) { (d, Outcome::Failed("warm-up timed out".into())) } else { (d, Outcome::Ok) }
+            }
+            Action::Snapshot { .. } => {
+                let d = self.dur(e.snapshot_s);
+                if ssh_timeout(self) { (d, Outcome::Failed("ssh command timed out".into())) } else { (d, Outcome::Ok) }
+            }
         };
         // A dead node never answers: the executor's command timeout reports it.
         let (dur, outcome) = match action.subject() {
@@ -1351,7 +1386,10 @@ impl<'f> Sim<'f> {
         let fleet = Arc::clone(&self.fleet);
         let fleet = &*fleet;
         match action {
-            Action::Upgrade { node, .. } | Action::Activate { node, .. } | Action::HealthCheck { node } => {
+            Action::Upgrade { node, .. }
+            | Action::Activate { node, .. }
+            | Action::HealthCheck { node }
+            | Action::Warmup { node } => {
                 self.failed.insert(*node);
                 self.nodes[*node as usize].last_health = Health::Failing;
                 let name = fleet.nodes[*node as usize].name.clone();
@@ -1441,6 +1479,7 @@ impl<'f> Sim<'f> {
                     n.php_active = Some(p.clone());
                 }
                 if let Some(r) = release {
+                    n.cold = fleet.warms_up(r);
                     n.release_active = Some(r.clone());
                     // Every target's release is in the table (`set_fleet`
                     // refuses a spec that would overflow it); one that is
@@ -1453,6 +1492,26 @@ impl<'f> Sim<'f> {
                 n.needs_health = false;
                 n.last_health = Health::Passing;
             }
+            Action::Migrate { node, release, phase, resume } => {
+                let env = fleet.sites[fleet.nodes[*node as usize].site as usize].environment;
+                let runs = self.migrations_applied.entry((env, release.0.to_string(), *phase)).or_default();
+                // A resumed migration whose status said "completed" did not run.
+                if !(*resume && *runs > 0) {
+                    *runs += 1;
+                }
+                if *runs > 1 {
+                    let runs = *runs;
+                    self.checker.violate(now, Invariant::Hooks, || {
+                        format!(
+                            "{} migration of release {release} for {} applied {runs} times",
+                            phase.name(),
+                            env.name()
+                        )
+                    });
+                }
+            }
+            Action::Warmup { node } => self.nodes[*node as usize].cold = false,
+            Action::Snapshot { .. } => {}
             Action::SetNode { node, admin } => {
                 let n = &mut self.nodes[*node as usize];
                 if n.admin == Admin::Ready && *admin != Admin::Ready {

@@ -223,7 +223,10 @@ impl Map {
             | Action::Upgrade { node, .. }
             | Action::Activate { node, .. }
             | Action::HealthCheck { node }
-            | Action::MarkFailed { node, .. } => *node = self.node(*node)?,
+            | Action::MarkFailed { node, .. }
+            | Action::Migrate { node, .. }
+            | Action::Warmup { node }
+            | Action::Snapshot { node, .. } => *node = self.node(*node)?,
             Action::SetFarm { farm, .. } | Action::SetFarmWeight { farm, .. } | Action::FlushCache { farm } => {
                 *farm = self.farm(*farm)?
             }
@@ -595,6 +598,7 @@ impl Sim<'_> {
             unhealthy: false,
             last_health: Health::Passing,
             needs_health: false,
+            cold: false,
             capacity,
         };
         if let Some(o) = self.representative(old, new, map, n) {
@@ -621,6 +625,7 @@ impl Sim<'_> {
             unhealthy: false,
             last_health: Health::Passing,
             needs_health: false,
+            cold: false,
             capacity,
         };
         (s, "initial".into())

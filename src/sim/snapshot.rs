@@ -29,7 +29,7 @@ use super::rng::Rng;
 use super::{Driver, Ev, InFlight, NONE_SEEN, Releases, Session, Sim, SimConfig, SimFarm, SimNode, Started, Strategy};
 use crate::diff::Disruption;
 use crate::invariants::Checker;
-use crate::model::{Atom, FarmId, Fleet, NodeId, PhpVersion, ReleaseId, SiteId};
+use crate::model::{Atom, FarmId, Fleet, MigrationPhase, NodeId, PhpVersion, ReleaseId, SiteId};
 use crate::observe::{Admin, Health, Str};
 use crate::plan::{Action, Outcome};
 
@@ -77,6 +77,9 @@ pub struct Snapshot {
     action_counts: BTreeMap<String, u64>,
     lost_outcomes: u64,
     started: Vec<SStarted>,
+    /// The environments' databases: how many times each migration applied.
+    #[serde(default)]
+    migrations_applied: Vec<((crate::model::Environment, String, MigrationPhase), u32)>,
     /// What `live::LiveSim` keeps beside the world (absent for a bare world).
     pub live: Option<LiveState>,
 }
@@ -205,6 +208,8 @@ struct SNode {
     last_health: SHealth,
     needs_health: bool,
     capacity: u32,
+    #[serde(default)]
+    cold: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -243,6 +248,9 @@ enum SAction {
     SetFarmWeight { farm: FarmId, weight: u16 },
     FlushCache { farm: FarmId },
     MarkFailed { node: NodeId, reason: String },
+    Migrate { node: NodeId, release: String, phase: MigrationPhase, resume: bool },
+    Warmup { node: NodeId },
+    Snapshot { node: NodeId, name: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -329,6 +337,11 @@ fn action_out(a: &Action) -> SAction {
         Action::SetFarmWeight { farm, weight } => SAction::SetFarmWeight { farm: *farm, weight: *weight },
         Action::FlushCache { farm } => SAction::FlushCache { farm: *farm },
         Action::MarkFailed { node, reason } => SAction::MarkFailed { node: *node, reason: reason.clone() },
+        Action::Migrate { node, release, phase, resume } => {
+            SAction::Migrate { node: *node, release: s(&release.0), phase: *phase, resume: *resume }
+        }
+        Action::Warmup { node } => SAction::Warmup { node: *node },
+        Action::Snapshot { node, name } => SAction::Snapshot { node: *node, name: name.clone() },
     }
 }
 
@@ -393,6 +406,7 @@ impl Snapshot {
                 last_health: health_out(n.last_health),
                 needs_health: n.needs_health,
                 capacity: n.capacity,
+                cold: n.cold,
             })
             .collect();
         let farms = sim
@@ -436,6 +450,7 @@ impl Snapshot {
             last_activity: sim.last_activity,
             action_counts: sim.action_counts.clone(),
             lost_outcomes: sim.lost_outcomes,
+            migrations_applied: sim.migrations_applied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             started: sim
                 .started
                 .iter()
@@ -542,6 +557,7 @@ impl Snapshot {
                 },
                 needs_health: n.needs_health,
                 capacity: n.capacity,
+                cold: n.cold,
             })
             .collect();
         let farms = self
@@ -587,6 +603,11 @@ impl Snapshot {
                 SAction::SetFarmWeight { farm, weight } => Action::SetFarmWeight { farm, weight },
                 SAction::FlushCache { farm } => Action::FlushCache { farm },
                 SAction::MarkFailed { node, reason } => Action::MarkFailed { node, reason },
+                SAction::Migrate { node, release, phase, resume } => {
+                    Action::Migrate { node, release: ReleaseId(release.into()), phase, resume }
+                }
+                SAction::Warmup { node } => Action::Warmup { node },
+                SAction::Snapshot { node, name } => Action::Snapshot { node, name },
             }
         };
         let mut flight = |f: SInFlight| InFlight {
@@ -630,6 +651,7 @@ impl Snapshot {
         sim.last_activity = self.last_activity;
         sim.action_counts = self.action_counts;
         sim.lost_outcomes = self.lost_outcomes;
+        sim.migrations_applied = self.migrations_applied.into_iter().collect();
         sim.started = started;
         Ok(sim)
     }
@@ -710,7 +732,10 @@ impl Snapshot {
             | SAction::Upgrade { node, .. }
             | SAction::Activate { node, .. }
             | SAction::HealthCheck { node }
-            | SAction::MarkFailed { node, .. } => (*node as u64) < n_nodes,
+            | SAction::MarkFailed { node, .. }
+            | SAction::Migrate { node, .. }
+            | SAction::Warmup { node }
+            | SAction::Snapshot { node, .. } => (*node as u64) < n_nodes,
             SAction::SetFarm { farm, .. } | SAction::SetFarmWeight { farm, .. } | SAction::FlushCache { farm } => {
                 (*farm as u64) < n_farms
             }

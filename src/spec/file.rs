@@ -34,6 +34,33 @@ pub struct SpecFile {
     /// Starting state and load of the simulated fleet (`--simulate` only; ignored for real fleets).
     #[serde(default)]
     pub simulation: Option<Sp<SimulationSpec>>,
+    /// Hooks of application releases (migrations, warm-up), by release id. A release not listed has none.
+    #[serde(default)]
+    pub releases: Vec<ReleaseSpec>,
+}
+
+/// What a release brings beside its files: hooks, each the name of an
+/// executable in the release tree (`releases/<id>/bin/<hook>`), never a
+/// command. drover runs it with fixed arguments and environment (README,
+/// "Release hooks").
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSpec {
+    /// The release id, as targets name it, e.g. "2026.12.1" (quote it).
+    pub id: Sp<String>,
+    #[serde(default)]
+    pub hooks: ReleaseHooksSpec,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseHooksSpec {
+    /// Backward-compatible schema change run once per environment before its first farm switches (`bin/<hook> expand`).
+    pub expand: Option<Sp<String>>,
+    /// Clean-up run once per environment after every farm of it serves the release (`bin/<hook> contract`).
+    pub contract: Option<Sp<String>>,
+    /// Run on every node of a switched farm before it goes back into the LB (`bin/<hook> warmup`).
+    pub warmup: Option<Sp<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -96,6 +123,37 @@ pub struct PolicySpec {
     /// When disruptive node work and farm switches may start (UTC). Outside every window drover still stages, installs online and finishes what is under way. Default: any time.
     #[serde(default)]
     pub change_windows: Vec<ChangeWindowSpec>,
+    /// Where and how long release migrations (`releases[].hooks.expand`/`contract`) run.
+    #[serde(default)]
+    pub migrations: MigrationsSpec,
+    /// Requests to a switched farm's nodes before it takes traffic again.
+    #[serde(default)]
+    pub warmup: WarmupSpec,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationsSpec {
+    /// Node that runs production's migrations. Default: the first healthy node (member order) of the first farm of the first production site that has the release.
+    pub production_node: Option<Sp<String>>,
+    /// Node that runs preproduction's migrations. Default: as for production.
+    pub preproduction_node: Option<Sp<String>>,
+    /// Longest a migration may run before it counts as failed, e.g. "30m". Default 30m.
+    pub timeout: Option<Sp<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupSpec {
+    /// Paths requested once on every node of a switched farm (the node itself, like the health path), e.g. ["/", "/catalog"]. Default: none.
+    #[serde(default)]
+    pub paths: Vec<Sp<String>>,
+    /// Requests in flight at once per node. Default 4.
+    pub concurrency: Option<Sp<u32>>,
+    /// Longest a node's warm-up (requests and the release's warm-up hook) may take, e.g. "60s". Default 60s.
+    pub timeout: Option<Sp<String>>,
+    /// Fraction (0..1] of the requests that must answer 2xx. Default 1.
+    pub min_success: Option<Sp<f64>>,
 }
 
 /// A weekly window in UTC, e.g. `{ days: [mon, tue, wed, thu, fri], start: "02:00", end: "06:00" }`.
@@ -201,6 +259,37 @@ pub struct ProfileSpec {
     pub init: Sp<InitSystem>,
     /// Concurrent sessions one node of this profile carries at full load. Default 500.
     pub capacity: Option<Sp<u32>>,
+    /// Snapshot of the root filesystem before each disruptive upgrade. Default: none.
+    pub snapshot: Option<Sp<SnapshotSpec>>,
+}
+
+/// How a node of the profile snapshots its root filesystem before a
+/// disruptive upgrade (drained, out of the LB). Rolling back is an operator's
+/// command (`drover rollback-node`), never automatic.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSpec {
+    pub method: Sp<SnapshotMethodSpec>,
+    /// lvm: the root logical volume, `vg/lv`.
+    pub volume: Option<Sp<String>>,
+    /// lvm: copy-on-write space of each snapshot, e.g. "10G". Default "10G".
+    pub size: Option<Sp<String>>,
+    /// btrfs: the root subvolume's mount point. Default "/".
+    pub path: Option<Sp<String>>,
+    /// btrfs: directory (on the same filesystem) holding the snapshots. Default "/.snapshots".
+    pub dir: Option<Sp<String>>,
+    /// hook: name of the executable `/etc/drover/hooks/<hook>` on the node (`create|delete|rollback <name>`).
+    pub hook: Option<Sp<String>>,
+    /// Snapshots kept per node (drover's own, the newest). Default 3.
+    pub keep: Option<Sp<u32>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMethodSpec {
+    Lvm,
+    Btrfs,
+    Hook,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
@@ -218,7 +307,7 @@ pub struct PackageSetSpec {
     pub atoms: Vec<Sp<String>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, JsonSchema, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     Production,

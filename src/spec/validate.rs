@@ -226,8 +226,9 @@ impl Cx {
                         "capacity is the number of concurrent sessions one node carries",
                     );
                 }
+                let snapshot = p.snapshot.as_ref().and_then(|s| self.snapshot(s));
                 profile_ids.insert(name.clone(), profiles.len() as u32);
-                profiles.push(model::Profile { name, binhost, init: p.init.value, capacity });
+                profiles.push(model::Profile { name, binhost, init: p.init.value, capacity, snapshot });
             }
         }
 
@@ -700,7 +701,35 @@ impl Cx {
                 );
             }
         }
-        Some(Fleet { profiles, sites, farms, nodes, targets, policy, ssh, sources, simulation })
+        let releases = self.releases(files, parsed);
+        self.at(&fleet_file);
+        for env in [Environment::Production, Environment::Preproduction] {
+            let field = match env {
+                Environment::Production => &fs.policy.migrations.production_node,
+                Environment::Preproduction => &fs.policy.migrations.preproduction_node,
+            };
+            let Some(name) = field else { continue };
+            match nodes.iter().find(|n| n.name == name.value) {
+                None => self.err_on(
+                    Basis::Whole,
+                    name.pos,
+                    format!("migration node `{}` is not a node of the spec", name.value),
+                    format!("name a node of a {} site", env.name()),
+                ),
+                Some(n) if sites[n.site as usize].environment != env => self.err(
+                    name.pos,
+                    format!(
+                        "migration node `{}` is in site {}, not a {} site",
+                        name.value,
+                        sites[n.site as usize].name,
+                        env.name()
+                    ),
+                    format!("{}'s migrations run on one of its own nodes", env.name()),
+                ),
+                Some(_) => {}
+            }
+        }
+        Some(Fleet { profiles, sites, farms, nodes, targets, policy, ssh, sources, simulation, releases })
     }
 
     fn pattern_ok(&mut self, p: &Sp<String>) -> Option<()> {
@@ -928,7 +957,150 @@ impl Cx {
             failure_budget: p.failure_budget.as_ref().map(|b| b.value).unwrap_or(2),
             releases_kept,
             change_windows: p.change_windows.iter().filter_map(|w| self.change_window(w)).collect(),
+            migrations: model::Migrations {
+                production_node: p.migrations.production_node.as_ref().map(|n| n.value.clone()),
+                preproduction_node: p.migrations.preproduction_node.as_ref().map(|n| n.value.clone()),
+                timeout: self.duration(&p.migrations.timeout, 1800),
+            },
+            warmup: self.warmup(&p.warmup),
         }
+    }
+
+    /// The `releases:` sections of every file: hooks by release id.
+    fn releases(
+        &mut self,
+        files: &[SourceFile],
+        parsed: &[(usize, SpecFile)],
+    ) -> BTreeMap<values::ReleaseId, model::ReleaseHooks> {
+        let mut out = BTreeMap::new();
+        let mut seen: HashMap<values::ReleaseId, (String, Pos)> = HashMap::new();
+        for (i, f) in parsed {
+            self.at(&files[*i].path);
+            for r in &f.releases {
+                let Some(id) = self.value(r.id.pos, values::parse_release_id(&r.id)) else {
+                    continue;
+                };
+                if let Some((file, at)) = seen.get(&id) {
+                    let msg = format!(
+                        "release {} is described twice (first in {file} at line {}, column {})",
+                        id.0, at.line, at.col
+                    );
+                    self.err(r.id.pos, msg, "describe each release once");
+                    continue;
+                }
+                seen.insert(id.clone(), (files[*i].path.clone(), r.id.pos));
+                let hook = |me: &mut Self, h: &Option<Sp<String>>| {
+                    h.as_ref().and_then(|h| me.value(h.pos, values::parse_hook_name(h)))
+                };
+                let hooks = model::ReleaseHooks {
+                    expand: hook(self, &r.hooks.expand),
+                    contract: hook(self, &r.hooks.contract),
+                    warmup: hook(self, &r.hooks.warmup),
+                };
+                out.insert(id, hooks);
+            }
+        }
+        out
+    }
+
+    fn warmup(&mut self, w: &WarmupSpec) -> model::Warmup {
+        let mut paths: Vec<String> = Vec::new();
+        for p in &w.paths {
+            if let Some(path) = self.value(p.pos, values::parse_abs_path("warm-up path", p)) {
+                if paths.contains(&path) {
+                    self.err(p.pos, format!("warm-up path {path:?} is listed twice"), "list each path once");
+                } else {
+                    paths.push(path);
+                }
+            }
+        }
+        if paths.len() > 100 {
+            let pos = w.paths[100].pos;
+            self.err(pos, format!("{} warm-up paths; at most 100", paths.len()), "warm the paths that matter most");
+        }
+        let concurrency = w.concurrency.as_ref().map(|c| c.value).unwrap_or(4);
+        if let Some(c) = &w.concurrency
+            && !(1..=64).contains(&c.value)
+        {
+            self.err(c.pos, format!("warm-up concurrency {} is out of range", c.value), "use 1 to 64 requests at once");
+        }
+        model::Warmup {
+            paths,
+            concurrency: concurrency.clamp(1, 64),
+            timeout: self.duration(&w.timeout, 60),
+            min_success: self.fraction(&w.min_success, 1.0, false, "warm-up min_success"),
+        }
+    }
+
+    fn snapshot(&mut self, s: &Sp<SnapshotSpec>) -> Option<model::Snapshot> {
+        let keep = s.keep.as_ref().map(|k| k.value).unwrap_or(3);
+        if let Some(k) = &s.keep
+            && !(1..=100).contains(&k.value)
+        {
+            self.err(k.pos, format!("keep {} snapshots is out of range", k.value), "keep 1 to 100 snapshots per node");
+        }
+        let mut ok = true;
+        let mut unused = |me: &mut Self, field: &Option<Sp<String>>, name: &str, method: &str| {
+            if let Some(f) = field {
+                me.err(
+                    f.pos,
+                    format!("`{name}` does not apply to snapshot method {method}"),
+                    "lvm takes volume and size, btrfs path and dir, hook the hook's name",
+                );
+                ok = false;
+            }
+        };
+        let method = match s.method.value {
+            SnapshotMethodSpec::Lvm => {
+                unused(self, &s.path, "path", "lvm");
+                unused(self, &s.dir, "dir", "lvm");
+                unused(self, &s.hook, "hook", "lvm");
+                let Some(volume) = &s.volume else {
+                    self.err(
+                        s.method.pos,
+                        "snapshot method lvm needs `volume: vg/lv`",
+                        "name the root logical volume, e.g. `volume: vg0/root`",
+                    );
+                    return None;
+                };
+                let (vg, lv) = self.value(volume.pos, values::parse_lvm_volume(volume))?;
+                let size = match &s.size {
+                    None => "10G".to_string(),
+                    Some(z) => self.value(z.pos, values::parse_lvm_size(z))?,
+                };
+                model::SnapshotMethod::Lvm { vg, lv, size }
+            }
+            SnapshotMethodSpec::Btrfs => {
+                unused(self, &s.volume, "volume", "btrfs");
+                unused(self, &s.size, "size", "btrfs");
+                unused(self, &s.hook, "hook", "btrfs");
+                let path = match &s.path {
+                    None => "/".to_string(),
+                    Some(p) => self.value(p.pos, values::parse_abs_path("snapshot path", p))?,
+                };
+                let dir = match &s.dir {
+                    None => "/.snapshots".to_string(),
+                    Some(d) => self.value(d.pos, values::parse_abs_path("snapshot dir", d))?,
+                };
+                model::SnapshotMethod::Btrfs { path, dir }
+            }
+            SnapshotMethodSpec::Hook => {
+                unused(self, &s.volume, "volume", "hook");
+                unused(self, &s.size, "size", "hook");
+                unused(self, &s.path, "path", "hook");
+                unused(self, &s.dir, "dir", "hook");
+                let Some(hook) = &s.hook else {
+                    self.err(
+                        s.method.pos,
+                        "snapshot method hook needs `hook: <name>`",
+                        "name the executable in /etc/drover/hooks/ on the node",
+                    );
+                    return None;
+                };
+                model::SnapshotMethod::Hook { hook: self.value(hook.pos, values::parse_hook_name(hook))? }
+            }
+        };
+        ok.then_some(model::Snapshot { method, keep: keep.clamp(1, 100) })
     }
 
     fn change_window(&mut self, w: &ChangeWindowSpec) -> Option<model::ChangeWindow> {

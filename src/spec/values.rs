@@ -73,6 +73,53 @@ pub fn parse_service(s: &str) -> Result<String, ValueError> {
     Ok(s.to_string())
 }
 
+/// The name of a hook: an executable in a release's `bin/` (or the node's
+/// `/etc/drover/hooks/`), never a path or a command.
+pub fn parse_hook_name(s: &str) -> Result<String, ValueError> {
+    let hint = "a hook is the file name of an executable in the release's bin/: 1 to 64 letters, digits, `.`, `_` and `-`, starting with a letter or digit, e.g. `migrate`";
+    if let Some(bad) = describe_bad_char(s, name_char) {
+        return Err(err(format!("hook name {s:?} contains {bad}"), hint));
+    }
+    if s.is_empty() || s.len() > 64 || !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(err(format!("invalid hook name {s:?}"), hint));
+    }
+    Ok(s.to_string())
+}
+
+/// An LVM size as `lvcreate --size` takes it: digits and one unit of
+/// `kKmMgGtT`, e.g. `10G`.
+pub fn parse_lvm_size(s: &str) -> Result<String, ValueError> {
+    let hint = "write a size as digits and a unit (k, m, g, t), e.g. `10G`";
+    let (digits, unit) = s.split_at(s.len().saturating_sub(1));
+    let ok = !digits.is_empty()
+        && digits.len() <= 9
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.bytes().any(|b| b != b'0')
+        && matches!(unit, "k" | "K" | "m" | "M" | "g" | "G" | "t" | "T");
+    if !ok {
+        return Err(err(format!("invalid snapshot size {s:?}"), hint));
+    }
+    Ok(s.to_string())
+}
+
+/// An LVM logical volume `vg/lv`.
+pub fn parse_lvm_volume(s: &str) -> Result<(String, String), ValueError> {
+    let hint = "write the root logical volume as `vg/lv`, e.g. `vg0/root`";
+    let Some((vg, lv)) = s.split_once('/') else {
+        return Err(err(format!("invalid logical volume {s:?}"), hint));
+    };
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 64
+            && p.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+    };
+    if !part(vg) || !part(lv) {
+        return Err(err(format!("invalid logical volume {s:?}"), hint));
+    }
+    Ok((vg.to_string(), lv.to_string()))
+}
+
 /// A Gentoo package atom pinned to one exact version: `category/name-version`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Atom {
