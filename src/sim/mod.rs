@@ -1310,7 +1310,21 @@ impl<'f> Sim<'f> {
                 let env = fleet.sites[fleet.nodes[*node as usize].site as usize].environment;
                 let applied = self.migrations_applied.contains_key(&(env, release.0.to_string(), *phase));
                 let hook = fleet.migration_hook(release, *phase).unwrap_or("?").to_string();
-                if *resume && applied {
+                // A run of a drover that crashed may still be going: its
+                // hook's `status` cannot say "not applied" (the contract:
+                // exit 3 only when no run is in progress).
+                let running = self.in_flight.values().any(|f| match &f.action {
+                    Action::Migrate { node: m, release: r2, phase: p2, .. } => {
+                        r2 == release
+                            && p2 == phase
+                            && fleet.sites[fleet.nodes[*m as usize].site as usize].environment == env
+                    }
+                    _ => false,
+                });
+                if *resume && running && !applied {
+                    let why = format!("{} exit 4: a run is in progress", plan::memory::STATUS_UNKNOWN);
+                    (self.dur(e.health_s), Outcome::Failed(why))
+                } else if *resume && applied {
                     // The hook's `status`: completed; nothing runs again.
                     (self.dur(e.health_s), Outcome::Ok)
                 } else if ssh_timeout(self) {
@@ -1417,7 +1431,8 @@ impl<'f> Sim<'f> {
             Action::Upgrade { node, .. }
             | Action::Activate { node, .. }
             | Action::HealthCheck { node }
-            | Action::Warmup { node } => {
+            | Action::Warmup { node }
+            | Action::Snapshot { node, .. } => {
                 self.failed.insert(*node);
                 self.nodes[*node as usize].last_health = Health::Failing;
                 let name = fleet.nodes[*node as usize].name.clone();

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use drover::sim::fleetgen::{Change, Shape, Variation, fleet, vary};
+use drover::sim::fleetgen::{Change, Hooks, Shape, Variation, fleet, spec_text, vary, with_hooks};
 use drover::sim::{Faults, Report, Sim, SimConfig};
 use proptest::prelude::*;
 
@@ -116,6 +116,66 @@ proptest! {
     ) {
         check_respecs(&shape, &faults, seed, &changes)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: (cases() / 4).max(1),
+        failure_persistence: None,
+        rng_seed: seed(),
+        ..ProptestConfig::default()
+    })]
+
+    /// Release hooks (migrations, warm-up, snapshots) with failing
+    /// migrations and reconciler crashes, some in the middle of a
+    /// migration: no violation (a switch before its expand, a contract
+    /// while another release serves, a migration applied twice, a cold
+    /// answer), and convergence when nothing failed.
+    #[test]
+    fn no_violation_with_hooks_failing_migrations_and_crashes(
+        shape in shapes(),
+        faults in faults(),
+        hooks in any::<[bool; 4]>(),
+        migration_fail in 0u32..=30,
+        crash_in_migration in proptest::option::of(0u64..=90_000),
+        seed in any::<u64>(),
+    ) {
+        let hooks = Hooks { expand: hooks[0], contract: hooks[1], warmup: hooks[2], snapshot: hooks[3] };
+        let faults = Faults { migration_fail: migration_fail as f64 / 100.0, ..faults };
+        check_hooks(&shape, hooks, &faults, crash_in_migration, seed)?;
+    }
+}
+
+fn check_hooks(
+    shape: &Shape,
+    hooks: Hooks,
+    faults: &Faults,
+    crash: Option<u64>,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let files = [drover::spec::SourceFile { path: "g.yaml".into(), text: with_hooks(&spec_text(shape), hooks) }];
+    let fleet = drover::spec::validate::check(&files)
+        .map_err(|d| TestCaseError::fail(drover::spec::diag::render(&d, &files)))?;
+    let mut cfg = SimConfig::new(&fleet, seed);
+    cfg.faults = faults.clone();
+    cfg.max_virtual_s = 2.0 * 3600.0;
+    cfg.crash_after_start = crash.map(|ms| (drover::plan::Kind::Migrate, ms));
+    let r = Sim::new(&fleet, cfg).run();
+    let case = || format!("shape {shape:?}\nhooks {hooks:?}\nfaults {faults:?} crash {crash:?} seed {seed}");
+    prop_assert_eq!(r.violations, 0, "violations {:#?}\n{}", r.violation_samples, case());
+    prop_assert!(r.migrations.values().all(|&n| n == 1), "{:?}\n{}", r.migrations, case());
+    prop_assert_eq!(r.converged, r.settled && r.unobserved_nodes.is_empty(), "{:?}", r.unobserved_nodes);
+    let failures = r.failed_nodes.len() + r.failed_farms.len() + r.failed_migrations.len();
+    if failures == 0 {
+        prop_assert!(r.settled, "not converged: {:?}\n{}", r.blocked, case());
+        if hooks.expand && shape.change.release {
+            prop_assert!(r.migrations.keys().any(|k| k.ends_with("expand")), "{:?}\n{}", r.migrations, case());
+        }
+    }
+    if failures > shape.failure_budget as usize {
+        prop_assert!(r.halted && !r.converged, "over budget but not halted\n{}", case());
+    }
+    Ok(())
 }
 
 /// One case of the spec-change property: zero violations; convergence when
