@@ -40,7 +40,9 @@ function app_warm_marker(): string
 
 function app_is_warm(): bool
 {
-    clearstatcache(true);
+    // The stat cache only: clearing the realpath cache too would re-resolve
+    // `current` and switch this worker without a reload (see webstack.rs).
+    clearstatcache();
     $marker = @stat(app_warm_marker());
     $link = @lstat(getenv('NODE_ROOT') . '/srv/app/current');
     return $marker !== false && $link !== false && $marker['mtime'] >= $link['mtime'];
