@@ -398,6 +398,61 @@ mod tests {
         assert!(e.ends_with("/p09: status 500 and 15 more"), "{e}");
     }
 
+    /// A node's web server on loopback that holds every request `hold`
+    /// (forever if `None`) and records the most requests it had at once.
+    async fn slow_node(hold: Option<Duration>) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let seen = Arc::clone(&max);
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                let (now, max) = (Arc::clone(&now), Arc::clone(&max));
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = c.read(&mut buf).await;
+                    let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(at_once, Ordering::SeqCst);
+                    match hold {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn warm_up_requests_are_bounded_in_number_at_once_and_in_time() {
+        let paths: Vec<String> = (0..9).map(|i| format!("/p{i}")).collect();
+        let client = client(Duration::from_secs(10)).unwrap();
+        let (port, max) = slow_node(Some(Duration::from_millis(150))).await;
+        let w = |port, concurrency, limit| Warmup {
+            client: &client,
+            address: "127.0.0.1",
+            http_port: port,
+            paths: &paths,
+            concurrency,
+            min_success: 1.0,
+            limit,
+            hook: None,
+        };
+        w(port, 3, Duration::from_secs(10)).run("n").await.unwrap();
+        assert_eq!(max.load(std::sync::atomic::Ordering::SeqCst), 3, "at most `concurrency` requests in flight");
+        // A node that never answers: the warm-up ends at its limit, not the client's.
+        let (silent, _) = slow_node(None).await;
+        let t0 = Instant::now();
+        let e = w(silent, 4, Duration::from_millis(500)).run("web1").await.unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert_eq!(e, "node web1: warm-up: the requests did not all answer within 500ms");
+    }
+
     /// The script on this machine (a local `sh`): what it refuses, and the
     /// arguments and environment a hook gets.
     #[test]
