@@ -4,7 +4,7 @@
 //! and warms switched nodes (`policy.warmup`) while load generators run
 //! sessions through every site's HAProxy.
 //!
-//! One small fleet per test: a preproduction site of 2 farms x 1 node and a
+//! One small fleet per test: a preproduction site of 2 farms x 2 nodes and a
 //! production site of 2 farms x 2 nodes (the first farm of each on the real
 //! Apache + php-fpm stack), no real Portage (no package changes here).
 
@@ -26,8 +26,8 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-/// `pp` (preproduction: pp-f1, pp-f2 of one node) and `hp` (production:
-/// hp-f1, hp-f2 of two nodes).
+/// `pp` (preproduction: pp-f1, pp-f2) and `hp` (production: hp-f1, hp-f2),
+/// of two nodes each.
 fn topology() -> Topology {
     let site = |name: &str, production: bool, nodes: usize| SiteTopo {
         name: name.into(),
@@ -37,7 +37,7 @@ fn topology() -> Topology {
             .map(|f| FarmTopo { name: format!("{name}-f{f}"), profiles: vec!["r640".into(); nodes] })
             .collect(),
     };
-    Topology { sites: vec![site("pp", false, 1), site("hp", true, 2)] }
+    Topology { sites: vec![site("pp", false, 2), site("hp", true, 2)] }
 }
 
 fn start(test: &str) -> TestFleet {
