@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::cache;
 use super::haproxy::{Lb, LbError, Snapshot};
 use super::health::{Checker, Expect};
+use super::hooks;
 use super::probe::{self, Probe};
 use super::ssh::{Pool, RemoteError};
 use crate::diff::Disruption;
@@ -122,6 +123,8 @@ pub struct RealFleet {
     pub lbs: Vec<Lb>,
     pub settings: Settings,
     health: Checker,
+    /// Warm-up requests to switched nodes (`hooks::Warmup`).
+    warmup_client: reqwest::Client,
     /// Last probe of each node (its root prefix and releases).
     probes: Mutex<HashMap<NodeId, Probe>>,
     /// Last health check result of each node (reset when it changes).
@@ -161,6 +164,7 @@ impl RealFleet {
             lbs.push(lb);
         }
         let health = Checker::new(&fleet.policy.health)?;
+        let warmup_client = hooks::client(fleet.policy.warmup.timeout)?;
         let tracked = fleet.targets.iter().flat_map(|t| t.packages.iter().map(Atom::key)).collect();
         Ok(RealFleet {
             fleet,
@@ -168,6 +172,7 @@ impl RealFleet {
             lbs,
             settings,
             health,
+            warmup_client,
             probes: Mutex::new(HashMap::new()),
             health_results: Mutex::new(HashMap::new()),
             reloaded_at: Mutex::new(HashMap::new()),
@@ -377,9 +382,51 @@ impl RealFleet {
                     .map_err(|e| format!("farm `{}`: {e}", f.name))
             }
             Action::MarkFailed { .. } => Ok(()),
-            Action::Migrate { .. } | Action::Warmup { .. } | Action::Snapshot { .. } => {
-                Err(format!("{}: not carried out by this build yet", action.kind().name()))
+            Action::Migrate { node, release, phase, resume } => {
+                let hook = fleet.migration_hook(release, *phase).ok_or_else(|| {
+                    format!("release {release} declares no {} hook (releases[].hooks.{})", phase.name(), phase.name())
+                })?;
+                let root = self.root(*node);
+                let call = self.hook_call(*node, &root, release, hook);
+                hooks::migrate(&call, *phase, *resume, fleet.policy.migrations.timeout).await
             }
+            Action::Warmup { node } => {
+                let n = &fleet.nodes[*node as usize];
+                let release = &fleet.node_target(*node).release;
+                let root = self.root(*node);
+                let hook = fleet.releases.get(release).and_then(|h| h.warmup.as_deref());
+                let policy = &fleet.policy.warmup;
+                let warmup = hooks::Warmup {
+                    client: &self.warmup_client,
+                    address: &n.address,
+                    http_port: n.http_port,
+                    paths: &policy.paths,
+                    concurrency: policy.concurrency,
+                    min_success: policy.min_success,
+                    limit: policy.timeout,
+                    hook: hook.map(|h| self.hook_call(*node, &root, release, h)),
+                };
+                warmup.run(&n.name).await
+            }
+            Action::Snapshot { .. } => Err(format!("{}: not carried out by this build yet", action.kind().name())),
+        }
+    }
+
+    /// A release hook's run on node `n` (`hooks::HOOK`).
+    fn hook_call<'a>(&'a self, n: NodeId, root: &'a str, release: &'a ReleaseId, hook: &'a str) -> hooks::Call<'a> {
+        let node = &self.fleet.nodes[n as usize];
+        let site = &self.fleet.sites[node.site as usize];
+        hooks::Call {
+            pool: &self.pool,
+            host: &node.address,
+            port: node.ssh_port,
+            root,
+            node: &node.name,
+            site: &site.name,
+            farm: &self.fleet.farms[node.farm as usize].name,
+            environment: site.environment,
+            release,
+            hook,
         }
     }
 

@@ -5,6 +5,7 @@
 //! - `haproxy`: a site LB's runtime API (state, weight, load).
 //! - `cache`: memcached `flush_all`.
 //! - `health`: HTTP health check against the node itself.
+//! - `hooks`: a release's migration hooks and a switched node's warm-up (README, "Release hooks: the contract").
 //! - `fleet`: `RealFleet`, observation of the whole fleet and execution of each `Action`.
 //!
 //! The loop that drives them is `crate::control` (its journal and lease too).
@@ -13,5 +14,6 @@ pub mod cache;
 pub mod fleet;
 pub mod haproxy;
 pub mod health;
+pub mod hooks;
 pub mod probe;
 pub mod ssh;

@@ -156,6 +156,11 @@ impl TestFleet {
         let dir = slot.dir.clone();
         let topo = opts.topology.clone();
 
+        // The release hooks' databases and logs (hooks/migrate), written by the node user.
+        let hooks = dir.join("hooks");
+        fs::create_dir_all(&hooks).unwrap();
+        let user = node::node_user();
+        std::os::unix::fs::chown(&hooks, Some(user.uid), Some(user.gid)).unwrap();
         // Sources, served over rsync:// (or file://).
         let sources = dir.join("sources");
         for v in PHP_VERSIONS {
@@ -436,6 +441,13 @@ impl TestFleet {
         );
     }
 
+    /// The release hooks' directory (`hooks/migrate`): per environment its
+    /// SQLite database `db-<env>.sqlite`, its log `log-<env>`, its fault
+    /// switches `fail-<env>-<verb>` and `hold-<env>-<verb>`; `log-warm`.
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.dir.join("hooks")
+    }
+
     /// Puts a release into the rsync source (a broken one fails health checks).
     pub fn add_release(&self, id: &str, broken: bool) {
         write_release(&self.sources, id, broken);
@@ -579,11 +591,25 @@ fn write_php_tree(sources: &Path, version: &str) {
     fs::write(d.join("etc/php.ini"), node::PHP_INI.replace("@VERSION@", version)).unwrap();
 }
 
+/// The release hooks every test release carries (`bin/migrate`, `bin/warm`),
+/// `@HOOKS@` standing for the fleet's `hooks/` directory.
+const MIGRATE: &str = include_str!("hooks/migrate");
+const WARM: &str = include_str!("hooks/warm");
+
 /// A release: the PHP app (`public/index.php` front controller,
 /// `public/health.php`, `lib/`), its marker in `lib/release.php`, a static
-/// `public/release.txt`; a broken one has a `BROKEN` file (every PHP page 500).
+/// `public/release.txt`, the hooks `bin/migrate` and `bin/warm` (on the
+/// fleet's `hooks/` databases and logs); a broken one has a `BROKEN` file
+/// (every PHP page 500).
 fn write_release(sources: &Path, id: &str, broken: bool) {
     let d = sources.join("releases").join(id);
+    let hooks = sources.parent().expect("sources live in the fleet directory").join("hooks");
+    fs::create_dir_all(d.join("bin")).unwrap();
+    for (name, text) in [("migrate", MIGRATE), ("warm", WARM)] {
+        let p = d.join("bin").join(name);
+        fs::write(&p, text.replace("@HOOKS@", &hooks.display().to_string())).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
     fs::create_dir_all(d.join("lib")).unwrap();
     fs::create_dir_all(d.join("public")).unwrap();
     fs::write(d.join("RELEASE"), format!("{id}\n")).unwrap();

@@ -44,6 +44,9 @@ pub struct Observation {
     pub farm_cookie_set: bool,
     /// X-Session-Stale: the session data was written by this older release.
     pub stale_data: Option<String>,
+    /// X-Warm: whether the node had been warmed for the release it served
+    /// since it last switched (`None`: the page does not say).
+    pub warm: Option<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -144,6 +147,7 @@ fn session(
                     farm: client.cookie("FARMID").map(str::to_string),
                     farm_cookie_set: set,
                     stale_data: r.header("x-session-stale").map(str::to_string),
+                    warm: r.header("x-warm").map(|w| w == "1"),
                 });
             }
             Ok(r) => log.failures.push(Failure {
@@ -206,6 +210,20 @@ impl LoadReport {
             .collect()
     }
 
+    /// Responses from a node not warmed for the release it served (X-Warm: 0).
+    pub fn cold(&self) -> Vec<&Observation> {
+        self.sessions.iter().flat_map(|s| &s.observations).filter(|o| o.warm == Some(false)).collect()
+    }
+
+    /// Cold responses per node.
+    pub fn cold_by_node(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for o in self.cold() {
+            *m.entry(o.node.clone()).or_default() += 1;
+        }
+        m
+    }
+
     pub fn retries(&self) -> u64 {
         self.sessions.iter().map(|s| s.retries).sum()
     }
@@ -228,13 +246,14 @@ impl LoadReport {
 
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} responses in {:.1?} over {} sessions, {} failed, {} regressions, {} stale session data, {} retried; by release {:?}",
+            "{} responses in {:.1?} over {} sessions, {} failed, {} regressions, {} stale session data, {} cold, {} retried; by release {:?}",
             self.responses(),
             self.elapsed,
             self.sessions.len(),
             self.failures().len(),
             self.regressions().len(),
             self.stale_session_data().len(),
+            self.cold().len(),
             self.retries(),
             self.by_release()
         );

@@ -39,6 +39,8 @@
 //! | `rc-service <svc> restart|reload` (OpenRC) or `systemctl` | real nodes: apache2 and php-fpm are the real processes: restart = stop + start (new PIDs), `php-fpm reload` = SIGUSR2 to the master (in-flight requests finish, then it re-executes its argv through `opt/php/current`, same PID), `apache2 reload` = graceful (SIGUSR1); a reload returns when the server logged it is ready again, and fails if it died (no `php-fpm -t` of its own, like systemd's unit). Stand-in nodes: restart restarts the web server process (new PID), `php-fpm reload` makes it re-read the active symlinks, `apache2 reload` changes nothing for PHP (as on a real node). Logged in `var/log/rc.log` |
 //! | `reboot` | returns at once; 0.3 s later the web server (Apache and php-fpm on real nodes) and sshd stop (open SSH connections drop), a new boot id is written and the newest installed kernel package becomes `osrelease`; they come back after `reboot_down` (default 1 s) |
 //! | Apache + PHP-FPM + the application, sessions in the farm's memcached | **first farm of every site** (`FleetOptions::real_web`, `node::WebStack::Real`): Debian's apache2 (mpm_event, 1-4 children of 8 threads, mod_proxy_fcgi to the pool's unix socket, `DocumentRoot $NODE_ROOT/srv/app/current/public` through the link, `FallbackResource /index.php`, `/fpm-status` with `Require local`) and php-fpm (3 static workers, OPcache with `validate_timestamps=0`, `process_control_timeout = 10s`) started through `opt/php/current`, both as the node user; the release's PHP app (webstack/app.php: same paths, headers and memcached sessions as `webserver.py`, spoken to with fsockopen). **Other farms**: `webserver.py`, which serves the active release and PHP version resolved at start and on reload only (like the opcode/realpath caches). Both serve `/health.php` (`release= php= pid=`) and `/fpm-status?json&full` |
+//! | a release's hooks (`releases/<id>/bin/<hook>`) and the environment's database server | every test release carries `bin/migrate` (hooks/migrate: sh + the `sqlite3` CLI; one SQLite database per environment in the fleet's `hooks/` directory, shared by its nodes as a DB server would be; the migration and its `schema_migrations` row in one transaction; a lock while it runs, so `status` answers 4, not "not applied", during a run; every call logged in `hooks/log-<env>`) and `bin/warm` (hooks/warm: the warm-up marker, logged in `hooks/log-warm`) |
+//! | a cold node after a switch | session pages answer `X-Warm: 0` until the node's marker `run/warm/<release>` is newer than `srv/app/current` (`GET /warm` or `bin/warm` write it; the health endpoints never do); a seeded node is warm; the load generator counts cold answers (`LoadReport::cold`) |
 //! | `/opt/php/<ver>`: that PHP's FPM binary, php-fpm.conf, php.ini | `sbin/php-fpm` a copy of Debian's php-fpm8.2 (so PHP_BINARY names the tree), the conf and ini of webstack/ with `${NODE_ROOT}` paths; 8.2.27 and 8.3.14 differ only in their php.ini marker (`user_agent`) |
 //! | `uname -r` | `cat $NODE_ROOT/proc/sys/kernel/osrelease` (`6.6.62-gentoo-dist` for gentoo-kernel-bin-6.6.62) |
 //!
@@ -59,6 +61,9 @@
 //! on a syntax error in its configuration). A release whose tree holds a
 //! `BROKEN` file fails every PHP request, /health.php included
 //! (`TestFleet::add_release(id, true)`).
+//! Hook faults (files in the fleet's `hooks/`): `fail-<env>-<verb>` makes
+//! `bin/migrate <verb>` print the file and exit 1; `hold-<env>-<verb>` makes it
+//! wait, holding the environment's lock, until the file is removed.
 //!
 //! The real web stack costs, per node, about 61 MB of summed RSS after some
 //! traffic (php-fpm master and 3 workers 54 MB, Apache's parent and one
@@ -84,6 +89,8 @@ pub mod topology;
 mod daemon;
 mod e2e;
 mod haproxy_semantics;
+mod hooks_e2e;
+mod hooks_exec;
 mod packages_e2e;
 mod respec;
 mod smoke;

@@ -26,6 +26,9 @@
 //!                          srv/app/current -> releases/<id> is the active one
 //! run/ctl/                 requests to the node's init (node-ctl)
 //! run/php-fpm.{sock,pid}   the pool's socket and the master's PID file (real nodes)
+//! run/warm/<release>       warm-up marker: the app answers `X-Warm: 1` only when the
+//!                          marker of the release it serves is newer than `srv/app/current`
+//!                          (written by GET /warm or the release's bin/warm hook)
 //! var/log/php-fpm.log      php-fpm's log (real nodes)
 //! faults/                  fault files: emerge-fail, emerge-delay, reboot-hang, http-fail,
 //!                          apache-fail
@@ -275,6 +278,9 @@ impl Node {
         symlink(php, r.join("opt/php/current"))?;
         copy_dir(&sources.join("releases").join(release), &r.join("srv/app/releases").join(release))?;
         symlink(format!("releases/{release}"), r.join("srv/app/current"))?;
+        // A node that has served its release for a while is warm (the app's X-Warm).
+        fs::create_dir_all(r.join("run/warm"))?;
+        fs::write(r.join("run/warm").join(release), "")?;
         self.write_boot()?;
         let user = node_user();
         chown_tree(r, user.uid, user.gid)?;

@@ -19,7 +19,14 @@ signal for it), as on a real node.
                  process (this one) whose "start time" is the last (re)load
   GET /slow?s=N  like / after sleeping N seconds (for in-flight request tests)
   GET /static    a cacheable page (Cache-Control: public), no session
+  GET /warm      warms the node for the release it serves (the marker
+                 <root>/run/warm/<release>), 200 "warm node=N release=R"
   GET /...       200 "node=N release=R php=P session=S hits=H"
+
+Session pages carry X-Warm: 1 when the marker of the serving release is
+newer than the `current` link (the node was warmed since its last switch,
+by /warm or the release's bin/warm hook), else X-Warm: 0 (a cold answer).
+/health.php and /healthz never warm a node.
 
 Every response carries X-Node, X-Release, X-Php and X-Generation (reload
 count); session responses also X-Cookie-Names (the cookies the node got).
@@ -164,6 +171,20 @@ class LocalStore:
             self.data[key] = value
 
 
+def warm_marker(root, release):
+    return os.path.join(root, "run/warm", release)
+
+
+def is_warm(root, release):
+    """The node was warmed for `release` since `current` last changed."""
+    try:
+        marker = os.stat(warm_marker(root, release)).st_mtime_ns
+        link = os.lstat(os.path.join(root, "srv/app/current")).st_mtime_ns
+    except OSError:
+        return False
+    return marker >= link
+
+
 def make_handler(node, active, store, root):
     fail_file = os.path.join(root, "faults/http-fail")
 
@@ -207,6 +228,12 @@ def make_handler(node, active, store, root):
                 return self.reply(200, "ok " + ident)
             if url.path == "/static":
                 return self.reply(200, "static " + ident, [("Cache-Control", "public, max-age=60")])
+            if url.path == "/warm":
+                os.makedirs(os.path.join(root, "run/warm"), exist_ok=True)
+                with open(warm_marker(root, active.release), "w"):
+                    pass
+                os.utime(warm_marker(root, active.release))
+                return self.reply(200, "warm node=%s release=%s" % (node, active.release))
             if url.path == "/slow":
                 q = urllib.parse.parse_qs(url.query)
                 time.sleep(float(q.get("s", ["1"])[0]))
@@ -248,6 +275,7 @@ def make_handler(node, active, store, root):
                     sid = v
             # Which cookies reached the node (the LB's farm cookie must not).
             headers = [("X-Cookie-Names", ",".join(names) or "-")]
+            headers.append(("X-Warm", "1" if is_warm(root, release) else "0"))
             if sid is None:
                 sid = secrets.token_hex(12)
                 headers.append(("Set-Cookie", "PHPSESSID=%s; path=/" % sid))

@@ -5,7 +5,11 @@
 //   GET /healthz   200 "ok node=N release=R php=P"
 //   GET /slow?s=N  like / after N seconds (in flight across a reload)
 //   GET /static    a cacheable page (Cache-Control: public), no session
+//   GET /warm      warms the node for this release (marker $NODE_ROOT/run/warm/<release>)
 //   GET /...       200 "node=N release=R php=P session=S hits=H"
+// Session pages carry X-Warm: 1 when this release's warm-up marker is newer
+// than the `current` link (warmed since the last switch, by /warm or the
+// release's bin/warm hook), else X-Warm: 0 (a cold answer).
 // Headers: X-Release, X-Php, X-Php-Ini, X-Pid (Apache adds X-Node); session pages also
 // X-Cookie-Names, X-Session, and X-Session-Stale / X-Session-Regressed.
 // Sessions live in the farm's memcached (DROVER_TEST_MEMCACHED), spoken to
@@ -27,6 +31,21 @@ function app_php(): string
 function app_broken(): bool
 {
     return is_file(__DIR__ . '/../BROKEN');
+}
+
+function app_warm_marker(): string
+{
+    return getenv('NODE_ROOT') . '/run/warm/' . app_release();
+}
+
+function app_is_warm(): bool
+{
+    // The stat cache only: clearing the realpath cache too would re-resolve
+    // `current` and switch this worker without a reload (see webstack.rs).
+    clearstatcache();
+    $marker = @stat(app_warm_marker());
+    $link = @lstat(getenv('NODE_ROOT') . '/srv/app/current');
+    return $marker !== false && $link !== false && $marker['mtime'] >= $link['mtime'];
 }
 
 function app_reply(int $status, string $body, array $headers = []): void
@@ -145,6 +164,7 @@ function app_session(string $ident): void
     }
     // Which cookies reached the node (the LB's farm cookie must not).
     $headers = ['X-Cookie-Names: ' . ($names ? implode(',', $names) : '-')];
+    $headers[] = 'X-Warm: ' . (app_is_warm() ? '1' : '0');
     if ($sid === null) {
         $sid = bin2hex(random_bytes(12));
         $headers[] = "Set-Cookie: PHPSESSID=$sid; path=/";
@@ -192,6 +212,12 @@ function app_main(): void
     }
     if ($path === '/static') {
         app_reply(200, "static $ident", ['Cache-Control: public, max-age=60']);
+        return;
+    }
+    if ($path === '/warm') {
+        @mkdir(getenv('NODE_ROOT') . '/run/warm');
+        touch(app_warm_marker());
+        app_reply(200, "warm node=$node release=" . app_release());
         return;
     }
     if ($path === '/slow') {
