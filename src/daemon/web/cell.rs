@@ -12,7 +12,8 @@ use crate::observe::{Admin, Observed};
 use crate::plan::Memory;
 
 /// A node's state on the page. The first that applies wins, in this order:
-/// `Failed`, `Unreachable`, `Held`, `Drained`, `InWindow`, `Switched`,
+/// `Failed`, `InWindow` (not answering in a window: restarting or
+/// rebooting), `Unreachable`, `Held`, `Drained`, `InWindow`, `Switched`,
 /// `AtTarget`, `Staging`, `Waiting`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cell {
@@ -24,7 +25,9 @@ pub enum Cell {
     /// Serving and staged; waits for its window (a switch, a disruptive
     /// install or a reboot).
     Waiting,
-    /// In a window of drover's but serving (being drained, or put back).
+    /// In a window of drover's and not drained: being drained, put back,
+    /// restarted or rebooted (not answering meanwhile), or its farm's window
+    /// is open and it has yet to switch.
     InWindow,
     /// Out of service in a window of drover's (drain or maint).
     Drained,
@@ -73,7 +76,7 @@ impl Cell {
             Cell::AtTarget => "at target",
             Cell::Staging => "staging",
             Cell::Waiting => "staged, waiting for its window",
-            Cell::InWindow => "in its window, serving",
+            Cell::InWindow => "in its window",
             Cell::Drained => "drained (out of service)",
             Cell::Switched => "switched, farm window open",
             Cell::Held => "held by an operator",
@@ -88,8 +91,12 @@ impl Cell {
 
     /// Node `n`'s state.
     pub fn of(fleet: &Fleet, observed: &Observed, memory: &Memory, n: NodeId) -> Cell {
+        let farm = fleet.nodes[n as usize].farm;
+        let in_window = memory.node_ops.contains_key(&n) || memory.farm_ops.contains_key(&farm);
         match NodeState::of(observed, memory, n) {
             NodeState::Failed => return Cell::Failed,
+            // A node does not answer while it reboots in its window.
+            NodeState::Unreachable if in_window => return Cell::InWindow,
             NodeState::Unreachable => return Cell::Unreachable,
             NodeState::Held => return Cell::Held,
             NodeState::Drained => return Cell::Drained,
@@ -101,7 +108,7 @@ impl Cell {
             return if o.lb.admin == Admin::Ready { Cell::InWindow } else { Cell::Drained };
         }
         let d = node_diff(fleet, n, o);
-        if memory.farm_ops.contains_key(&fleet.nodes[n as usize].farm) {
+        if memory.farm_ops.contains_key(&farm) {
             return if d.needs_switch() { Cell::InWindow } else { Cell::Switched };
         }
         if d.is_clean() {
@@ -201,9 +208,12 @@ mod tests {
         assert_eq!(cell(&obs, &memory, 0), Cell::Staging);
         obs.nodes[0].releases_installed.push(fleet.node_target(0).release.clone());
         assert_eq!(cell(&obs, &memory, 0), Cell::Waiting);
-        // Unreachable outranks the rest; failed outranks unreachable.
+        // Unreachable outranks the rest, but in a window it is rebooting; failed outranks all.
         obs.nodes[0].reachable = false;
         assert_eq!(cell(&obs, &memory, 0), Cell::Unreachable);
+        memory.node_ops.insert(0, NodeOp { phase: NodePhase::Upgrading, since_ms: 0, healthy: false });
+        assert_eq!(cell(&obs, &memory, 0), Cell::InWindow);
+        memory.node_ops.clear();
         memory.failed_nodes.insert(0, "emerge exited with 1".into());
         assert_eq!(cell(&obs, &memory, 0), Cell::Failed);
 
