@@ -420,11 +420,13 @@ fn the_status_page_in_a_real_browser_follows_the_reference_rollout() {
         (done == true).then_some(())
     });
 
-    // Mid-rollout: production farms in their windows, nodes switched.
-    b.wait_for("a production farm window", Duration::from_secs(300), &mut d, |b| {
+    // Mid-rollout: a production farm's window done and others open.
+    b.wait_for("a production farm window done and one open", Duration::from_secs(300), &mut d, |b| {
         let seen = b.js(SEEN);
         let prod = seen["open"].as_array()?.iter().any(|f| f.as_str().is_some_and(|f| !f.starts_with("preprod/")));
-        prod.then_some(())
+        let done =
+            b.js("return document.querySelectorAll(\"svg g[data-state=done]:not([data-farm^='preprod/'])\").length;");
+        (prod && done.as_u64() > Some(0)).then_some(())
     });
     b.screenshot_page("2-production-windows.png");
     let a11y = b.js(ACCESSIBILITY);
