@@ -411,6 +411,24 @@ fn the_status_page_in_a_real_browser_follows_the_reference_rollout() {
     assert_eq!(a11y["problems"], json!([]), "{a11y}");
     assert_eq!(a11y["cells"], 518);
 
+    // Live: each new pass /status shows reaches the page by itself, within
+    // the page's poll (500 ms) and a request; 3 s of slack for a loaded box.
+    let page_pass = "return parseInt(document.getElementById('state').dataset.pass, 10);";
+    let mut lags = Vec::new();
+    for _ in 0..3 {
+        let before = status(&addr).and_then(|s| s["rollout"]["passes"].as_u64()).unwrap_or(0);
+        let (pass, t0) = b.wait_for("a new pass in /status", Duration::from_secs(60), &mut d, |_| {
+            let p = status(&addr)?["rollout"]["passes"].as_u64()?;
+            (p > before).then(|| (p, Instant::now()))
+        });
+        b.wait_for("the page to show it", Duration::from_secs(30), &mut d, |b| {
+            (b.js(page_pass).as_u64() >= Some(pass)).then_some(())
+        });
+        lags.push(t0.elapsed());
+    }
+    println!("the page showed each new pass {lags:?} after /status did");
+    assert!(lags.iter().all(|l| *l < Duration::from_secs(3)), "{lags:?}");
+
     // That farm's window ends: its bar is done and its card has no window.
     b.wait_for(&format!("the window of {farm} to end"), Duration::from_secs(180), &mut d, |b| {
         let done = b.js(&format!(
