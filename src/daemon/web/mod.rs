@@ -89,20 +89,29 @@ pub fn duration(ms: u64) -> String {
     }
 }
 
-/// When the rollout should end at the pace of the progress series so far:
-/// (end ms, nodes per minute), `None` before any progress or once done.
+/// The pace the projected end is measured over (ms on the fleet's clock).
+pub const PACE_OVER_MS: u64 = 15 * 60_000;
+
+/// When the rollout should end at the pace of the last `PACE_OVER_MS` of
+/// the progress series (all of it when shorter): (end ms, nodes per
+/// minute); `None` when nothing reached its target in that time, or all did.
 pub fn projected_end(st: &DaemonStatus) -> Option<(u64, f64)> {
     let r = &st.rollout;
     let points = &st.history.progress;
     let (first, last) = (points.first()?, points.last()?);
     let left = r.nodes_total.saturating_sub(last.nodes_at_target);
-    if left == 0 || last.at_ms <= first.at_ms || last.nodes_at_target <= first.nodes_at_target {
+    let now = r.last_pass_at_ms.max(last.at_ms);
+    let from = now.saturating_sub(PACE_OVER_MS);
+    // The count at `from`: the last point at or before it.
+    let (t0, n0) = match points.iter().rev().find(|p| p.at_ms <= from) {
+        Some(p) => (from, p.nodes_at_target),
+        None => (first.at_ms, first.nodes_at_target),
+    };
+    if left == 0 || now <= t0 || last.nodes_at_target <= n0 {
         return None;
     }
-    let span = r.last_pass_at_ms.max(last.at_ms) - first.at_ms;
-    let rate = (last.nodes_at_target - first.nodes_at_target) as f64 / span as f64;
-    let end = r.last_pass_at_ms.max(last.at_ms) + (left as f64 / rate) as u64;
-    Some((end, rate * 60_000.0))
+    let rate = (last.nodes_at_target - n0) as f64 / (now - t0) as f64;
+    Some((now + (left as f64 / rate) as u64, rate * 60_000.0))
 }
 
 fn summary(h: &mut Html, st: &DaemonStatus) {
@@ -125,10 +134,12 @@ fn summary(h: &mut Html, st: &DaemonStatus) {
     h.raw("</dd></div><div><dt>Projected end</dt><dd id=\"projected\">");
     match projected_end(st) {
         _ if r.converged => h.raw("done: converged"),
-        Some((end, rate)) => {
-            h.text(&clock(end)).raw(" (at ").text(&format!("{rate:.1}")).raw(" nodes per minute, the pace so far)")
-        }
-        None => h.raw("not known yet"),
+        Some((end, rate)) => h
+            .text(&clock(end))
+            .raw(" (at ")
+            .text(&format!("{rate:.1}"))
+            .raw(" nodes per minute, the pace of the last 15 min)"),
+        None => h.raw("not known (no node reached its target in the last 15 min)"),
     };
     h.raw("</dd></div></dl></section>");
 }

@@ -105,7 +105,7 @@ fn a_page_renders_before_any_spec_and_from_any_document() {
 }
 
 #[test]
-fn projected_end_follows_the_pace_so_far() {
+fn projected_end_follows_the_recent_pace() {
     let mut st = published();
     st.history = Default::default();
     st.rollout.nodes_total = 100;
@@ -116,7 +116,14 @@ fn projected_end_follows_the_pace_so_far() {
     // 10 nodes a minute, 90 left: 9 more minutes.
     let (end, rate) = projected_end(&st).unwrap();
     assert_eq!((end, rate.round()), (600_000, 10.0));
-    st.history.pass(120_000, 100, &[]);
+    // A stall longer than the pace's span: not known; then the recent pace only.
+    st.rollout.last_pass_at_ms = 3_600_000;
+    assert_eq!(projected_end(&st), None, "no progress in the last 15 min");
+    st.history.pass(3_600_000, 40, &[]);
+    let (end, rate) = projected_end(&st).unwrap();
+    // 30 nodes in 15 min: 2 a minute, 60 left.
+    assert_eq!((end, rate.round()), (3_600_000 + 30 * 60_000, 2.0));
+    st.history.pass(3_700_000, 100, &[]);
     assert_eq!(projected_end(&st), None, "done");
 }
 
