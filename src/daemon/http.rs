@@ -1,7 +1,8 @@
 //! The daemon's HTTP endpoints: `/healthz` (is the loop turning?),
 //! `/readyz` (is a valid spec in force and the fleet observed?), `/metrics`
-//! (Prometheus, OpenMetrics text) and `/status` (the `DaemonStatus` as
-//! JSON). Read-only: nothing here changes the fleet or the loop, so the
+//! (Prometheus, OpenMetrics text), `/status` (the `DaemonStatus` as
+//! JSON) and the status page (`/`, its live part `/live`, and
+//! `/assets/page.css`, `/assets/page.js`; see `web`). Read-only: nothing here changes the fleet or the loop, so the
 //! endpoints have no authentication and serve on loopback unless remote
 //! access is asked for explicitly.
 
@@ -154,7 +155,11 @@ fn router(shared: Arc<Shared>, options: Options) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: try /healthz, /readyz, /metrics or /status\n") })
+        .route("/", get(page))
+        .route("/live", get(live))
+        .route("/assets/page.css", get(|| async { asset("text/css; charset=utf-8", super::web::CSS) }))
+        .route("/assets/page.js", get(|| async { asset("text/javascript; charset=utf-8", super::web::JS) }))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: try /, /healthz, /readyz, /metrics or /status\n") })
         .with_state(Endpoints { shared, options })
 }
 
@@ -186,6 +191,37 @@ async fn status(State(e): State<Endpoints>) -> Response {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the status: {err}")).into_response(),
     }
+}
+
+/// What the page's responses carry: scripts and styles only from this
+/// origin's files (no inline script or style), nothing from elsewhere, never
+/// framed, no MIME sniffing, no referrer.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn page_headers(content_type: &'static str, cache: &'static str) -> [(header::HeaderName, &'static str); 6] {
+    [
+        (header::CONTENT_TYPE, content_type),
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, cache),
+    ]
+}
+
+async fn page(State(e): State<Endpoints>) -> Response {
+    let html = super::web::page(&e.shared.status());
+    (page_headers("text/html; charset=utf-8", "no-store"), html).into_response()
+}
+
+async fn live(State(e): State<Endpoints>) -> Response {
+    let html = super::web::live(&e.shared.status());
+    (page_headers("text/html; charset=utf-8", "no-store"), html).into_response()
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (page_headers(content_type, "no-cache"), body).into_response()
 }
 
 #[cfg(test)]
@@ -300,6 +336,50 @@ mod tests {
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
         assert!(client().get(format!("{base}/healthz")).send().await.is_err(), "stopped serving");
+    }
+
+    /// (status code, the response's headers, body)
+    async fn get_with_headers(base: &str, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        let r = client().get(format!("{base}{path}")).send().await.unwrap();
+        (r.status().as_u16(), r.headers().clone(), r.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_status_page_and_its_assets_are_served_read_only_under_a_strict_policy() {
+        let shared = Arc::new(Shared::new(status_before_any_spec()));
+        let (base, _stop, _server) = start(shared.clone(), Options::default()).await;
+        for (path, ct, needle) in [
+            ("/", "text/html; charset=utf-8", "<main id=\"live\""),
+            ("/live", "text/html; charset=utf-8", "<div id=\"state\""),
+            ("/assets/page.css", "text/css; charset=utf-8", ".s-at-target"),
+            ("/assets/page.js", "text/javascript; charset=utf-8", "fetch(\"/live\""),
+        ] {
+            let (code, headers, body) = get_with_headers(&base, path).await;
+            assert_eq!(code, 200, "{path}");
+            let h = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            assert_eq!(h("content-type"), ct, "{path}");
+            assert_eq!(h("content-security-policy"), CONTENT_SECURITY_POLICY, "{path}");
+            assert_eq!(h("x-content-type-options"), "nosniff", "{path}");
+            assert_eq!(h("referrer-policy"), "no-referrer", "{path}");
+            assert!(body.contains(needle), "{path}: {body}");
+            let r = client().post(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 405, "{path} is read-only");
+        }
+        for directive in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+            assert!(CONTENT_SECURITY_POLICY.contains(directive), "{directive}");
+        }
+        assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"), "no inline script or style");
+        // The page has none: no <style>, no style= or on...= attribute, one external script.
+        let (_, _, page) = get_with_headers(&base, "/").await;
+        assert!(!page.contains("<style") && !page.contains(" style=") && !page.contains(" onload="), "{page}");
+        assert_eq!(page.matches("<script").count(), 1);
+        assert!(page.contains("<script src=\"/assets/page.js\" defer></script>"));
+        // The live part follows the document.
+        shared.status().rollout.phase = "rolling".into();
+        let (_, _, live) = get_with_headers(&base, "/live").await;
+        assert!(live.contains("data-phase=\"rolling\""), "{live}");
+        let (code, _, _) = get_with_headers(&base, "/assets/other.js").await;
+        assert_eq!(code, 404);
     }
 
     #[tokio::test]

@@ -5,13 +5,16 @@
 //!
 //! - `state`: the status document and the shared state of loop and endpoints.
 //! - `metrics`: Prometheus metrics.
-//! - `http`: the endpoints on localhost (`/healthz`, `/readyz`, `/metrics`, `/status`).
+//! - `http`: the endpoints on localhost (`/healthz`, `/readyz`, `/metrics`, `/status`,
+//!   and the status page `/`).
+//! - `web`: the status page, rendered from the status document.
 
 pub mod gitauth;
 pub mod http;
 pub mod metrics;
 pub mod source;
 pub mod state;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -459,6 +462,15 @@ fn log_action(shared: &Shared, e: &Event) {
         Event::Finished { action, kind, outcome, took } => {
             let ok = *outcome == Outcome::Ok;
             shared.metrics.action_finished(kind, ok, *took);
+            shared.status().history.finished(state::ActionRecord {
+                action: action.clone(),
+                kind: kind.to_string(),
+                took_ms: took.as_millis() as u64,
+                error: match outcome {
+                    Outcome::Ok => None,
+                    Outcome::Failed(e) => Some(e.clone()),
+                },
+            });
             match outcome {
                 Outcome::Ok => tracing::info!(target: "drover::action", action = %action, step = kind,
                     duration_ms = took.as_millis() as u64, outcome = "ok", "done"),
@@ -499,7 +511,25 @@ fn publish<F: Fleetside>(
         shared.metrics.transport(t);
     }
     let errors = r.side().unreachable_errors();
-    let view = crate::status::view(fleet, observed, &c.memory, &errors);
+    let mut view = crate::status::view(fleet, observed, &c.memory, &errors);
+    let cells = web::annotate(&mut view, fleet, observed, &c.memory);
+    let blocked_items = pass
+        .blocked
+        .iter()
+        .map(|b| state::BlockedItem {
+            subject: b.subject.clone(),
+            cause: serde_json::to_value(b.cause).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            reason: b.reason.clone(),
+            until_ms: b.until_ms,
+        })
+        .collect();
+    let open_farm_windows: Vec<(String, String)> = c
+        .memory
+        .farm_ops
+        .keys()
+        .filter_map(|&f| fleet.farms.get(f as usize))
+        .map(|farm| (fleet.sites[farm.site as usize].name.clone(), farm.name.clone()))
+        .collect();
     let unobserved = observed.unobserved_nodes(fleet, &errors);
     let mut failed: Vec<String> = c
         .memory
@@ -536,7 +566,10 @@ fn publish<F: Fleetside>(
         unobserved,
         last_pass_at_ms: now_ms,
         passes,
+        blocked_items,
+        cells,
     };
+    st.history.pass(now_ms, counts.nodes_at_target, &open_farm_windows);
     st.spec_source_error = source_error;
     st.fleet = view;
     st.simulation = simulation;

@@ -1,6 +1,7 @@
 //! What the daemon knows about itself and the fleet, shared between the
 //! reconcile loop (the only writer) and the HTTP endpoints (readers).
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -69,6 +70,118 @@ pub struct Rollout {
     pub unobserved: Vec<crate::observe::Unobserved>,
     pub last_pass_at_ms: u64,
     pub passes: u64,
+    /// `blocked` with what each waits for and until when (the status page's table).
+    pub blocked_items: Vec<BlockedItem>,
+    /// Nodes by the status page's state (`web::Cell::name`: `at-target`,
+    /// `staging`, `waiting`, `in-window`, `drained`, `switched`, `held`,
+    /// `unreachable`, `failed`); every node is in exactly one. Each node of
+    /// `fleet` names its own under `cell`.
+    pub cells: BTreeMap<String, u64>,
+}
+
+/// Something the planner wants but may not start yet (`plan::Blocked`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BlockedItem {
+    pub subject: String,
+    /// `preproduction`, `change_window`, `capacity`, `staging`, `node_windows`, `operator`, `halted`.
+    pub cause: String,
+    pub reason: String,
+    /// When the wait ends by itself, if known (ms on the fleet's clock).
+    pub until_ms: Option<u64>,
+}
+
+/// Most farm windows kept closed in `History` (the open ones are always kept).
+pub const HISTORY_WINDOWS: usize = 200;
+/// Most finished actions kept in `History`.
+pub const HISTORY_ACTIONS: usize = 40;
+/// Most points of the progress series; when full, every other point goes
+/// (the first and the newest stay), so the whole rollout keeps its shape.
+pub const HISTORY_POINTS: usize = 400;
+
+/// What the rollout did lately, for the status page: farm windows (open
+/// and closed), finished actions, and nodes at target over time. Bounded
+/// (`HISTORY_*`); kept in memory only (a restart starts it again).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct History {
+    /// Oldest first.
+    pub windows: VecDeque<FarmWindow>,
+    /// Oldest first.
+    pub actions: VecDeque<ActionRecord>,
+    /// Oldest first; a point each time the count changed.
+    pub progress: Vec<ProgressPoint>,
+}
+
+/// A farm window (its farm-level switch) seen open by the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FarmWindow {
+    pub site: String,
+    pub farm: String,
+    /// The pass that first saw it open (ms on the fleet's clock).
+    pub opened_ms: u64,
+    /// The pass that first saw it closed; `None` while open.
+    pub closed_ms: Option<u64>,
+}
+
+/// An action that finished.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionRecord {
+    /// `Action::describe` text.
+    pub action: String,
+    pub kind: String,
+    pub took_ms: u64,
+    /// `None` when it succeeded.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ProgressPoint {
+    pub at_ms: u64,
+    pub nodes_at_target: u64,
+}
+
+impl History {
+    /// One pass at `now_ms`: `open` are the farms (site, farm) whose window
+    /// is open now.
+    pub fn pass(&mut self, now_ms: u64, nodes_at_target: u64, open: &[(String, String)]) {
+        for w in self.windows.iter_mut().filter(|w| w.closed_ms.is_none()) {
+            if !open.iter().any(|(s, f)| *s == w.site && *f == w.farm) {
+                w.closed_ms = Some(now_ms);
+            }
+        }
+        for (site, farm) in open {
+            if !self.windows.iter().any(|w| w.closed_ms.is_none() && w.site == *site && w.farm == *farm) {
+                self.windows.push_back(FarmWindow {
+                    site: site.clone(),
+                    farm: farm.clone(),
+                    opened_ms: now_ms,
+                    closed_ms: None,
+                });
+            }
+        }
+        while self.windows.iter().filter(|w| w.closed_ms.is_some()).count() > HISTORY_WINDOWS {
+            let Some(i) = self.windows.iter().position(|w| w.closed_ms.is_some()) else { break };
+            self.windows.remove(i);
+        }
+        if self.progress.last().is_none_or(|p| p.nodes_at_target != nodes_at_target) {
+            self.progress.push(ProgressPoint { at_ms: now_ms, nodes_at_target });
+            if self.progress.len() > HISTORY_POINTS {
+                let last = self.progress.len() - 1;
+                let mut i = 0;
+                self.progress.retain(|_| {
+                    i += 1;
+                    (i - 1) % 2 == 0 || i - 1 == last
+                });
+            }
+        }
+    }
+
+    /// An action finished.
+    pub fn finished(&mut self, record: ActionRecord) {
+        self.actions.push_back(record);
+        while self.actions.len() > HISTORY_ACTIONS {
+            self.actions.pop_front();
+        }
+    }
 }
 
 /// The daemon's state document (`/status` serves it as JSON).
@@ -94,6 +207,8 @@ pub struct DaemonStatus {
     pub fleet: serde_json::Value,
     /// Simulation only: invariant violations and requests so far.
     pub simulation: Option<serde_json::Value>,
+    /// What the rollout did lately (the status page's timeline, actions and progress plot).
+    pub history: History,
 }
 
 impl DaemonStatus {
@@ -211,5 +326,54 @@ impl Shared {
     /// Wall-clock ms of the loop's last turn.
     pub fn last_beat_ms(&self) -> u64 {
         self.heartbeat.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(s, f)| (s.to_string(), f.to_string())).collect()
+    }
+
+    #[test]
+    fn history_opens_and_closes_farm_windows_by_name() {
+        let mut h = History::default();
+        h.pass(1_000, 0, &open(&[("eu", "f1")]));
+        h.pass(2_000, 3, &open(&[("eu", "f1"), ("us", "f1")]));
+        h.pass(3_000, 3, &open(&[("us", "f1")]));
+        assert_eq!(
+            h.windows.iter().map(|w| (w.site.as_str(), w.farm.as_str(), w.opened_ms, w.closed_ms)).collect::<Vec<_>>(),
+            [("eu", "f1", 1_000, Some(3_000)), ("us", "f1", 2_000, None)]
+        );
+        // The same farm again: a new window.
+        h.pass(4_000, 5, &open(&[("eu", "f1")]));
+        assert_eq!(h.windows.len(), 3);
+        assert_eq!(h.windows[1].closed_ms, Some(4_000));
+        assert_eq!(h.windows[2].closed_ms, None);
+        // A point per change of the count only.
+        assert_eq!(
+            h.progress.iter().map(|p| (p.at_ms, p.nodes_at_target)).collect::<Vec<_>>(),
+            [(1_000, 0), (2_000, 3), (4_000, 5)]
+        );
+    }
+
+    #[test]
+    fn history_is_bounded_and_keeps_the_first_and_newest_point() {
+        let mut h = History::default();
+        for i in 0..5_000u64 {
+            let open = if i % 2 == 0 { open(&[("s", &format!("f{i}"))]) } else { Vec::new() };
+            h.pass(i * 10, i, &open);
+            h.finished(ActionRecord { action: format!("a{i}"), kind: "k".into(), took_ms: i, error: None });
+        }
+        assert!(h.windows.len() <= HISTORY_WINDOWS + 1, "{}", h.windows.len());
+        assert_eq!(h.windows.back().unwrap().farm, "f4998");
+        assert_eq!(h.actions.len(), HISTORY_ACTIONS);
+        assert_eq!(h.actions.back().unwrap().action, "a4999");
+        assert!(h.progress.len() <= HISTORY_POINTS, "{}", h.progress.len());
+        assert_eq!(h.progress.first().unwrap().nodes_at_target, 0);
+        assert_eq!(h.progress.last().unwrap().nodes_at_target, 4_999);
+        assert!(h.progress.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
     }
 }

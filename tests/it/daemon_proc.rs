@@ -12,11 +12,11 @@ unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
@@ -26,9 +26,9 @@ fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((code, out.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     log: PathBuf,
 }
 
@@ -38,7 +38,7 @@ impl Daemon {
     }
 
     /// At `--time-scale scale`.
-    fn start_at(base: &Path, state: &str, addr: &str, scale: &str) -> Daemon {
+    pub(crate) fn start_at(base: &Path, state: &str, addr: &str, scale: &str) -> Daemon {
         let log = base.join(format!("{state}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .arg("--specs")
@@ -54,11 +54,15 @@ impl Daemon {
         Daemon { child, addr: addr.to_string(), log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn running(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_until(&mut self, what: &str, limit: Duration, cond: impl Fn(&mut Daemon) -> bool) {
+    pub(crate) fn wait_until(&mut self, what: &str, limit: Duration, cond: impl Fn(&mut Daemon) -> bool) {
         let t0 = Instant::now();
         while !cond(self) {
             assert!(self.child.try_wait().unwrap().is_none(), "exited waiting for {what}:\n{}", self.log());
@@ -158,7 +162,7 @@ fn sighup_rereads_slow_clients_wait_and_no_temporary_directory_is_left() {
 }
 
 /// `/status` as JSON (`None` while it does not answer).
-fn status(addr: &str) -> Option<serde_json::Value> {
+pub(crate) fn status(addr: &str) -> Option<serde_json::Value> {
     get(addr, "/status").and_then(|(_, body)| serde_json::from_str(&body).ok())
 }
 

@@ -16,3 +16,4 @@ mod props;
 mod render;
 mod scenarios;
 mod schema;
+mod web_page;
