@@ -34,18 +34,11 @@ fn document() -> DaemonStatus {
         .take(4)
         .collect();
     for &f in &farms {
-        memory.farm_ops.insert(
-            f,
-            FarmOp {
-                phase: FarmPhase::Working,
-                since_ms: 0,
-                checked: Default::default(),
-                switched: true,
-                weight_before: 100,
-            },
-        );
+        memory.farm_ops.insert(f, FarmOp { switched: true, ..FarmOp::new(FarmPhase::Working, 0, 100) });
         let nodes = &fleet.farms[f as usize].nodes;
-        memory.node_ops.insert(nodes[0], NodeOp { phase: NodePhase::Upgrading, since_ms: 0, healthy: false });
+        memory
+            .node_ops
+            .insert(nodes[0], NodeOp { phase: NodePhase::Upgrading, since_ms: 0, healthy: false, snapshot: None });
         observed.nodes[nodes[0] as usize].lb.admin = drover::observe::Admin::Maint;
     }
     let mut view = drover::status::view(&fleet, &observed, &memory, &Default::default());

@@ -183,23 +183,14 @@ mod tests {
         obs.nodes[0].lb.admin = Admin::Maint;
         assert_eq!(cell(&obs, &memory, 0), Cell::Held);
         // drover's window: drained; put back to ready: in window.
-        memory.node_ops.insert(0, NodeOp { phase: NodePhase::Out, since_ms: 0, healthy: false });
+        memory.node_ops.insert(0, NodeOp { phase: NodePhase::Out, since_ms: 0, healthy: false, snapshot: None });
         assert_eq!(cell(&obs, &memory, 0), Cell::Drained);
         obs.nodes[0].lb.admin = Admin::Ready;
         assert_eq!(cell(&obs, &memory, 0), Cell::InWindow);
         memory.node_ops.clear();
         // Its farm's window, nothing left to switch: switched.
         let farm = fleet.nodes[0].farm;
-        memory.farm_ops.insert(
-            farm,
-            FarmOp {
-                phase: FarmPhase::Working,
-                since_ms: 0,
-                checked: Default::default(),
-                switched: true,
-                weight_before: 100,
-            },
-        );
+        memory.farm_ops.insert(farm, FarmOp { switched: true, ..FarmOp::new(FarmPhase::Working, 0, 100) });
         assert_eq!(cell(&obs, &memory, 0), Cell::Switched);
         memory.farm_ops.clear();
         // A release not staged yet: staging. Staged but not active: waiting.
@@ -211,7 +202,7 @@ mod tests {
         // Unreachable outranks the rest, but in a window it is rebooting; failed outranks all.
         obs.nodes[0].reachable = false;
         assert_eq!(cell(&obs, &memory, 0), Cell::Unreachable);
-        memory.node_ops.insert(0, NodeOp { phase: NodePhase::Upgrading, since_ms: 0, healthy: false });
+        memory.node_ops.insert(0, NodeOp { phase: NodePhase::Upgrading, since_ms: 0, healthy: false, snapshot: None });
         assert_eq!(cell(&obs, &memory, 0), Cell::InWindow);
         memory.node_ops.clear();
         memory.failed_nodes.insert(0, "emerge exited with 1".into());
