@@ -60,6 +60,15 @@ pub fn view(
                                 "drift": drift,
                                 "window": memory.node_ops.get(&n).map(|op| format!("{:?}", op.phase)),
                                 "failed": memory.failed_nodes.get(&n),
+                                // drover's root filesystem snapshots kept on it, oldest first.
+                                "snapshots": memory.snapshots.get(&n).map(|v| v.iter().map(|s| s.name.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                                "rollback": memory.rollbacks.get(&n).map(|r| serde_json::json!({
+                                    "snapshot": r.snapshot,
+                                    "at_ms": r.at_ms,
+                                    "state": r.state,
+                                    "since_ms": r.since_ms,
+                                    "line": r.line(crate::plan::change_windows::format_utc),
+                                })),
                             })
                         })
                         .collect();

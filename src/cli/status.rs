@@ -173,6 +173,13 @@ fn print_text(v: &serde_json::Value) {
                 if let Some(f) = node["failed"].as_str() {
                     extra.push_str(&format!("  FAILED: {f}"));
                 }
+                if let Some(snaps) = node["snapshots"].as_array().filter(|a| !a.is_empty()) {
+                    let names: Vec<String> = snaps.iter().map(s).collect();
+                    extra.push_str(&format!("  snapshots {}", names.join(" ")));
+                }
+                if let Some(r) = node["rollback"]["line"].as_str() {
+                    extra.push_str(&format!("  {r}"));
+                }
                 println!(
                     "    {}  lb {}  php {}  release {}  kernel {}  {}{extra}",
                     s(&node["name"]),

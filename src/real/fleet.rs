@@ -176,7 +176,7 @@ impl RealFleet {
         })
     }
 
-    fn node_addr(&self, n: NodeId) -> (&str, u16) {
+    pub(super) fn node_addr(&self, n: NodeId) -> (&str, u16) {
         let node = &self.fleet.nodes[n as usize];
         (&node.address, node.ssh_port)
     }
@@ -275,7 +275,7 @@ impl RealFleet {
         }
     }
 
-    fn root(&self, n: NodeId) -> String {
+    pub(super) fn root(&self, n: NodeId) -> String {
         self.probes.lock().unwrap().get(&n).map(|p| p.root.clone()).unwrap_or_default()
     }
 
@@ -377,7 +377,8 @@ impl RealFleet {
                     .map_err(|e| format!("farm `{}`: {e}", f.name))
             }
             Action::MarkFailed { .. } => Ok(()),
-            Action::Migrate { .. } | Action::Warmup { .. } | Action::Snapshot { .. } => {
+            Action::Snapshot { node, name } => self.snapshot(*node, name).await,
+            Action::Migrate { .. } | Action::Warmup { .. } => {
                 Err(format!("{}: not carried out by this build yet", action.kind().name()))
             }
         }
@@ -389,7 +390,13 @@ impl RealFleet {
         (&self.lbs[f.site as usize], &site.lb.backend, &f.lb_server)
     }
 
-    async fn run(&self, n: NodeId, program: &str, args: &[&str], timeout: Duration) -> Result<String, String> {
+    pub(super) async fn run(
+        &self,
+        n: NodeId,
+        program: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<String, String> {
         let (host, port) = self.node_addr(n);
         let name = &self.fleet.nodes[n as usize].name;
         self.pool

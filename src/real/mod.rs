@@ -6,6 +6,7 @@
 //! - `cache`: memcached `flush_all`.
 //! - `health`: HTTP health check against the node itself.
 //! - `fleet`: `RealFleet`, observation of the whole fleet and execution of each `Action`.
+//! - `snapshot`: root filesystem snapshots before disruptive upgrades (LVM, Btrfs, a hook) and the operator's rollback.
 //!
 //! The loop that drives them is `crate::control` (its journal and lease too).
 
@@ -14,4 +15,5 @@ pub mod fleet;
 pub mod haproxy;
 pub mod health;
 pub mod probe;
+pub mod snapshot;
 pub mod ssh;
