@@ -57,6 +57,8 @@ src=$R$path d=$R$dir
 if [ ! -d "$d" ]; then
   out=$(sudo -n btrfs subvolume create -- "$d" 2>&1) || fail "btrfs subvolume create $d" "$out"
 fi
+# Into an existing directory btrfs would put the snapshot inside it.
+[ ! -e "$d/$name" ] || fail "btrfs subvolume snapshot -r $src $d/$name" "not run: $d/$name exists already"
 out=$(sudo -n btrfs subvolume snapshot -r -- "$src" "$d/$name" 2>&1) ||
   fail "btrfs subvolume snapshot -r $src $d/$name" "$out"
 mine=$(for p in "$d"/@GLOB@; do [ -d "$p" ] && printf '%s\n' "${p##*/}"; done)
@@ -97,7 +99,8 @@ const BTRFS_ROLLBACK: &str = r#"R=$1 path=$2 dir=$3 name=$4
 root=$R$path snap=$R$dir/$name new=$R$dir/$name.root
 sudo -n btrfs subvolume show -- "$snap" >/dev/null 2>&1 || { printf 'no snapshot %s on this node\n' "$snap" >&2; exit 5; }
 cur=$(sudo -n btrfs inspect-internal rootid -- "$root" 2>&1) || fail "btrfs inspect-internal rootid $root" "$cur"
-def=$(sudo -n btrfs subvolume get-default -- "$root" 2>&1) || fail "btrfs subvolume get-default $root" "$def"
+# get-default and set-default take no `--`; their paths are absolute.
+def=$(sudo -n btrfs subvolume get-default "$root" 2>&1) || fail "btrfs subvolume get-default $root" "$def"
 set -- $def
 if [ "${1:-}" != ID ] || [ "${2:-}" != "$cur" ]; then
   printf 'the root %s is subvolume %s, not the default subvolume of its filesystem (%s): this node does not boot from the default subvolume, so set-default would not roll it back; nothing was changed\n' "$root" "$cur" "$def" >&2
@@ -107,7 +110,7 @@ if [ -e "$new" ]; then
   printf '%s exists (an earlier rollback to %s): delete it first (btrfs subvolume delete)\n' "$new" "$name" >&2; exit 6
 fi
 out=$(sudo -n btrfs subvolume snapshot -- "$snap" "$new" 2>&1) || fail "btrfs subvolume snapshot $snap $new" "$out"
-out=$(sudo -n btrfs subvolume set-default -- "$new" 2>&1) || fail "btrfs subvolume set-default $new" "$out"
+out=$(sudo -n btrfs subvolume set-default "$new" 2>&1) || fail "btrfs subvolume set-default $new" "$out"
 printf 'default subvolume: %s (was %s)\n' "$new" "$cur""#;
 
 /// Hook rollback: `$1` node root prefix, `$2` hook, `$3` name. The hook must

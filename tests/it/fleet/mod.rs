@@ -71,6 +71,7 @@
 // has a caller yet.
 #![allow(dead_code)]
 
+pub mod btrfs;
 pub mod harness;
 pub mod http;
 pub mod lb;
@@ -87,6 +88,7 @@ mod haproxy_semantics;
 mod packages_e2e;
 mod respec;
 mod smoke;
+mod snapshots;
 mod switch;
 mod unobserved;
 mod webstack;
