@@ -295,6 +295,12 @@ impl<S: Store> Controller<S> {
         self.last_progress_ms = now_ms;
         let farm = self.farm_of(&action);
         self.memory.complete(&action, &outcome, now_ms, farm);
+        if let Action::Migrate { node, release, phase, resume } = &action
+            && let Some(n) = self.fleet.nodes.get(*node as usize)
+        {
+            let env = self.fleet.sites[n.site as usize].environment;
+            self.memory.complete_migration(env, &release.0, *phase, *resume, &outcome, now_ms);
+        }
         let op = Op { action: &action, at_ms: now_ms, outcome: Some(&outcome) };
         self.store.save_with(&self.memory, &self.fleet, Some(op))?;
         match &outcome {
@@ -415,6 +421,12 @@ impl<S: Store> Controller<S> {
         let farm = self.farm_of(&p.action);
         let weight = farm.and_then(|f| observed.farms.get(f as usize)).map_or(0, |f| f.lb.weight);
         self.memory.begin(&p.action, now_ms, farm, weight);
+        if let Action::Migrate { node, release, phase, .. } = &p.action
+            && let Some(n) = self.fleet.nodes.get(*node as usize)
+        {
+            let env = self.fleet.sites[n.site as usize].environment;
+            self.memory.begin_migration(env, &release.0, *phase, &n.name, now_ms);
+        }
         let op = Op { action: &p.action, at_ms: now_ms, outcome: None };
         self.store.save_with(&self.memory, &self.fleet, Some(op))?;
         self.started += 1;

@@ -3,13 +3,15 @@
 //! staging, then per site either the coalesced farm windows or the
 //! member-index waves and plain switches (whichever is shorter, as if they
 //! overlapped perfectly), with production starting a soak after preproduction.
-//! Pure.
+//! Release migrations lie on each environment's critical path (an expand
+//! before its first switch, a contract after its last); warm-ups lengthen
+//! farm windows, snapshots node upgrades. Pure.
 
 use serde::Serialize;
 
 use super::Estimates;
 use crate::diff::node_diff;
-use crate::model::{Environment, Fleet};
+use crate::model::{Environment, Fleet, MigrationPhase, NodeId};
 use crate::observe::Observed;
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -35,6 +37,8 @@ fn site_time(fleet: &Fleet, obs: &Observed, site: usize, e: &Estimates) -> Optio
         let mut needs_switch = false;
         let mut window_nodes = 0u32;
         let mut upgrade = 0.0f64;
+        let mut snapshot = 0.0f64;
+        let warmup = if fleet.warms_up(&fleet.farm_target(f).release) { e.warmup_s } else { 0.0 };
         for &n in &farm.nodes {
             let d = node_diff(fleet, n, &obs.nodes[n as usize]);
             if d.is_clean() {
@@ -57,13 +61,17 @@ fn site_time(fleet: &Fleet, obs: &Observed, site: usize, e: &Estimates) -> Optio
             if d.needs_window() {
                 window_nodes += 1;
                 upgrade = upgrade.max(if d.window_disruption().reboot { e.reboot_s } else { e.restart_s });
+                if fleet.profiles[fleet.nodes[n as usize].profile as usize].snapshot.is_some() {
+                    snapshot = e.snapshot_s;
+                }
             }
         }
+        let upgrade = upgrade + snapshot;
         let lb = 2.0 * e.lb_s;
         // Draining can take no time at all (no request in flight): not in the bound.
         let t_node = lb + lb + upgrade + e.health_s + lb;
         let farm_waves = (window_nodes as f64 / farm.max_unavailable as f64).ceil() * t_node;
-        let plain = lb + e.flush_s + e.activate_s + e.health_s + lb;
+        let plain = lb + e.flush_s + e.activate_s + e.health_s + warmup + lb;
         if needs_switch {
             switch_farms += 1;
             coalesced_window = coalesced_window.max(plain + upgrade);
@@ -87,6 +95,32 @@ fn site_time(fleet: &Fleet, obs: &Observed, site: usize, e: &Estimates) -> Optio
     Some((stage, work.max(online_t)))
 }
 
+/// The migrations an environment's rollout must run in sequence with its
+/// switches: an expand per release some node of it switches to, and a
+/// contract after.
+fn migrations_s(fleet: &Fleet, obs: &Observed, env: Environment, e: &Estimates) -> f64 {
+    let mut releases = Vec::new();
+    for (n, node) in fleet.nodes.iter().enumerate() {
+        if fleet.sites[node.site as usize].environment != env {
+            continue;
+        }
+        let d = node_diff(fleet, n as NodeId, &obs.nodes[n]);
+        if let Some(r) = d.switch_release
+            && !releases.contains(&r)
+        {
+            releases.push(r);
+        }
+    }
+    let hooks = |phase| releases.iter().any(|r| fleet.migration_hook(r, phase).is_some());
+    let mut t = 0.0;
+    for phase in [MigrationPhase::Expand, MigrationPhase::Contract] {
+        if hooks(phase) {
+            t += e.migrate_s;
+        }
+    }
+    t
+}
+
 pub fn lower_bound(fleet: &Fleet, obs: &Observed, e: &Estimates) -> Bound {
     let mut pre: Option<f64> = None;
     let mut prod_stage = 0.0f64;
@@ -106,6 +140,10 @@ pub fn lower_bound(fleet: &Fleet, obs: &Observed, e: &Estimates) -> Bound {
         }
     }
     let gated = prod_any && !fleet.policy.waive_preproduction_gate && pre.is_some();
+    let pre = pre.map(|t| t + migrations_s(fleet, obs, Environment::Preproduction, e));
+    if prod_any {
+        prod_work += migrations_s(fleet, obs, Environment::Production, e);
+    }
     let pre_s = pre.unwrap_or(0.0);
     let soak_s = if gated { fleet.policy.soak.as_secs_f64() } else { 0.0 };
     // Production staging overlaps preproduction and the soak.

@@ -64,6 +64,15 @@ pub fn format_utc(ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", minute / 60, minute % 60)
 }
 
+/// `drover-20261127T020000Z`: the name of a snapshot drover takes at `ms`
+/// (UTC, sorts chronologically, nothing a shell or LVM would need quoted).
+pub fn snapshot_name(ms: u64) -> String {
+    let days = (ms / DAY_MS) as i64;
+    let secs = (ms % DAY_MS) / 1000;
+    let (y, m, d) = civil_from_days(days);
+    format!("drover-{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
 /// Proleptic Gregorian date of days since 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -86,6 +95,14 @@ mod tests {
     const HOUR: u64 = 60 * MINUTE_MS;
     /// 2026-11-23 00:00 UTC, a Monday.
     const MON: u64 = 20_780 * DAY_MS;
+
+    #[test]
+    fn snapshot_names_are_utc_seconds_and_sort_by_time() {
+        assert_eq!(snapshot_name(MON + 2 * HOUR + 61_999), "drover-20261123T020101Z");
+        assert_eq!(snapshot_name(0), "drover-19700101T000000Z");
+        assert!(snapshot_name(MON) < snapshot_name(MON + 1000));
+        assert!(snapshot_name(MON + 23 * HOUR) < snapshot_name(MON + 24 * HOUR));
+    }
 
     fn win(days: &[u8], start: (u32, u32), end: (u32, u32)) -> ChangeWindow {
         ChangeWindow {

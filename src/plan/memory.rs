@@ -116,6 +116,14 @@ pub struct MigrationRecord {
     pub since_ms: u64,
 }
 
+/// Snapshot records kept per node in the journal (the node keeps its
+/// profile's `keep`; the journal a little history beyond).
+pub const SNAPSHOT_RECORDS: usize = 100;
+
+/// How a resumed migration's failure starts when the hook's `status`
+/// answered neither 0 (completed) nor 3 (not applied).
+pub const STATUS_UNKNOWN: &str = "status:";
+
 /// A root filesystem snapshot drover took on a node (newest last).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
@@ -283,6 +291,44 @@ impl Memory {
         self.in_flight.clear();
     }
 
+    /// The snapshot taken before node `n`'s upgrade in its open window
+    /// (node window, or its farm's), if any.
+    pub fn window_snapshot(&self, n: NodeId, farm: Option<FarmId>) -> Option<&str> {
+        self.node_ops.get(&n).and_then(|op| op.snapshot.as_deref()).or_else(|| {
+            farm.and_then(|f| self.farm_ops.get(&f)).and_then(|op| op.snapshots.get(&n)).map(|s| s.as_str())
+        })
+    }
+
+    /// Records that a migration starts now on node `node` (write-ahead,
+    /// beside `begin`): from here a crash is answered by the hook's `status`.
+    pub fn begin_migration(&mut self, env: Environment, release: &str, phase: MigrationPhase, node: &str, now_ms: u64) {
+        let record = MigrationRecord { state: MigrationState::Running, node: node.to_string(), since_ms: now_ms };
+        self.migrations.insert((env, release.to_string(), phase), record);
+    }
+
+    /// Records how a migration ended. A resumed one whose `status` answer
+    /// was neither "completed" nor "not applied" (`Failed("status: …")`)
+    /// is `Unknown`: held, asked again.
+    pub fn complete_migration(
+        &mut self,
+        env: Environment,
+        release: &str,
+        phase: MigrationPhase,
+        resume: bool,
+        outcome: &Outcome,
+        now_ms: u64,
+    ) {
+        let Some(r) = self.migrations.get_mut(&(env, release.to_string(), phase)) else {
+            return;
+        };
+        r.since_ms = now_ms;
+        r.state = match outcome {
+            Outcome::Ok => MigrationState::Done,
+            Outcome::Failed(e) if resume && e.starts_with(STATUS_UNKNOWN) => MigrationState::Unknown(e.clone()),
+            Outcome::Failed(e) => MigrationState::Failed(e.clone()),
+        };
+    }
+
     /// Records that `action` starts now (write-ahead).
     /// `farm` is the node's farm for node actions; `farm_weight` the farm's
     /// current pseudo-server weight (restored if a switch aborts).
@@ -357,10 +403,28 @@ impl Memory {
                     op.healthy = true;
                 }
             }
+            (Action::Warmup { node }, Outcome::Ok) => {
+                if let Some((_, op)) = farm_op {
+                    op.warmed.insert(*node);
+                }
+            }
             (Action::Upgrade { node, .. } | Action::Activate { node, .. }, Outcome::Ok) => {
                 if let Some((_, op)) = farm_op {
                     op.checked.remove(node);
+                    op.warmed.remove(node);
                 }
+            }
+            (Action::Snapshot { node, name }, Outcome::Ok) => {
+                if let Some(op) = self.node_ops.get_mut(node) {
+                    op.snapshot = Some(name.clone());
+                } else if let Some((_, op)) = farm_op {
+                    op.snapshots.insert(*node, name.clone());
+                }
+                let kept = self.snapshots.entry(*node).or_default();
+                kept.retain(|r| r.name != *name);
+                kept.push(SnapshotRecord { name: name.clone(), taken_ms: now_ms });
+                let over = kept.len().saturating_sub(SNAPSHOT_RECORDS);
+                kept.drain(..over);
             }
             (Action::FlushCache { farm }, Outcome::Ok) => {
                 if let Some(op) = self.farm_ops.get_mut(farm) {
@@ -378,13 +442,25 @@ impl Memory {
             (Action::SetFarm { farm, admin: Admin::Ready }, Outcome::Ok) => {
                 self.farm_ops.remove(farm);
             }
-            // A node-level step failed: the node stays out and is reported.
+            // A node-level step failed: the node stays out and is reported,
+            // with the snapshot to roll back to when one was taken first.
             (
-                Action::Upgrade { node, .. } | Action::Activate { node, .. } | Action::HealthCheck { node },
+                Action::Upgrade { node, .. }
+                | Action::Activate { node, .. }
+                | Action::HealthCheck { node }
+                | Action::Warmup { node }
+                | Action::Snapshot { node, .. },
                 Outcome::Failed(e),
             ) => {
+                let snapshot = self.window_snapshot(*node, farm).map(str::to_string);
                 self.node_ops.remove(node);
-                self.failed_nodes.insert(*node, format!("{}: {e}", action.kind().name()));
+                let mut why = format!("{}: {e}", action.kind().name());
+                if let (Action::Upgrade { .. }, Some(s)) = (action, snapshot) {
+                    why.push_str(&format!(
+                        "; snapshot {s} was taken before it (roll back: drover rollback-node <node> --snapshot {s})"
+                    ));
+                }
+                self.failed_nodes.insert(*node, why);
             }
             // Staging and LB steps that fail are retried on a later pass;
             // an LB that keeps refusing shows up as a blocked rollout.

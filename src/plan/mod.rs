@@ -25,8 +25,9 @@ pub use diffs::DiffCache;
 pub use memory::{FarmOp, FarmPhase, Memory, NodeOp, NodePhase};
 
 use crate::diff::NodeDiff;
-use crate::model::{Environment, FarmId, Fleet, NodeId, SiteId};
+use crate::model::{Environment, FarmId, Fleet, MigrationPhase, NodeId, ReleaseId, SiteId};
 use crate::observe::{Admin, Observed};
+use memory::MigrationState;
 
 /// Steering resumes only once upgraded farms are this far below `max_farm_load`.
 pub const STEER_HYSTERESIS: f64 = 0.1;
@@ -150,6 +151,9 @@ pub enum Cause {
     Operator,
     /// The failure budget is spent.
     Halted,
+    /// A release migration (expand) of the farm's environment has not
+    /// completed yet: it runs first, once per environment.
+    Migration,
 }
 
 /// One planning pass.
@@ -240,6 +244,8 @@ struct Planner<'a, 'w> {
     /// name, version).
     passed: std::collections::HashSet<(u32, &'a str, &'a str)>,
     passed_packages: std::collections::HashSet<(u32, &'a str, &'a str, &'a str)>,
+    /// A migration runs, is due, or waits: the rollout is not settled.
+    hooks_pending: bool,
 }
 
 impl<'a, 'w> Planner<'a, 'w> {
@@ -331,6 +337,7 @@ impl<'a, 'w> Planner<'a, 'w> {
             closed,
             passed,
             passed_packages,
+            hooks_pending: false,
         }
     }
 
@@ -347,6 +354,7 @@ impl<'a, 'w> Planner<'a, 'w> {
         }
         self.keep_failed_out();
         self.steer();
+        self.migrations();
         if self.halted {
             self.pass.blocked.push(Blocked {
                 subject: "rollout".into(),
@@ -364,7 +372,7 @@ impl<'a, 'w> Planner<'a, 'w> {
             self.start_node_windows();
             self.online_work();
         }
-        self.pass.settled = self.settled();
+        self.pass.settled = self.settled() && !self.hooks_pending;
         self.pass.unobserved = self.w.observed.unobserved().collect();
         self.pass.converged = self.pass.settled && self.pass.unobserved.is_empty();
         self.pass
@@ -413,6 +421,12 @@ impl<'a, 'w> Planner<'a, 'w> {
         let profile = fleet.nodes[n as usize].profile;
         let rec = self.w.memory.gate.get(&(profile, component.to_string(), value.to_string()))?;
         Some(rec.since_ms + fleet.policy.soak.as_millis() as u64)
+    }
+
+    /// Node `n`'s profile snapshots its root filesystem before disruptive upgrades.
+    fn snapshots(&self, n: NodeId) -> bool {
+        let fleet = self.w.fleet;
+        fleet.profiles[fleet.nodes[n as usize].profile as usize].snapshot.is_some()
     }
 
     fn node_failed(&self, n: NodeId) -> bool {
@@ -519,11 +533,18 @@ impl<'a, 'w> Planner<'a, 'w> {
             }
             if d.needs_window() && self.packages_gate_open(n, &d.disruptive) {
                 all_done = false;
-                let atoms = d.disruptive.clone();
-                self.push(
-                    Action::Upgrade { node: n, atoms, disruption: d.window_disruption() },
-                    format!("coalesced into farm {}'s window (farm is out)", farm.name),
-                );
+                if self.snapshots(n) && !op.snapshots.contains_key(&n) {
+                    self.push(
+                        Action::Snapshot { node: n, name: change_windows::snapshot_name(w.now_ms) },
+                        format!("snapshot before the disruptive upgrade coalesced into farm {}'s window", farm.name),
+                    );
+                } else {
+                    let atoms = d.disruptive.clone();
+                    self.push(
+                        Action::Upgrade { node: n, atoms, disruption: d.window_disruption() },
+                        format!("coalesced into farm {}'s window (farm is out)", farm.name),
+                    );
+                }
             } else if d.needs_switch() {
                 all_done = false;
                 self.push(
@@ -538,6 +559,9 @@ impl<'a, 'w> Planner<'a, 'w> {
             } else if !op.checked.contains(&n) {
                 all_done = false;
                 self.push(Action::HealthCheck { node: n }, "health check before the farm returns");
+            } else if fleet.warms_up(&target.release) && !op.warmed.contains(&n) {
+                all_done = false;
+                self.push(Action::Warmup { node: n }, "warm up before the farm takes traffic again");
             }
         }
         if all_done && any_alive {
@@ -599,6 +623,11 @@ impl<'a, 'w> Planner<'a, 'w> {
                     self.push(
                         Action::SetNode { node: n, admin: Admin::Maint },
                         format!("{name}: maintenance before the upgrade"),
+                    );
+                } else if d.needs_window() && self.snapshots(n) && op.snapshot.is_none() {
+                    self.push(
+                        Action::Snapshot { node: n, name: change_windows::snapshot_name(w.now_ms) },
+                        "node drained and in maintenance: snapshot before its disruptive upgrade",
                     );
                 } else if d.needs_window() {
                     self.push(
@@ -753,6 +782,11 @@ impl<'a, 'w> Planner<'a, 'w> {
                 ));
             }
             if let Some(r) = &d.switch_release
+                && let Err(why) = self.expanded(n, r)
+            {
+                return Err(why);
+            }
+            if let Some(r) = &d.switch_release
                 && !self.gate_open(n, "release", &r.0)
             {
                 return Err((
@@ -775,6 +809,238 @@ impl<'a, 'w> Planner<'a, 'w> {
             }
         }
         Ok(())
+    }
+
+    /// Node `n` may switch to release `r` as far as migrations go: `r`
+    /// declares no expand migration, or it completed for `n`'s environment.
+    fn expanded(&self, n: NodeId, r: &ReleaseId) -> Result<(), (Cause, String, Option<u64>)> {
+        let fleet = self.w.fleet;
+        let Some(hook) = fleet.migration_hook(r, MigrationPhase::Expand) else {
+            return Ok(());
+        };
+        let env = fleet.sites[fleet.nodes[n as usize].site as usize].environment;
+        let what = format!("release {r}: {}'s expand migration (hook `{hook}`)", env.name());
+        let Some(rec) = self.w.memory.migration(env, &r.0, MigrationPhase::Expand) else {
+            return Err((Cause::Migration, format!("{what} runs before the first switch"), None));
+        };
+        match &rec.state {
+            MigrationState::Done => Ok(()),
+            MigrationState::Running => Err((Cause::Migration, format!("{what} runs on {}", rec.node), None)),
+            MigrationState::Failed(e) => Err((
+                Cause::Operator,
+                format!(
+                    "{what} failed on {}: {e}; the release stops in {}: fix it in a new release",
+                    rec.node,
+                    env.name()
+                ),
+                None,
+            )),
+            MigrationState::Unknown(e) => Err((
+                Cause::Operator,
+                format!(
+                    "{what} was interrupted on {} and its status is unknown ({e}); drover asks the hook again",
+                    rec.node
+                ),
+                None,
+            )),
+        }
+    }
+
+    /// Release migrations, once per environment: an expand before the
+    /// environment's first switch to its release (production's after the
+    /// preproduction gate), a contract once every node of the environment
+    /// serves it; one interrupted by a crash is resumed through the hook's
+    /// `status`, never run again blindly.
+    fn migrations(&mut self) {
+        let w = self.w;
+        let fleet = w.fleet;
+        if fleet.releases.is_empty() {
+            return;
+        }
+        for env in [Environment::Preproduction, Environment::Production] {
+            let mut releases: Vec<&ReleaseId> = Vec::new();
+            for (f, farm) in fleet.farms.iter().enumerate() {
+                if fleet.sites[farm.site as usize].environment != env {
+                    continue;
+                }
+                let r = &fleet.farm_target(f as FarmId).release;
+                if fleet.releases.contains_key(r) && !releases.contains(&r) {
+                    releases.push(r);
+                }
+            }
+            for r in releases {
+                for phase in [MigrationPhase::Expand, MigrationPhase::Contract] {
+                    if let Some(hook) = fleet.migration_hook(r, phase) {
+                        self.migration(env, r, phase, hook);
+                    }
+                }
+            }
+        }
+    }
+
+    fn migration(&mut self, env: Environment, r: &ReleaseId, phase: MigrationPhase, hook: &str) {
+        let w = self.w;
+        let fleet = w.fleet;
+        let what = format!("release {r}: {}'s {} migration (hook `{hook}`)", env.name(), phase.name());
+        let record = w.memory.migration(env, &r.0, phase);
+        match record.map(|rec| &rec.state) {
+            Some(MigrationState::Done) => return,
+            Some(MigrationState::Failed(_)) => {
+                // Reported by the farms it stops (expand) or once (contract);
+                // it counts against the failure budget.
+                if phase == MigrationPhase::Contract {
+                    let rec = record.expect("matched");
+                    let why = format!("{what} failed on {}", rec.node);
+                    self.block_rollout(Cause::Operator, why);
+                }
+                return;
+            }
+            Some(MigrationState::Running | MigrationState::Unknown(_)) => {
+                self.hooks_pending = true;
+                let rec = record.expect("matched");
+                if let (MigrationState::Unknown(e), MigrationPhase::Contract) = (&rec.state, phase) {
+                    let why = format!("{what} was interrupted on {} and its status is unknown ({e})", rec.node);
+                    self.block_rollout(Cause::Operator, why);
+                }
+                let on = fleet.node_by_name(&rec.node).filter(|&n| self.usable_for_migration(n, r).is_ok());
+                let on = on.or_else(|| self.migration_node(env, r).ok());
+                if let Some(n) = on
+                    && !w.memory.busy(Subject::Node(n))
+                {
+                    self.push(
+                        Action::Migrate { node: n, release: r.clone(), phase, resume: true },
+                        format!("{what} began on {} and its end was never recorded: ask the hook's status", rec.node),
+                    );
+                }
+                return;
+            }
+            None => {}
+        }
+        // Not begun: is it due?
+        let env_nodes =
+            || fleet.nodes.iter().enumerate().filter(move |(_, n)| fleet.sites[n.site as usize].environment == env);
+        match phase {
+            MigrationPhase::Expand => {
+                let wanted = env_nodes()
+                    .any(|(n, _)| !self.node_failed(n as NodeId) && self.diffs[n].switch_release.as_ref() == Some(r));
+                if !wanted {
+                    return;
+                }
+            }
+            MigrationPhase::Contract => {
+                let expanded = w.memory.migration(env, &r.0, MigrationPhase::Expand).map(|m| &m.state);
+                if fleet.migration_hook(r, MigrationPhase::Expand).is_some() && expanded != Some(&MigrationState::Done)
+                {
+                    return; // the expand comes first (and holds the farms)
+                }
+                let mut other = None;
+                let mut all_on = true;
+                for (n, _) in env_nodes() {
+                    let n = n as NodeId;
+                    if self.node_failed(n) {
+                        continue;
+                    }
+                    let o = &w.observed.nodes[n as usize];
+                    all_on &= o.reachable && o.release_active.as_ref() == Some(r);
+                    let t = &fleet.node_target(n).release;
+                    if t != r && other.is_none() {
+                        other = Some((fleet.farms[fleet.nodes[n as usize].farm as usize].name.clone(), t.clone()));
+                    }
+                }
+                let quiet = env_nodes().all(|(n, node)| {
+                    !w.memory.node_ops.contains_key(&(n as NodeId)) && !w.memory.farm_ops.contains_key(&node.farm)
+                });
+                if let Some((farm, t)) = other {
+                    self.hooks_pending = true;
+                    self.block_rollout(
+                        Cause::Operator,
+                        format!(
+                            "{what} waits until every node of {} serves it: farm {farm} targets release {t}",
+                            env.name()
+                        ),
+                    );
+                    return;
+                }
+                if !(all_on && quiet) {
+                    self.hooks_pending = true;
+                    return; // the rollout is under way: it runs at the end
+                }
+            }
+        }
+        self.hooks_pending = true;
+        if self.halted {
+            return;
+        }
+        if let Some((why, next)) = self.closed.clone() {
+            self.pass.change_window_opens_ms = next;
+            self.pass.blocked.push(Blocked {
+                subject: format!("migration {r} {}", env.name()),
+                reason: format!("{what}: {why}"),
+                cause: Cause::ChangeWindow,
+                until_ms: next,
+                on: None,
+            });
+            return;
+        }
+        let n = match self.migration_node(env, r) {
+            Ok(n) => n,
+            Err(why) => {
+                self.block_rollout(Cause::Staging, format!("{what} waits: {why}"));
+                return;
+            }
+        };
+        if phase == MigrationPhase::Expand && !self.gate_open(n, "release", &r.0) {
+            // Production's expand waits for preproduction's soak, as its switches do.
+            return;
+        }
+        if w.memory.busy(Subject::Node(n)) {
+            return;
+        }
+        self.push(
+            Action::Migrate { node: n, release: r.clone(), phase, resume: false },
+            match phase {
+                MigrationPhase::Expand => format!("{what}, once, before {}'s first switch", env.name()),
+                MigrationPhase::Contract => format!("{what}, once, now that every node of {} serves it", env.name()),
+            },
+        );
+    }
+
+    /// Why node `n` cannot run release `r`'s migration now, if it cannot.
+    fn usable_for_migration(&self, n: NodeId, r: &ReleaseId) -> Result<(), &'static str> {
+        let o = &self.w.observed.nodes[n as usize];
+        if self.node_failed(n) {
+            Err("has failed")
+        } else if !o.reachable {
+            Err("does not answer")
+        } else if !o.releases_installed.contains(r) {
+            Err("does not have the release staged yet")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The node that runs `env`'s migration of `r`: the policy's, else the
+    /// first usable node (sites, farms and members in spec order) of `env`.
+    fn migration_node(&self, env: Environment, r: &ReleaseId) -> Result<NodeId, String> {
+        let fleet = self.w.fleet;
+        if let Some(name) = fleet.policy.migrations.node(env) {
+            let n = fleet.node_by_name(name).ok_or_else(|| format!("migration node {name} is not in the spec"))?;
+            return self.usable_for_migration(n, r).map(|()| n).map_err(|why| format!("migration node {name} {why}"));
+        }
+        for site in fleet.sites.iter().filter(|s| s.environment == env) {
+            for &f in &site.farms {
+                for &n in &fleet.farms[f as usize].nodes {
+                    if self.usable_for_migration(n, r).is_ok() {
+                        return Ok(n);
+                    }
+                }
+            }
+        }
+        Err(format!("no node of {} answers with release {r} staged", env.name()))
+    }
+
+    fn block_rollout(&mut self, cause: Cause, reason: String) {
+        self.pass.blocked.push(Blocked { subject: "rollout".into(), reason, cause, until_ms: None, on: None });
     }
 
     fn gate_open(&self, n: NodeId, component: &str, value: &str) -> bool {

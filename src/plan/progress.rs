@@ -225,6 +225,7 @@ impl Event {
                     }
                     Cause::Operator => format!("waiting for the operator: {who} ({subject}: {reason})"),
                     Cause::Halted => format!("halting ({reason}): nothing new starts, what runs finishes"),
+                    Cause::Migration => format!("waiting: {who} wait for a release migration ({reason})"),
                 }
             }
             Event::WaitUntil { key, until_ms } => match (key.cause, until_ms) {
@@ -245,6 +246,7 @@ impl Event {
                     Cause::NodeWindows => "node-level windows closed: no farm switch waits for them".to_string(),
                     Cause::Operator => format!("no longer waiting for the operator (since {since})"),
                     Cause::Halted => "no longer halted".to_string(),
+                    Cause::Migration => format!("migration done: no switch waits for it (waited since {since})"),
                 }
             }
             Event::FarmOut { farm } => {

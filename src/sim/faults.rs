@@ -1,5 +1,5 @@
 //! The fault schedule of a simulated run, parsed from `--faults`:
-//! `action-fail=0.02,ssh-timeout=0.01,health-fail=0.02,node-death=2,slow-drain=0.05,crash=3,flush-fail=0.1`.
+//! `action-fail=0.02,ssh-timeout=0.01,health-fail=0.02,node-death=2,slow-drain=0.05,crash=3,flush-fail=0.1,migration-fail=0.1`.
 
 use serde::Serialize;
 
@@ -19,6 +19,9 @@ pub struct Faults {
     pub crash: u32,
     /// Probability that a memcached flush fails.
     pub flush_fail: f64,
+    /// Probability that a release migration's hook fails.
+    #[serde(default)]
+    pub migration_fail: f64,
 }
 
 impl Faults {
@@ -50,9 +53,10 @@ impl Faults {
                 "slow-drain" => f.slow_drain = prob(v)?,
                 "crash" => f.crash = count(v)?,
                 "flush-fail" => f.flush_fail = prob(v)?,
+                "migration-fail" => f.migration_fail = prob(v)?,
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` (known: action-fail, ssh-timeout, health-fail, node-death, slow-drain, crash, flush-fail)"
+                        "unknown fault `{other}` (known: action-fail, ssh-timeout, health-fail, node-death, slow-drain, crash, flush-fail, migration-fail)"
                     ));
                 }
             }

@@ -152,6 +152,48 @@ profiles:"#,
     y
 }
 
+/// Which hooks a generated fleet declares (`with_hooks`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// The target release migrates before its switches (`hooks.expand`).
+    pub expand: bool,
+    /// ... and after (`hooks.contract`).
+    pub contract: bool,
+    /// Switched farms warm up before they return (`policy.warmup`).
+    pub warmup: bool,
+    /// Every profile snapshots before disruptive upgrades.
+    pub snapshot: bool,
+}
+
+/// `spec_text`'s spec with `hooks` declared for its target release.
+pub fn with_hooks(text: &str, hooks: Hooks) -> String {
+    let mut y = text.to_string();
+    if hooks.warmup {
+        y = y.replacen(
+            "    failure_budget:",
+            "    warmup: { paths: [\"/\", \"/catalog\"], concurrency: 2 }\n    failure_budget:",
+            1,
+        );
+    }
+    if hooks.snapshot {
+        y = y.replace("init: openrc, capacity:", "init: openrc, snapshot: { method: btrfs, keep: 2 }, capacity:");
+    }
+    if hooks.expand || hooks.contract {
+        let mut r = String::from("releases:\n  - id: \"2026.11.2\"\n    hooks: {");
+        let mut parts = Vec::new();
+        if hooks.expand {
+            parts.push(" expand: migrate");
+        }
+        if hooks.contract {
+            parts.push(" contract: migrate");
+        }
+        r.push_str(&parts.join(","));
+        r.push_str(" }\n");
+        y.push_str(&r);
+    }
+    y
+}
+
 /// Parses and validates a generated spec.
 pub fn fleet(s: &Shape) -> Result<crate::model::Fleet, String> {
     let files = [crate::spec::SourceFile { path: "generated.yaml".into(), text: spec_text(s) }];

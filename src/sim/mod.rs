@@ -79,6 +79,10 @@ pub struct SimConfig {
     /// by its own (`plan::named::carry`). Default empty.
     #[serde(skip)]
     pub respecs: Vec<Arc<Fleet>>,
+    /// Crash the reconciler this long (ms) after the first action of this
+    /// kind starts (scenario tests: a crash in the middle of a migration).
+    #[serde(skip)]
+    pub crash_after_start: Option<(plan::Kind, u64)>,
 }
 
 impl SimConfig {
@@ -98,6 +102,7 @@ impl SimConfig {
             traffic: true,
             record_actions: false,
             respecs: Vec::new(),
+            crash_after_start: None,
         }
     }
 }
@@ -169,6 +174,13 @@ pub struct Report {
     pub failed_nodes: Vec<String>,
     /// Farms whose switch failed (memcached flush).
     pub failed_farms: Vec<String>,
+    /// Release migrations the environments' databases went through, and
+    /// how many times each applied (`production 2026.11.2 expand`: 1).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub migrations: BTreeMap<String, u32>,
+    /// Migrations whose hook failed (they count against the failure budget).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_migrations: Vec<String>,
     /// A preproduction node failed: production of its profile stays gated.
     pub preproduction_failed: bool,
     pub crashes: u32,
@@ -404,6 +416,8 @@ pub struct Sim<'f> {
     /// The environments' databases: how many times each release migration
     /// applied (more than once is a violation).
     migrations_applied: BTreeMap<(Environment, String, MigrationPhase), u32>,
+    /// Migrations whose hook failed, as drover learnt it.
+    failed_migrations: BTreeSet<(Environment, String, MigrationPhase)>,
 }
 
 fn kernel_of(fleet: &Fleet, pkgs: &[(Str, Str)]) -> Option<Str> {
@@ -545,6 +559,7 @@ impl<'f> Sim<'f> {
             completed: BTreeMap::new(),
             lost_outcomes: 0,
             migrations_applied: BTreeMap::new(),
+            failed_migrations: BTreeSet::new(),
             last_observation: None,
             respecs: respec::Respecs::default(),
         }
@@ -1200,6 +1215,13 @@ impl<'f> Sim<'f> {
             self.started.push(Started { at_ms: now, action: action.clone(), why });
         }
         self.check_start(&action);
+        if let Some((kind, after)) = self.cfg.crash_after_start
+            && kind == action.kind()
+            && self.driver == Driver::Builtin
+        {
+            self.cfg.crash_after_start = None;
+            self.at(now + after, Ev::Crash);
+        }
         let e = self.cfg.estimates.clone();
         let ssh_timeout = |s: &mut Self| s.fault_rng.chance(s.cfg.faults.ssh_timeout);
         let (dur, outcome) = match &action {
@@ -1293,7 +1315,7 @@ impl<'f> Sim<'f> {
                     (self.dur(e.health_s), Outcome::Ok)
                 } else if ssh_timeout(self) {
                     (self.dur(e.migrate_s), Outcome::Failed("ssh command timed out".into()))
-                } else if self.fault_rng.chance(self.cfg.faults.action_fail) {
+                } else if self.fault_rng.chance(self.cfg.faults.migration_fail) {
                     (self.dur(e.migrate_s / 2.0), Outcome::Failed(format!("hook `{hook}` exited 1")))
                 } else {
                     (self.dur(e.migrate_s), Outcome::Ok)
@@ -1383,6 +1405,12 @@ impl<'f> Sim<'f> {
     /// A failed outcome reaches drover: the node (or farm) is failed from
     /// now on, for the checker as for the planner.
     fn learn_failure(&mut self, action: &Action, outcome: &Outcome) {
+        fn outcome_text(o: &Outcome) -> &str {
+            match o {
+                Outcome::Ok => "",
+                Outcome::Failed(e) => e,
+            }
+        }
         let fleet = Arc::clone(&self.fleet);
         let fleet = &*fleet;
         match action {
@@ -1399,6 +1427,14 @@ impl<'f> Sim<'f> {
                 self.failed_farms.insert(*farm);
                 let name = fleet.farms[*farm as usize].name.clone();
                 self.say(&format!("farm {name}: memcached flush failed: the switch stops there"));
+            }
+            Action::Migrate { node, release, phase, resume } => {
+                let env = fleet.sites[fleet.nodes[*node as usize].site as usize].environment;
+                let unknown = *resume && outcome_text(outcome).starts_with(plan::memory::STATUS_UNKNOWN);
+                if !unknown {
+                    self.failed_migrations.insert((env, release.0.to_string(), *phase));
+                    self.say(&format!("{} migration of {release} for {}: {outcome}", phase.name(), env.name()));
+                }
             }
             _ => {}
         }
@@ -1608,7 +1644,8 @@ impl<'f> Sim<'f> {
         let fleet = &*fleet;
         let p = &fleet.policy;
         let now = self.now;
-        let budget_spent = self.failed.len() + self.failed_farms.len() > p.failure_budget as usize;
+        let budget_spent =
+            self.failed.len() + self.failed_farms.len() + self.failed_migrations.len() > p.failure_budget as usize;
         let drain_ms = p.drain_timeout.as_millis() as u64;
         self.prune_held();
         match action {
@@ -1706,6 +1743,17 @@ impl<'f> Sim<'f> {
                     ("php", php.as_ref().map(|p| p.0.to_string())),
                     ("release", release.as_ref().map(|r| r.0.to_string())),
                 ];
+                if let Some(r) = release
+                    && fleet.migration_hook(r, MigrationPhase::Expand).is_some()
+                {
+                    let env = fleet.sites[fleet.nodes[n as usize].site as usize].environment;
+                    if !self.migrations_applied.contains_key(&(env, r.0.to_string(), MigrationPhase::Expand)) {
+                        let name = fleet.nodes[n as usize].name.clone();
+                        self.checker.violate(now, Invariant::Hooks, || {
+                            format!("{name} switches to release {r} before {}'s expand migration", env.name())
+                        });
+                    }
+                }
                 for (c, v) in checks {
                     if let Some(v) = v
                         && !self.prod_gate_ok(n, c, &v)
@@ -1769,9 +1817,50 @@ impl<'f> Sim<'f> {
                     });
                 }
             }
+            Action::Migrate { node, release, phase: MigrationPhase::Contract, .. } => {
+                let env = fleet.sites[fleet.nodes[*node as usize].site as usize].environment;
+                let behind = fleet.nodes.iter().enumerate().find(|(m, n)| {
+                    fleet.sites[n.site as usize].environment == env
+                        && !self.failed.contains(&(*m as NodeId))
+                        && !self.nodes[*m].dead
+                        && self.nodes[*m].release_active.as_ref() != Some(release)
+                });
+                if let Some((_, n)) = behind {
+                    let name = n.name.clone();
+                    self.checker.violate(now, Invariant::Hooks, || {
+                        format!("{}'s contract migration of {release} while {name} serves another release", env.name())
+                    });
+                }
+            }
+            Action::Migrate { node, release, phase: MigrationPhase::Expand, .. } => {
+                let env = fleet.sites[fleet.nodes[*node as usize].site as usize].environment;
+                let preprod_targets = fleet.farms.iter().enumerate().any(|(f, farm)| {
+                    fleet.sites[farm.site as usize].environment == Environment::Preproduction
+                        && fleet.farm_target(f as FarmId).release == *release
+                });
+                let preprod_done = self.migrations_applied.contains_key(&(
+                    Environment::Preproduction,
+                    release.0.to_string(),
+                    MigrationPhase::Expand,
+                ));
+                if env == Environment::Production
+                    && preprod_targets
+                    && !preprod_done
+                    && !fleet.policy.waive_preproduction_gate
+                {
+                    self.checker.violate(now, Invariant::PreproductionFirst, || {
+                        format!("production's expand migration of {release} before preproduction's")
+                    });
+                }
+            }
             Action::SetFarm { farm, admin: Admin::Ready } => {
                 for &n in &fleet.farms[*farm as usize].nodes {
                     let s = &self.nodes[n as usize];
+                    if s.cold && !self.failed.contains(&n) && s.admin == Admin::Ready {
+                        let name = fleet.nodes[n as usize].name.clone();
+                        self.checker
+                            .violate(now, Invariant::Hooks, || format!("farm returns with {name} not warmed up"));
+                    }
                     if s.needs_health && !self.failed.contains(&n) && s.admin == Admin::Ready {
                         let name = fleet.nodes[n as usize].name.clone();
                         self.checker.violate(now, Invariant::DrainedBeforeDisrupted, || {
@@ -1922,6 +2011,16 @@ impl<'f> Sim<'f> {
             actions: self.action_counts.clone(),
             failed_nodes: self.failed.iter().map(|&n| fleet.nodes[n as usize].name.clone()).collect(),
             failed_farms: self.failed_farms.iter().map(|&f| fleet.farms[f as usize].name.clone()).collect(),
+            migrations: self
+                .migrations_applied
+                .iter()
+                .map(|((env, r, phase), runs)| (format!("{} {r} {}", env.name(), phase.name()), *runs))
+                .collect(),
+            failed_migrations: self
+                .failed_migrations
+                .iter()
+                .map(|(env, r, phase)| format!("{} {r} {}", env.name(), phase.name()))
+                .collect(),
             preproduction_failed: self
                 .failed
                 .iter()

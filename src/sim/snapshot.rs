@@ -80,6 +80,8 @@ pub struct Snapshot {
     /// The environments' databases: how many times each migration applied.
     #[serde(default)]
     migrations_applied: Vec<((crate::model::Environment, String, MigrationPhase), u32)>,
+    #[serde(default)]
+    failed_migrations: Vec<(crate::model::Environment, String, MigrationPhase)>,
     /// What `live::LiveSim` keeps beside the world (absent for a bare world).
     pub live: Option<LiveState>,
 }
@@ -451,6 +453,7 @@ impl Snapshot {
             action_counts: sim.action_counts.clone(),
             lost_outcomes: sim.lost_outcomes,
             migrations_applied: sim.migrations_applied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            failed_migrations: sim.failed_migrations.iter().cloned().collect(),
             started: sim
                 .started
                 .iter()
@@ -652,6 +655,7 @@ impl Snapshot {
         sim.action_counts = self.action_counts;
         sim.lost_outcomes = self.lost_outcomes;
         sim.migrations_applied = self.migrations_applied.into_iter().collect();
+        sim.failed_migrations = self.failed_migrations.into_iter().collect();
         sim.started = started;
         Ok(sim)
     }
@@ -805,6 +809,7 @@ mod tests {
             slow_drain: 0.05,
             crash: 0,
             flush_fail: 0.2,
+            migration_fail: 0.0,
         };
         let mut sim = Sim::build(Arc::clone(fleet), cfg, Driver::External);
         let bound = crate::plan::bound::lower_bound(&sim.fleet, &sim.observe(), &sim.cfg.estimates).total_s;

@@ -10,6 +10,7 @@ mod dist;
 mod examples;
 mod fleet;
 mod fuzz;
+mod hooks_sim;
 mod layering;
 mod props;
 mod render;

@@ -49,6 +49,7 @@ fn faults() -> impl Strategy<Value = Faults> {
             slow_drain: sd as f64 / 100.0,
             crash: cr,
             flush_fail: ff as f64 / 100.0,
+            migration_fail: 0.0,
         }),
     ]
 }
@@ -138,7 +139,7 @@ fn check_respecs(shape: &Shape, faults: &Faults, seed: u64, changes: &[Variation
         || format!("shape {shape:?}\nfaults {faults:?} seed {seed}\nchanges {changes:?}\nrespecs {:#?}", r.respecs);
     prop_assert_eq!(r.violations, 0, "violations {:#?}\n{}", r.violation_samples, case());
     prop_assert_eq!(r.converged, r.settled && r.unobserved_nodes.is_empty(), "{:?}", r.unobserved_nodes);
-    let failures = r.failed_nodes.len() + r.failed_farms.len();
+    let failures = r.failed_nodes.len() + r.failed_farms.len() + r.failed_migrations.len();
     if failures == 0 && r.journal_closed.is_empty() {
         prop_assert!(r.settled, "not converged: {:?} held {:?}\n{}", r.blocked, r.held, case());
     } else if r.journal_closed.is_empty() {
@@ -174,7 +175,7 @@ fn check(shape: &Shape, faults: &Faults, seed: u64) -> Result<(), TestCaseError>
         faults,
         seed
     );
-    let failures = r.failed_nodes.len() + r.failed_farms.len();
+    let failures = r.failed_nodes.len() + r.failed_farms.len() + r.failed_migrations.len();
     // "Converged" means observed at target: never with a node that does not answer.
     prop_assert_eq!(r.converged, r.settled && r.unobserved_nodes.is_empty(), "{:?}", r.unobserved_nodes);
     if failures == 0 {
@@ -200,7 +201,7 @@ fn check(shape: &Shape, faults: &Faults, seed: u64) -> Result<(), TestCaseError>
 /// not settle stopped only for the capacity failed nodes took away, and says
 /// so.
 fn stopped_only_for_capacity(r: &Report, shape: &Shape, case: &str) -> Result<(), TestCaseError> {
-    let failures = r.failed_nodes.len() + r.failed_farms.len();
+    let failures = r.failed_nodes.len() + r.failed_farms.len() + r.failed_migrations.len();
     if failures <= shape.failure_budget as usize && !r.preproduction_failed && r.failed_farms.is_empty() && !r.settled {
         prop_assert!(
             !r.blocked.is_empty()
@@ -277,6 +278,7 @@ fn respec_regressions() {
                 slow_drain: 0.01,
                 crash: 3,
                 flush_fail: 0.01,
+                migration_fail: 0.0,
             },
             5222642553382793117u64,
             [
