@@ -10,6 +10,7 @@
 //! Where device-mapper works, it also takes and prunes real LVM snapshots.
 
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -301,4 +302,130 @@ fn lvm_take_and_prune(fleet: &mut TestFleet) {
     let mut names: Vec<&str> = lvs.split_whitespace().collect();
     names.sort();
     assert_eq!(names, [SNAP[1], SNAP[2], "root"], "LVM: keep 2");
+}
+
+/// drover's drover-* snapshots on a node (its Btrfs `.snapshots`).
+fn drovers(n: &Node) -> Vec<String> {
+    listed(n).into_iter().filter(|s| drover::real::snapshot::is_drover_name(s)).collect()
+}
+
+/// The rollout: every disruptive upgrade of a node whose profile declares a
+/// snapshot is preceded by one (its content is the root before the
+/// upgrade), three upgrades leave `keep` (2); a failed upgrade's report and
+/// `drover status` name the snapshot; `drover rollback-node` on that node
+/// brings back a package database the upgrade changed; nodes of a profile
+/// without snapshots get none.
+#[test]
+fn a_rollout_snapshots_before_each_disruptive_upgrade_and_a_failed_node_is_rolled_back() {
+    use super::e2e::reconcile_under_load;
+    use super::topology::Target;
+    let mut fleet = start("snap-e2e");
+    let spec = "{ method: btrfs, path: /, dir: /.snapshots, keep: 2 }";
+    // man-db becomes disruptive (a restart), for a third disruptive upgrade.
+    let write = |fleet: &mut TestFleet, to: &Target| {
+        write_spec_with_snapshot(fleet, to, spec);
+        let path = fleet.spec_dir.join("fleet.yaml");
+        let text = fs::read_to_string(&path).unwrap().replacen(
+            "    disruptive:\n",
+            "    disruptive:\n      - { match: \"sys-apps/man-db\", restart: [apache2] }\n",
+            1,
+        );
+        fs::write(&path, text).unwrap();
+    };
+    let f2: Vec<Arc<Node>> = fleet.farm_nodes("f2").into_iter().cloned().collect();
+    let pkg = |n: &Node, base: &Path, atom: &str| {
+        base.join("var/db/pkg").join(atom).is_dir() || {
+            let _ = n;
+            false
+        }
+    };
+
+    // 1: the kernel (a reboot).
+    let kernel =
+        Target { packages: vec!["base".into(), "web-2026.10".into(), "kernel-6.6.62".into()], ..Target::initial() };
+    write(&mut fleet, &kernel);
+    let (code, json, log) = reconcile_under_load(&fleet, &["sn"], &["--stall", "60s"]);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(json["converged"], true, "{log}");
+    let mut first = Vec::new();
+    for n in &f2 {
+        let snaps = drovers(n);
+        assert_eq!(snaps.len(), 1, "{}: {snaps:?}\n{log}", n.name);
+        let s = n.root.join(".snapshots").join(&snaps[0]);
+        // Taken before the upgrade's effect: the old kernel only.
+        assert!(pkg(n, &s, "sys-kernel/gentoo-kernel-bin-6.6.58"), "{}", n.name);
+        assert!(!pkg(n, &s, "sys-kernel/gentoo-kernel-bin-6.6.62"), "{}: snapshot after the upgrade", n.name);
+        assert!(pkg(n, &n.root, "sys-kernel/gentoo-kernel-bin-6.6.62"), "{}", n.name);
+        assert!(n.disk().as_ref().unwrap().subvolumes().contains(&format!("snapshots/{}", snaps[0])));
+        first.push(snaps[0].clone());
+    }
+    assert!(log.contains("snapshot root filesystem as drover-"), "{log}");
+    for n in fleet.farm_nodes("f1") {
+        assert!(!n.root.join(".snapshots").exists(), "{}: its profile declares no snapshot", n.name);
+    }
+
+    // 2: openssl (a restart).
+    let openssl = Target { packages: vec!["base".into(), "web-2026.11".into(), "kernel-6.6.62".into()], ..kernel };
+    write(&mut fleet, &openssl);
+    let (code, _, log) = reconcile_under_load(&fleet, &["sn"], &["--stall", "60s"]);
+    assert_eq!(code, Some(0), "{log}");
+    let second: Vec<String> = f2.iter().map(|n| drovers(n).last().unwrap().clone()).collect();
+
+    // 3: man-db, failing on f2-n2 once its window opened (after the fetch).
+    let mandb =
+        Target { packages: vec!["base-2026.11".into(), "web-2026.11".into(), "kernel-6.6.62".into()], ..openssl };
+    write(&mut fleet, &mandb);
+    let bad = Arc::clone(&f2[1]);
+    let lb = &fleet.site("sn").lb;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (code, json, log) = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = lb.cmd("show servers state f2");
+                if super::lb::parse_servers_state(&out).iter().any(|s| s.srv_name == "f2-n2" && s.admin_state != 0) {
+                    bad.set_fault(super::node::fault::EMERGE_FAIL, "sys-apps/man-db-2.13.0\n");
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        let r = reconcile_under_load(&fleet, &["sn"], &["--stall", "30s"]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    });
+    // One failure is within the budget (2): the run ends as for any failed node.
+    assert!(code.is_some(), "{log}");
+    let third = drovers(&bad).last().unwrap().clone();
+    let failed = json["failed"].to_string();
+    assert!(failed.contains("f2-n2") && failed.contains("man-db"), "{failed}\n{log}");
+    // keep 2 over three upgrades: the first snapshots are gone.
+    for (i, n) in f2.iter().enumerate() {
+        let snaps = drovers(n);
+        assert_eq!(snaps.len(), 2, "{}: {snaps:?}", n.name);
+        assert!(!snaps.contains(&first[i]) && snaps.contains(&second[i]), "{}: {snaps:?}", n.name);
+    }
+    let state = state_dir(&fleet);
+    let o = drover(&fleet, &state, &["--output", "json", "status", "--direct"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let node = v["sites"][0]["farms"][1]["nodes"][1].clone();
+    assert_eq!(node["name"], "f2-n2");
+    // The journal's failure names the snapshot to roll back to.
+    let why = node["failed"].as_str().unwrap_or("");
+    assert!(why.contains(&third) && why.contains("rollback-node"), "{node}");
+    assert_eq!(node["snapshots"], serde_json::json!(drovers(&bad)), "{node}");
+
+    // Rolled back (the node is failed, in maint) to before the openssl upgrade.
+    let o = drover(&fleet, &state, &["rollback-node", "f2-n1", "--snapshot", &second[0]]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "f2-n1 serves: {}", text(&o));
+    assert!(pkg(&bad, &bad.root, "dev-libs/openssl-3.0.15-r1"));
+    let o = drover(&fleet, &state, &["rollback-node", "f2-n2", "--snapshot", &second[1]]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(pkg(&bad, &bad.root, "dev-libs/openssl-3.0.15"), "the upgrade's package database is back");
+    assert!(!pkg(&bad, &bad.root, "dev-libs/openssl-3.0.15-r1"));
+    let o = drover(&fleet, &state, &["status", "--direct"]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out.lines().find(|l| l.contains("    f2-n2 ")).unwrap_or_default().to_string();
+    assert!(line.contains(&format!("rolled back to {}", second[1])) && line.contains("reboot done"), "{out}");
+    assert!(super::e2e::servers_out(&fleet, &["f2-n2"]).is_empty());
+    assert!(!super::e2e::servers_out(&fleet, &[]).is_empty(), "f2-n2 stays out of the LB");
 }
