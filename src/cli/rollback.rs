@@ -101,7 +101,7 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> u8 {
         Ok(rt) => rt,
         Err(e) => return refuse(e),
     };
-    let code = rt.block_on(async {
+    rt.block_on(async {
         let rf = match real::connect(&fleet, &cli.specs, &args.real).await {
             Ok(rf) => rf,
             Err(e) => return refuse(e),
@@ -109,8 +109,7 @@ pub fn run(cli: &Cli, args: &RollbackArgs) -> u8 {
         let code = rollback(&rf, &fleet, &journal, &mut memory, n, name).await;
         real::disconnect(&rf).await;
         code
-    });
-    code
+    })
 }
 
 async fn rollback(
