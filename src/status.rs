@@ -60,6 +60,16 @@ pub fn view(
                                 "drift": drift,
                                 "window": memory.node_ops.get(&n).map(|op| format!("{:?}", op.phase)),
                                 "failed": memory.failed_nodes.get(&n),
+                                // drover's root filesystem snapshots kept on it, oldest first.
+                                // (the journal keeps some history beyond: the newest `keep` are the ones on the node).
+                                "snapshots": kept_snapshots(fleet, memory, n),
+                                "rollback": memory.rollbacks.get(&n).map(|r| serde_json::json!({
+                                    "snapshot": r.snapshot,
+                                    "at_ms": r.at_ms,
+                                    "state": r.state,
+                                    "since_ms": r.since_ms,
+                                    "line": r.line(crate::plan::change_windows::format_utc),
+                                })),
                             })
                         })
                         .collect();
@@ -99,6 +109,15 @@ pub fn view(
         "nodes_unobserved": unobserved.len(),
         "unobserved": unobserved,
     })
+}
+
+/// The snapshots drover keeps on node `n`: the newest `keep` of its
+/// profile among those the journal recorded, oldest first.
+fn kept_snapshots(fleet: &Fleet, memory: &Memory, n: NodeId) -> Vec<String> {
+    let keep =
+        fleet.profiles[fleet.nodes[n as usize].profile as usize].snapshot.as_ref().map_or(0, |s| s.keep) as usize;
+    let all = memory.snapshots.get(&n).map(Vec::as_slice).unwrap_or_default();
+    all[all.len().saturating_sub(keep)..].iter().map(|s| s.name.clone()).collect()
 }
 
 #[cfg(test)]

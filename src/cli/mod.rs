@@ -7,6 +7,7 @@ mod plan;
 mod real;
 mod reconcile;
 mod render;
+mod rollback;
 mod schema;
 mod simulate;
 mod state_dir;
@@ -83,6 +84,15 @@ Exit codes of --once (when several apply, the first listed wins):
   64   usage error
 The daemon (without --once) exits 0 on SIGTERM/SIGINT, 1 on an error, 130 on a second signal.";
 
+/// `drover rollback-node --help`.
+const ROLLBACK_EXIT_CODES: &str = "\
+Exit codes:
+  0    rolled back: the node's tool set the snapshot to become the root and the node came back from its reboot
+  1    refused (unknown node, a name that is not drover's, the node in service or in a window, no snapshot
+       method, no such snapshot on the node, another drover holds the lease) or failed (the message says
+       which command on which node, and `drover status` shows the record)
+  64   usage error";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Parse and check the specs; report every error with file:line:column.
@@ -97,6 +107,9 @@ pub enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// The fleet as observed now: per site, farm and node the LB state, versions, drift, open windows.
     Status(status::StatusArgs),
+    /// Roll a node out of service back to a root filesystem snapshot drover took before an upgrade, and reboot it.
+    #[command(name = "rollback-node", after_help = ROLLBACK_EXIT_CODES)]
+    RollbackNode(rollback::RollbackArgs),
     /// Generate configuration from the spec (a site LB's HAProxy configuration).
     Render {
         #[command(subcommand)]
@@ -165,6 +178,7 @@ pub fn run(cli: &Cli) -> u8 {
             render::run(cli, what)
         }
         Command::Status(a) => status::run(cli, a),
+        Command::RollbackNode(a) => rollback::run(cli, a),
         Command::Completions { shell } => {
             quiet_on_closed_stdout();
             generate::completions(*shell)

@@ -226,6 +226,8 @@ fn print_projection(fleet: &Fleet, projection: &crate::sim::Report) {
     let mut windows: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut waves: BTreeMap<u32, (u64, u64, usize)> = BTreeMap::new();
     let mut staging = 0usize;
+    let mut migrations = Vec::new();
+    let (mut warmups, mut snapshots) = (0usize, 0usize);
     for s in &projection.started {
         match &s.action {
             Action::SetFarm { farm, admin } => {
@@ -242,10 +244,22 @@ fn print_projection(fleet: &Fleet, projection: &crate::sim::Report) {
                 e.2 += 1;
             }
             Action::Fetch { .. } | Action::StagePhp { .. } | Action::StageRelease { .. } => staging += 1,
+            Action::Migrate { .. } => migrations.push(s),
+            Action::Warmup { .. } => warmups += 1,
+            Action::Snapshot { .. } => snapshots += 1,
             _ => {}
         }
     }
     println!("  staging: {staging} fetch/rsync actions, online, before any window");
+    for m in &migrations {
+        println!("  [{}] {}", simulate::clock(m.at_ms), m.action.describe(fleet));
+    }
+    if warmups > 0 {
+        println!("  warm-up: {warmups} node(s), each in its farm's window before the farm is back in");
+    }
+    if snapshots > 0 {
+        println!("  snapshots: {snapshots}, each before a node's disruptive upgrade");
+    }
     let mut w: Vec<_> = windows.into_iter().collect();
     w.sort_by_key(|(_, (a, _))| *a);
     for (farm, (a, b)) in &w {

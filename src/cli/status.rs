@@ -171,7 +171,15 @@ fn print_text(v: &serde_json::Value) {
                     extra.push_str(&format!("  window {w}"));
                 }
                 if let Some(f) = node["failed"].as_str() {
-                    extra.push_str(&format!("  FAILED: {f}"));
+                    // One line per node: a command's output may hold several.
+                    extra.push_str(&format!("  FAILED: {}", f.replace('\n', " / ")));
+                }
+                if let Some(snaps) = node["snapshots"].as_array().filter(|a| !a.is_empty()) {
+                    let names: Vec<String> = snaps.iter().map(s).collect();
+                    extra.push_str(&format!("  snapshots {}", names.join(" ")));
+                }
+                if let Some(r) = node["rollback"]["line"].as_str() {
+                    extra.push_str(&format!("  {r}"));
                 }
                 println!(
                     "    {}  lb {}  php {}  release {}  kernel {}  {}{extra}",

@@ -634,6 +634,7 @@ fn migrate(old: &Memory, ops: &[OpRecord], fleet: &Fleet) -> (Named, Vec<Resolut
                         failed: None,
                         unreachable_since: None,
                         snapshots: Vec::new(),
+                        rollback: None,
                     })
                     .op = Some(op)
             }
@@ -677,6 +678,7 @@ fn migrate(old: &Memory, ops: &[OpRecord], fleet: &Fleet) -> (Named, Vec<Resolut
                         failed: None,
                         unreachable_since: None,
                         snapshots: Vec::new(),
+                        rollback: None,
                     })
                     .failed = Some(why)
             }

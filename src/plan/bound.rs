@@ -96,9 +96,9 @@ fn site_time(fleet: &Fleet, obs: &Observed, site: usize, e: &Estimates) -> Optio
 }
 
 /// The migrations an environment's rollout must run in sequence with its
-/// switches: an expand per release some node of it switches to, and a
-/// contract after.
-fn migrations_s(fleet: &Fleet, obs: &Observed, env: Environment, e: &Estimates) -> f64 {
+/// switches: (an expand before them, a contract after), for the releases
+/// some node of it switches to.
+fn migrations_s(fleet: &Fleet, obs: &Observed, env: Environment, e: &Estimates) -> (f64, f64) {
     let mut releases = Vec::new();
     for (n, node) in fleet.nodes.iter().enumerate() {
         if fleet.sites[node.site as usize].environment != env {
@@ -111,14 +111,8 @@ fn migrations_s(fleet: &Fleet, obs: &Observed, env: Environment, e: &Estimates) 
             releases.push(r);
         }
     }
-    let hooks = |phase| releases.iter().any(|r| fleet.migration_hook(r, phase).is_some());
-    let mut t = 0.0;
-    for phase in [MigrationPhase::Expand, MigrationPhase::Contract] {
-        if hooks(phase) {
-            t += e.migrate_s;
-        }
-    }
-    t
+    let t = |phase| if releases.iter().any(|r| fleet.migration_hook(r, phase).is_some()) { e.migrate_s } else { 0.0 };
+    (t(MigrationPhase::Expand), t(MigrationPhase::Contract))
 }
 
 pub fn lower_bound(fleet: &Fleet, obs: &Observed, e: &Estimates) -> Bound {
@@ -140,15 +134,19 @@ pub fn lower_bound(fleet: &Fleet, obs: &Observed, e: &Estimates) -> Bound {
         }
     }
     let gated = prod_any && !fleet.policy.waive_preproduction_gate && pre.is_some();
-    let pre = pre.map(|t| t + migrations_s(fleet, obs, Environment::Preproduction, e));
+    // Preproduction's expand precedes its switches; its contract overlaps the soak.
+    let (pre_expand, pre_contract) = migrations_s(fleet, obs, Environment::Preproduction, e);
+    let pre = pre.map(|t| t + pre_expand);
     if prod_any {
-        prod_work += migrations_s(fleet, obs, Environment::Production, e);
+        let (expand, contract) = migrations_s(fleet, obs, Environment::Production, e);
+        prod_work += expand + contract;
     }
     let pre_s = pre.unwrap_or(0.0);
+    let pre_end = if pre.is_some() { pre_s + pre_contract } else { 0.0 };
     let soak_s = if gated { fleet.policy.soak.as_secs_f64() } else { 0.0 };
     // Production staging overlaps preproduction and the soak.
     let wait = if gated { pre_s + soak_s } else { 0.0 };
     let production_s = if prod_any { prod_work + (prod_stage - wait).max(0.0) } else { 0.0 };
-    let total_s = if gated { wait + production_s } else { pre_s.max(production_s) };
+    let total_s = if gated { (wait + production_s).max(pre_end) } else { pre_end.max(production_s) };
     Bound { preproduction_s: pre_s, soak_s, production_s, total_s }
 }

@@ -131,6 +131,45 @@ pub struct SnapshotRecord {
     pub taken_ms: u64,
 }
 
+/// An operator's rollback of a node to one of its snapshots
+/// (`drover rollback-node`): journaled before it starts, shown in status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRecord {
+    pub snapshot: String,
+    /// When the command began (ms).
+    pub at_ms: u64,
+    pub state: RollbackState,
+    /// When the state last changed (ms).
+    pub since_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum RollbackState {
+    /// Journaled, the node's rollback command not yet known to have ended.
+    Started,
+    /// The snapshot is set to become the root (what the node's tool said);
+    /// the reboot that makes it so is pending.
+    RebootPending(String),
+    /// The node came back from the reboot on the snapshot.
+    Done,
+    /// Refused by the node or failed (why).
+    Failed(String),
+}
+
+impl RollbackRecord {
+    /// One line for status: "rolled back to drover-… at …, reboot pending".
+    pub fn line(&self, fmt_ms: impl Fn(u64) -> String) -> String {
+        let state = match &self.state {
+            RollbackState::Started => "started, not known to have ended".to_string(),
+            RollbackState::RebootPending(_) => "reboot pending".to_string(),
+            RollbackState::Done => format!("reboot done {}", fmt_ms(self.since_ms)),
+            RollbackState::Failed(why) => format!("FAILED: {why}"),
+        };
+        format!("rolled back to {} at {}, {state}", self.snapshot, fmt_ms(self.at_ms))
+    }
+}
+
 /// Preproduction evidence: since when all preproduction nodes of a profile
 /// run a value healthy; `passed` once that lasted the soak time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +201,9 @@ pub struct Memory {
     /// Snapshots drover took and keeps per node (newest last).
     #[serde(default)]
     pub snapshots: BTreeMap<NodeId, Vec<SnapshotRecord>>,
+    /// The last operator rollback of each node (`drover rollback-node`).
+    #[serde(default)]
+    pub rollbacks: BTreeMap<NodeId, RollbackRecord>,
 }
 
 impl Memory {
@@ -240,6 +282,7 @@ impl Memory {
             unreachable_since: self.unreachable_since.iter().filter_map(|(n, t)| Some((node(n)?, *t))).collect(),
             migrations: self.migrations.clone(),
             snapshots: self.snapshots.iter().filter_map(|(n, v)| Some((node(n)?, v.clone()))).collect(),
+            rollbacks: self.rollbacks.iter().filter_map(|(n, r)| Some((node(n)?, r.clone()))).collect(),
         }
     }
 

@@ -19,7 +19,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::memory::{FarmOp, FarmPhase, GateRecord, Memory, MigrationRecord, NodeOp, NodePhase, SnapshotRecord};
+use super::memory::{
+    FarmOp, FarmPhase, GateRecord, Memory, MigrationRecord, NodeOp, NodePhase, RollbackRecord, SnapshotRecord,
+};
 use crate::model::{Environment, FarmId, Fleet, MigrationPhase, NodeId};
 
 /// A node as the journal names it.
@@ -62,6 +64,9 @@ pub struct NamedNode {
     /// drover's root filesystem snapshots kept on it (newest last).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<SnapshotRecord>,
+    /// The operator's last rollback of it to a snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackRecord>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -271,6 +276,7 @@ impl Named {
                     failed: None,
                     unreachable_since: None,
                     snapshots: Vec::new(),
+                    rollback: None,
                 })),
             }
         }
@@ -292,6 +298,11 @@ impl Named {
         for (&n, kept) in &memory.snapshots {
             if let Some(e) = entry(&mut nodes, n, node_ref) {
                 e.snapshots = kept.clone();
+            }
+        }
+        for (&n, r) in &memory.rollbacks {
+            if let Some(e) = entry(&mut nodes, n, node_ref) {
+                e.rollback = Some(r.clone());
             }
         }
         let farm_ref = |f: FarmId| {
@@ -397,6 +408,9 @@ impl Named {
                     }
                     if !e.snapshots.is_empty() {
                         m.snapshots.insert(id, e.snapshots.clone());
+                    }
+                    if let Some(r) = &e.rollback {
+                        m.rollbacks.insert(id, r.clone());
                     }
                 }
                 (reason, _) => {

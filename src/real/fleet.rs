@@ -181,7 +181,7 @@ impl RealFleet {
         })
     }
 
-    fn node_addr(&self, n: NodeId) -> (&str, u16) {
+    pub(super) fn node_addr(&self, n: NodeId) -> (&str, u16) {
         let node = &self.fleet.nodes[n as usize];
         (&node.address, node.ssh_port)
     }
@@ -280,7 +280,7 @@ impl RealFleet {
         }
     }
 
-    fn root(&self, n: NodeId) -> String {
+    pub(super) fn root(&self, n: NodeId) -> String {
         self.probes.lock().unwrap().get(&n).map(|p| p.root.clone()).unwrap_or_default()
     }
 
@@ -382,6 +382,7 @@ impl RealFleet {
                     .map_err(|e| format!("farm `{}`: {e}", f.name))
             }
             Action::MarkFailed { .. } => Ok(()),
+            Action::Snapshot { node, name } => self.snapshot(*node, name).await,
             Action::Migrate { node, release, phase, resume } => {
                 let hook = fleet.migration_hook(release, *phase).ok_or_else(|| {
                     format!("release {release} declares no {} hook (releases[].hooks.{})", phase.name(), phase.name())
@@ -408,7 +409,6 @@ impl RealFleet {
                 };
                 warmup.run(&n.name).await
             }
-            Action::Snapshot { .. } => Err(format!("{}: not carried out by this build yet", action.kind().name())),
         }
     }
 
@@ -436,7 +436,13 @@ impl RealFleet {
         (&self.lbs[f.site as usize], &site.lb.backend, &f.lb_server)
     }
 
-    async fn run(&self, n: NodeId, program: &str, args: &[&str], timeout: Duration) -> Result<String, String> {
+    pub(super) async fn run(
+        &self,
+        n: NodeId,
+        program: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<String, String> {
         let (host, port) = self.node_addr(n);
         let name = &self.fleet.nodes[n as usize].name;
         self.pool

@@ -7,6 +7,7 @@
 //! - `health`: HTTP health check against the node itself.
 //! - `hooks`: a release's migration hooks and a switched node's warm-up (README, "Release hooks: the contract").
 //! - `fleet`: `RealFleet`, observation of the whole fleet and execution of each `Action`.
+//! - `snapshot`: root filesystem snapshots before disruptive upgrades (LVM, Btrfs, a hook) and the operator's rollback.
 //!
 //! The loop that drives them is `crate::control` (its journal and lease too).
 
@@ -16,4 +17,5 @@ pub mod haproxy;
 pub mod health;
 pub mod hooks;
 pub mod probe;
+pub mod snapshot;
 pub mod ssh;

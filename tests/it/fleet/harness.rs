@@ -44,6 +44,9 @@ pub struct FleetOptions {
     /// of every site; the other nodes keep the emerge stand-in (CPU: a real
     /// install costs ~2.5 s of CPU). Needs `ssh`.
     pub real_portage: bool,
+    /// Farms (by name) whose nodes get a real Btrfs root filesystem on a
+    /// loop device (btrfs.rs), for drover's snapshots.
+    pub btrfs_farms: Vec<String>,
 }
 
 impl FleetOptions {
@@ -59,6 +62,7 @@ impl FleetOptions {
             reboot_down: Duration::from_secs(1),
             real_web: true,
             real_portage: true,
+            btrfs_farms: Vec::new(),
         }
     }
     /// Only what load balancing needs: stand-in web servers and the site HAProxies.
@@ -233,6 +237,7 @@ impl TestFleet {
                         Some(p) if f == 0 => n.with_real_portage(p),
                         _ => n,
                     };
+                    let n = if opts.btrfs_farms.contains(&farm.name) { n.with_btrfs_root() } else { n };
                     n.seed(
                         &topology::binhost(plan, profile),
                         &opts.initial.atoms(),

@@ -37,6 +37,7 @@
 //! | a binhost per hardware profile | python's http.server on 127.n.250.2:8000, `/<profile>/` = real binary packages built at test setup with `emerge --buildpkgonly` from `portage/repo` (an access log per fleet) |
 //! | `qlist -ICv` (portage-utils) | lists `var/db/pkg` the same way (skipping `-MERGING-`) |
 //! | `rc-service <svc> restart|reload` (OpenRC) or `systemctl` | real nodes: apache2 and php-fpm are the real processes: restart = stop + start (new PIDs), `php-fpm reload` = SIGUSR2 to the master (in-flight requests finish, then it re-executes its argv through `opt/php/current`, same PID), `apache2 reload` = graceful (SIGUSR1); a reload returns when the server logged it is ready again, and fails if it died (no `php-fpm -t` of its own, like systemd's unit). Stand-in nodes: restart restarts the web server process (new PID), `php-fpm reload` makes it re-read the active symlinks, `apache2 reload` changes nothing for PHP (as on a real node). Logged in `var/log/rc.log` |
+//! | root for snapshots: `btrfs`, LVM's `lvcreate`/`lvs`/`lvremove`/`lvconvert`, `/etc/drover/hooks/<hook>` via sudo | the `sudo` stand-in hands exactly those to the node's init (`node-ctl root`, one argument per line), which runs them as root; `FleetOptions::btrfs_farms`: those nodes' root is a real Btrfs filesystem on a loop device per node (btrfs.rs), its default subvolume mounted again at every reboot |
 //! | `reboot` | returns at once; 0.3 s later the web server (Apache and php-fpm on real nodes) and sshd stop (open SSH connections drop), a new boot id is written and the newest installed kernel package becomes `osrelease`; they come back after `reboot_down` (default 1 s) |
 //! | Apache + PHP-FPM + the application, sessions in the farm's memcached | **first farm of every site** (`FleetOptions::real_web`, `node::WebStack::Real`): Debian's apache2 (mpm_event, 1-4 children of 8 threads, mod_proxy_fcgi to the pool's unix socket, `DocumentRoot $NODE_ROOT/srv/app/current/public` through the link, `FallbackResource /index.php`, `/fpm-status` with `Require local`) and php-fpm (3 static workers, OPcache with `validate_timestamps=0`, `process_control_timeout = 10s`) started through `opt/php/current`, both as the node user; the release's PHP app (webstack/app.php: same paths, headers and memcached sessions as `webserver.py`, spoken to with fsockopen). **Other farms**: `webserver.py`, which serves the active release and PHP version resolved at start and on reload only (like the opcode/realpath caches). Both serve `/health.php` (`release= php= pid=`) and `/fpm-status?json&full` |
 //! | a release's hooks (`releases/<id>/bin/<hook>`) and the environment's database server | every test release carries `bin/migrate` (hooks/migrate: sh + the `sqlite3` CLI; one SQLite database per environment in the fleet's `hooks/` directory, shared by its nodes as a DB server would be; the migration and its `schema_migrations` row in one transaction; a lock while it runs, so `status` answers 4, not "not applied", during a run; every call logged in `hooks/log-<env>`) and `bin/warm` (hooks/warm: the warm-up marker, logged in `hooks/log-warm`) |
@@ -76,6 +77,7 @@
 // has a caller yet.
 #![allow(dead_code)]
 
+pub mod btrfs;
 pub mod harness;
 pub mod http;
 pub mod lb;
@@ -94,6 +96,7 @@ mod hooks_exec;
 mod packages_e2e;
 mod respec;
 mod smoke;
+mod snapshots;
 mod switch;
 mod unobserved;
 mod webstack;

@@ -24,7 +24,11 @@
 //!                          opt/php/current -> <version> is the active one
 //! srv/app/releases/<id>/   releases (public/index.php, public/health.php, lib/);
 //!                          srv/app/current -> releases/<id> is the active one
-//! run/ctl/                 requests to the node's init (node-ctl)
+//! run/ctl/                 requests to the node's init (node-ctl), and the sudo stand-in's
+//!                          privileged commands (btrfs, etc/drover/hooks/*), run as root by it
+//! etc/drover/hooks/        snapshot hooks (profiles with `snapshot: {method: hook}`)
+//! .snapshots/              Btrfs nodes (`with_btrfs_root`, btrfs.rs): NODE_ROOT is the default
+//!                          subvolume of a loop-mounted image, .snapshots its `snapshots` subvolume
 //! run/php-fpm.{sock,pid}   the pool's socket and the master's PID file (real nodes)
 //! run/warm/<release>       warm-up marker: the app answers `X-Warm: 1` only when the
 //!                          marker of the release it serves is newer than `srv/app/current`
@@ -183,6 +187,8 @@ pub struct Node {
     portage: Option<&'static super::portage::Portage>,
     env: Arc<NodeEnv>,
     rt: Mutex<Runtime>,
+    /// A real Btrfs root filesystem (`with_btrfs_root`), mounted at `root`.
+    disk: Mutex<Option<super::btrfs::Disk>>,
 }
 
 #[derive(Default)]
@@ -228,6 +234,7 @@ impl Node {
             portage: None,
             env,
             rt: Mutex::new(Runtime::default()),
+            disk: Mutex::new(None),
         }
     }
 
@@ -235,6 +242,18 @@ impl Node {
     pub fn with_real_portage(mut self, portage: &'static super::portage::Portage) -> Node {
         self.portage = Some(portage);
         self
+    }
+    /// The node root becomes a real Btrfs filesystem (btrfs.rs; set before
+    /// `seed`): its default subvolume, booted again at every reboot.
+    pub fn with_btrfs_root(self) -> Node {
+        let disk = super::btrfs::Disk::create(&self.dir, &self.root)
+            .unwrap_or_else(|e| panic!("node {}: Btrfs root: {e}", self.name));
+        *self.disk.lock().unwrap() = Some(disk);
+        self
+    }
+    /// The node's Btrfs root filesystem, if it has one.
+    pub fn disk(&self) -> std::sync::MutexGuard<'_, Option<super::btrfs::Disk>> {
+        self.disk.lock().unwrap()
     }
     pub fn real_portage(&self) -> bool {
         self.portage.is_some()
@@ -478,6 +497,8 @@ impl Node {
             procs::kill_descendants(s.pid());
             drop(s);
         }
+        // Unmounted, detached and removed before the fleet's directory goes.
+        drop(self.disk.lock().unwrap().take());
     }
 
     /// The web server's PID: `webserver.py`, or Apache's parent.
@@ -563,6 +584,8 @@ impl Node {
     fn serve(&self, token: &str, request: &str) {
         let words: Vec<&str> = request.split_whitespace().collect();
         let (status, message) = match words.as_slice() {
+            // One argument per line (the sudo stand-in's privileged commands).
+            ["root", ..] => self.as_root(&request.lines().skip(1).collect::<Vec<_>>()),
             // `reboot` does not wait for an answer.
             ["reboot"] => return self.reboot(),
             ["service", svc, action] => self.service(svc, action),
@@ -572,6 +595,37 @@ impl Node {
         let tmp = ctl.join(format!("{token}.done.tmp"));
         if fs::write(&tmp, format!("{status}\n{message}\n")).is_ok() {
             let _ = fs::rename(&tmp, ctl.join(format!("{token}.done")));
+        }
+    }
+
+    /// What the node's sudoers grants drover beyond the login user's rights
+    /// (README, snapshots): `btrfs`, LVM's `lvcreate`, `lvs`, `lvremove`,
+    /// `lvconvert`, and the snapshot hooks in
+    /// `etc/drover/hooks/`, run as root by this "init" (the test process).
+    /// Anything else is refused. Success: stdout; failure: stderr and stdout.
+    fn as_root(&self, argv: &[&str]) -> (i32, String) {
+        let hooks = self.root.join("etc/drover/hooks");
+        let program = match argv.first() {
+            Some(&"btrfs") => procs::require_binary("btrfs", "btrfs-progs"),
+            Some(p @ (&"lvcreate" | &"lvs" | &"lvremove" | &"lvconvert")) => procs::require_binary(p, "lvm2"),
+            Some(p) if Path::new(p).parent() == Some(hooks.as_path()) && !p.contains("..") => PathBuf::from(p),
+            _ => return (1, format!("sudo: {argv:?} is not allowed for the node user")),
+        };
+        let out = Command::new(program)
+            .args(&argv[1..])
+            .env("NODE_ROOT", &self.root)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .current_dir("/")
+            .output();
+        match out {
+            Ok(o) if o.status.success() => (0, String::from_utf8_lossy(&o.stdout).trim_end().to_string()),
+            Ok(o) => (
+                o.status.code().unwrap_or(1),
+                format!("{}{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout))
+                    .trim_end()
+                    .into(),
+            ),
+            Err(e) => (1, format!("sudo: {}: {e}", argv[0])),
         }
     }
 
@@ -729,6 +783,13 @@ impl Node {
                 procs::kill_descendants(s.pid());
                 drop(s);
             }
+        }
+        // A Btrfs root boots from its filesystem's default subvolume (a
+        // rollback may have changed it).
+        if let Some(d) = self.disk.lock().unwrap().as_ref()
+            && let Err(e) = d.boot()
+        {
+            eprintln!("node {}: reboot: mounting its root filesystem: {e}", self.name);
         }
         if let Err(e) = self.write_boot() {
             eprintln!("node {}: reboot: {e}", self.name);

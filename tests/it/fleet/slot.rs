@@ -41,6 +41,8 @@ impl Slot {
             if dir.exists() {
                 let markers = [format!("{}/", dir.display()), format!("127.{n}.")];
                 procs::kill_stale(&dir, &markers);
+                // Btrfs node roots (btrfs.rs) of a run killed outright.
+                super::btrfs::release_stale(&dir);
                 fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("cannot clean {}: {e}", dir.display()));
             }
             fs::create_dir_all(&dir).expect("create slot dir");
