@@ -252,6 +252,7 @@ impl GitSource {
     /// fetch itself (network, credentials, a missing branch) gets a fresh
     /// checkout and one more attempt.
     pub async fn sync(&self) -> Result<String, String> {
+        self.clear_stale_locks();
         if !self.checkout.join(".git").exists() {
             self.recreate().await?;
             return self.fetch_and_check_out().await.map_err(|(_, e)| e);
@@ -267,6 +268,35 @@ impl GitSource {
         tracing::warn!(checkout = %self.checkout.display(), "the spec checkout is broken ({repaired}): recreating it");
         self.recreate().await?;
         self.fetch_and_check_out().await.map_err(|(_, e)| e)
+    }
+
+    /// Removes git's lock files from the checkout. It is this daemon's
+    /// alone (its state directory, under the lease) and it runs one git at a
+    /// time, so a lock present before a sync was left by a git killed with
+    /// a previous daemon (kill -9 in the middle of a fetch): without this,
+    /// every later fetch fails with "shallow.lock: File exists".
+    fn clear_stale_locks(&self) {
+        fn walk(dir: &Path, depth: u32) {
+            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            for e in entries.flatten() {
+                let Ok(kind) = e.file_type() else { continue };
+                let path = e.path();
+                if kind.is_dir() && depth < 8 {
+                    // Objects hold no locks of git's and can be many.
+                    if e.file_name() != "objects" {
+                        walk(&path, depth + 1);
+                    }
+                } else if kind.is_file() && e.file_name().to_string_lossy().ends_with(".lock") {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {
+                            tracing::warn!(lock = %path.display(), "removed a lock a killed git left in the spec checkout")
+                        }
+                        Err(err) => tracing::warn!(lock = %path.display(), "cannot remove a stale git lock: {err}"),
+                    }
+                }
+            }
+        }
+        walk(&self.checkout.join(".git"), 0);
     }
 
     async fn fetch_and_check_out(&self) -> Result<String, (Step, String)> {
@@ -395,6 +425,13 @@ mod tests {
         std::fs::remove_dir_all(src.checkout.join(".git/objects")).unwrap();
         std::fs::create_dir_all(src.checkout.join(".git/objects")).unwrap();
         assert_eq!(src.sync().await.unwrap(), tip);
+        // A git killed with its daemon in the middle of a fetch left its locks.
+        std::fs::write(src.checkout.join(".git/shallow.lock"), "").unwrap();
+        std::fs::write(src.checkout.join(".git/index.lock"), "").unwrap();
+        std::fs::create_dir_all(src.checkout.join(".git/refs/remotes/origin")).unwrap();
+        std::fs::write(src.checkout.join(".git/refs/remotes/origin/main.lock"), "").unwrap();
+        assert_eq!(src.sync().await.unwrap(), tip);
+        assert!(!src.checkout.join(".git/shallow.lock").exists());
         // A fetch that fails is reported, not "repaired".
         let gone = GitSource { url: base.join("nowhere").to_string_lossy().into(), ..src.clone() };
         let e = gone.sync().await.unwrap_err();
