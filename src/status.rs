@@ -100,8 +100,32 @@ pub fn view(
             o.reachable && node_diff(fleet, n, o).is_clean()
         })
         .count();
+    // Release migrations, per environment: what the journal knows of each.
+    let migrations: Vec<_> = memory
+        .migrations
+        .iter()
+        .map(|((env, release, phase), r)| {
+            use crate::plan::memory::MigrationState as S;
+            let (state, detail) = match &r.state {
+                S::Running => ("running", None),
+                S::Done => ("done", None),
+                S::Failed(e) => ("failed", Some(e.as_str())),
+                S::Unknown(e) => ("unknown", Some(e.as_str())),
+            };
+            let since = crate::plan::change_windows::format_utc(r.since_ms);
+            let mut line = format!("{} {release} {}: {state} on {} since {since}", env.name(), phase.name(), r.node);
+            if let Some(d) = detail {
+                line.push_str(&format!(": {}", d.replace('\n', " / ")));
+            }
+            serde_json::json!({
+                "environment": env.name(), "release": release, "phase": phase.name(),
+                "state": state, "detail": detail, "node": r.node, "since_ms": r.since_ms, "line": line,
+            })
+        })
+        .collect();
     serde_json::json!({
         "sites": sites,
+        "migrations": migrations,
         "failures": memory.failures(),
         "failure_budget": fleet.policy.failure_budget,
         "nodes_total": fleet.nodes.len(),
@@ -134,6 +158,39 @@ mod tests {
             .flat_map(|s| s["farms"].as_array().unwrap())
             .flat_map(|f| f["nodes"].as_array().unwrap().clone())
             .collect()
+    }
+
+    #[test]
+    fn migrations_show_their_state_node_and_the_hooks_answer() {
+        use crate::model::{Environment, MigrationPhase};
+        use crate::plan::Outcome;
+        let fleet = fleetgen::fleet(&Shape { change: Change::NONE, ..Shape::default() }).unwrap();
+        let obs = Sim::new(&fleet, SimConfig::new(&fleet, 1)).observe();
+        let mut m = Memory::default();
+        m.begin_migration(Environment::Preproduction, "2026.11.2", MigrationPhase::Expand, "pre-f0-n0", 60_000);
+        m.complete_migration(
+            Environment::Preproduction,
+            "2026.11.2",
+            MigrationPhase::Expand,
+            false,
+            &Outcome::Ok,
+            120_000,
+        );
+        m.begin_migration(Environment::Production, "2026.11.2", MigrationPhase::Expand, "s0-f0-n001", 3_600_000);
+        let failed = Outcome::Failed("status: exit 4\nlocked".into());
+        m.complete_migration(Environment::Production, "2026.11.2", MigrationPhase::Expand, true, &failed, 3_700_000);
+        let doc = view(&fleet, &obs, &m, &Default::default());
+        let lines: Vec<&str> =
+            doc["migrations"].as_array().unwrap().iter().map(|m| m["line"].as_str().unwrap()).collect();
+        assert_eq!(
+            lines,
+            [
+                "production 2026.11.2 expand: unknown on s0-f0-n001 since 1970-01-01 01:01 UTC: status: exit 4 / locked",
+                "preproduction 2026.11.2 expand: done on pre-f0-n0 since 1970-01-01 00:02 UTC",
+            ]
+        );
+        // Unknown is held, not failed: it does not count against the budget.
+        assert_eq!(doc["failures"], 0);
     }
 
     #[test]

@@ -193,6 +193,9 @@ fn print_text(v: &serde_json::Value) {
             }
         }
     }
+    for m in v["migrations"].as_array().into_iter().flatten() {
+        println!("migration {}", s(&m["line"]));
+    }
     println!("failures: {} of a budget of {}", v["failures"], v["failure_budget"]);
     for r in v["journal_resolved"].as_array().into_iter().flatten() {
         println!("journal entry not carried over to this spec: {}", s(r));

@@ -266,6 +266,12 @@ fn rollout(h: &mut Html, st: &DaemonStatus) {
             h.raw("<p>... and ").num((r.blocked_items.len() - 40) as f64).raw(" more (see /status)</p>");
         }
     }
+    // Release migrations, once per environment (`fleet.migrations`).
+    let migrations: Vec<String> = arr(&st.fleet["migrations"]).iter().map(|m| s(&m["line"]).to_string()).collect();
+    if !migrations.is_empty() {
+        h.raw("<h3>Migrations</h3>");
+        list(h, "migrations", &migrations, "", 12);
+    }
     h.raw("<h3>Progress</h3>");
     svg::progress(h, &st.history.progress, r.nodes_total, now);
     h.raw("</section>");

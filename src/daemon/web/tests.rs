@@ -89,6 +89,12 @@ fn the_page_shows_counts_cells_charts_and_the_rejected_spec() {
     // The live part is the page's <main>.
     let live = live(&st);
     assert!(page.contains(&format!("<main id=\"live\" data-poll-ms=\"500\">{live}</main>")));
+    assert!(!page.contains("<h3>Migrations</h3>"), "no migration, no section");
+    st.fleet["migrations"] = serde_json::json!([{ "line": "production 2026.12.1 expand: running on <web11>" }]);
+    let page = super::page(&st);
+    assert!(page.contains(
+        "<h3>Migrations</h3><ul id=\"migrations\"><li>production 2026.12.1 expand: running on &lt;web11&gt;</li>"
+    ));
 }
 
 #[test]
