@@ -535,6 +535,13 @@ impl RealFleet {
     /// `reboot`, then wait for the node to answer with a new boot id and
     /// running the kernel it installed.
     async fn reboot(&self, n: NodeId) -> Result<(), String> {
+        self.reboot_and_wait(n, true).await
+    }
+
+    /// `reboot`, then wait for the node to answer with a new boot id; with
+    /// `installed_kernel`, it must run the kernel it installed (a rolled-back
+    /// root may list another kernel than the one `/boot` holds: not then).
+    pub(super) async fn reboot_and_wait(&self, n: NodeId, installed_kernel: bool) -> Result<(), String> {
         let name = self.fleet.nodes[n as usize].name.clone();
         let (host, port) = self.node_addr(n);
         let before = probe::probe(&self.pool, host, port).await.map_err(|e| format!("node {name}: {e}"))?;
@@ -557,7 +564,7 @@ impl RealFleet {
             self.pool.forget(host, port).await;
             match probe::probe(&self.pool, host, port).await {
                 Ok(p) if p.boot_id != before.boot_id => {
-                    if p.kernel_running != p.kernel_installed {
+                    if installed_kernel && p.kernel_running != p.kernel_installed {
                         return Err(format!(
                             "node {name}: rebooted into {} instead of the installed kernel {}",
                             p.kernel_running.as_deref().unwrap_or("?"),

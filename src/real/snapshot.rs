@@ -11,10 +11,9 @@
 //! exact form `drover-YYYYmmddTHHMMSSZ` (`is_drover_name`); the scripts match
 //! them with the same pattern (`GLOB`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::fleet::RealFleet;
-use super::probe;
 use crate::model::{NodeId, SnapshotMethod};
 
 /// drover's snapshot names as a shell pattern (`case`, globs): the same set
@@ -227,38 +226,10 @@ impl RealFleet {
             .map_err(|e| fail(format!("rollback to {name}: {e}")))?;
         let said = said.trim().to_string();
         on_rebooting(&said);
-        self.reboot_any_kernel(n).await.map_err(fail)?;
+        // Whatever kernel it comes back with: a rolled-back root may list another
+        // kernel than the one `/boot` holds.
+        self.reboot_and_wait(n, false).await.map_err(fail)?;
         Ok(RolledBack { said })
-    }
-
-    /// `reboot`, then wait for a new boot id (whatever kernel it runs: a
-    /// rolled-back root may list another kernel than the one `/boot` holds).
-    async fn reboot_any_kernel(&self, n: NodeId) -> Result<(), String> {
-        let name = self.fleet.nodes[n as usize].name.clone();
-        let (host, port) = self.node_addr(n);
-        let before = probe::probe(&self.pool, host, port).await.map_err(|e| format!("node {name}: {e}"))?;
-        if let Err(e) = self.pool.run(host, port, "sudo", &["-n", "reboot"]).await
-            && !matches!(e.kind, super::ssh::RemoteErrorKind::Lost(_) | super::ssh::RemoteErrorKind::Timeout(_))
-        {
-            return Err(format!("node {name}: {e}"));
-        }
-        let deadline = Instant::now() + self.settings.reboot_timeout;
-        let mut last = String::from("no answer yet");
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "node {name}: did not come back from the reboot within {} ({last})",
-                    humantime::format_duration(self.settings.reboot_timeout)
-                ));
-            }
-            self.pool.forget(host, port).await;
-            match probe::probe(&self.pool, host, port).await {
-                Ok(p) if p.boot_id != before.boot_id => return Ok(()),
-                Ok(_) => last = "still the old boot id".into(),
-                Err(e) => last = e.to_string(),
-            }
-        }
     }
 }
 
