@@ -625,19 +625,7 @@ fn migrate(old: &Memory, ops: &[OpRecord], fleet: &Fleet) -> (Named, Vec<Resolut
     for (k, name) in tied {
         let op = old.node_ops[&k].clone();
         match node_ref(&name) {
-            Some(r) => {
-                nodes
-                    .entry(name)
-                    .or_insert(NamedNode {
-                        node: r,
-                        op: None,
-                        failed: None,
-                        unreachable_since: None,
-                        snapshots: Vec::new(),
-                        rollback: None,
-                    })
-                    .op = Some(op)
-            }
+            Some(r) => nodes.entry(name).or_insert_with(|| NamedNode::new(r)).op = Some(op),
             None => {
                 out.push(Resolution::new(format!("node {name}"), Entry::NodeWindow { phase: op.phase }, Reason::Gone))
             }
@@ -669,19 +657,7 @@ fn migrate(old: &Memory, ops: &[OpRecord], fleet: &Fleet) -> (Named, Vec<Resolut
     for (k, name) in tied {
         let why = old.failed_nodes[&k].clone();
         match node_ref(&name) {
-            Some(r) => {
-                nodes
-                    .entry(name)
-                    .or_insert(NamedNode {
-                        node: r,
-                        op: None,
-                        failed: None,
-                        unreachable_since: None,
-                        snapshots: Vec::new(),
-                        rollback: None,
-                    })
-                    .failed = Some(why)
-            }
+            Some(r) => nodes.entry(name).or_insert_with(|| NamedNode::new(r)).failed = Some(why),
             None => out.push(Resolution::new(format!("node {name}"), Entry::FailedNode { reason: why }, Reason::Gone)),
         }
     }

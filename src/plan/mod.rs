@@ -882,39 +882,41 @@ impl<'a, 'w> Planner<'a, 'w> {
         let w = self.w;
         let fleet = w.fleet;
         let what = format!("release {r}: {}'s {} migration (hook `{hook}`)", env.name(), phase.name());
-        let record = w.memory.migration(env, &r.0, phase);
-        match record.map(|rec| &rec.state) {
-            Some(MigrationState::Done) => return,
-            Some(MigrationState::Failed(_)) => {
+        if let Some(rec) = w.memory.migration(env, &r.0, phase) {
+            match &rec.state {
+                MigrationState::Done => {}
                 // Reported by the farms it stops (expand) or once (contract);
                 // it counts against the failure budget.
-                if phase == MigrationPhase::Contract {
-                    let rec = record.expect("matched");
-                    let why = format!("{what} failed on {}", rec.node);
-                    self.block_rollout(Cause::Operator, why);
+                MigrationState::Failed(_) => {
+                    if phase == MigrationPhase::Contract {
+                        self.block_rollout(Cause::Operator, format!("{what} failed on {}", rec.node));
+                    }
                 }
-                return;
+                MigrationState::Running | MigrationState::Unknown(_) => {
+                    self.hooks_pending = true;
+                    if let (MigrationState::Unknown(e), MigrationPhase::Contract) = (&rec.state, phase) {
+                        let why = format!("{what} was interrupted on {} and its status is unknown ({e})", rec.node);
+                        self.block_rollout(Cause::Operator, why);
+                    }
+                    let recorded = fleet.node_by_name(&rec.node);
+                    // Still running here: nothing to ask (`push` would skip
+                    // that node, not one picked instead of it).
+                    if recorded.is_some_and(|n| w.memory.busy(Subject::Node(n))) {
+                        return;
+                    }
+                    let on = recorded.filter(|&n| self.usable_for_migration(n, r).is_ok());
+                    if let Some(n) = on.or_else(|| self.migration_node(env, r).ok()) {
+                        self.push(
+                            Action::Migrate { node: n, release: r.clone(), phase, resume: true },
+                            format!(
+                                "{what} began on {} and its end was never recorded: ask the hook's status",
+                                rec.node
+                            ),
+                        );
+                    }
+                }
             }
-            Some(MigrationState::Running | MigrationState::Unknown(_)) => {
-                self.hooks_pending = true;
-                let rec = record.expect("matched");
-                if let (MigrationState::Unknown(e), MigrationPhase::Contract) = (&rec.state, phase) {
-                    let why = format!("{what} was interrupted on {} and its status is unknown ({e})", rec.node);
-                    self.block_rollout(Cause::Operator, why);
-                }
-                let on = fleet.node_by_name(&rec.node).filter(|&n| self.usable_for_migration(n, r).is_ok());
-                let on = on.or_else(|| self.migration_node(env, r).ok());
-                if let Some(n) = on
-                    && !w.memory.busy(Subject::Node(n))
-                {
-                    self.push(
-                        Action::Migrate { node: n, release: r.clone(), phase, resume: true },
-                        format!("{what} began on {} and its end was never recorded: ask the hook's status", rec.node),
-                    );
-                }
-                return;
-            }
-            None => {}
+            return;
         }
         // Not begun: is it due?
         let env_nodes =

@@ -69,6 +69,13 @@ pub struct NamedNode {
     pub rollback: Option<RollbackRecord>,
 }
 
+impl NamedNode {
+    /// `node`, with nothing recorded about it yet.
+    pub fn new(node: NodeRef) -> NamedNode {
+        NamedNode { node, op: None, failed: None, unreachable_since: None, snapshots: Vec::new(), rollback: None }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NamedFarmOp {
     pub phase: FarmPhase,
@@ -270,14 +277,7 @@ impl Named {
         ) -> Option<&mut NamedNode> {
             match nodes.entry(n) {
                 Slot::Occupied(e) => Some(e.into_mut()),
-                Slot::Vacant(e) => Some(e.insert(NamedNode {
-                    node: r(n)?,
-                    op: None,
-                    failed: None,
-                    unreachable_since: None,
-                    snapshots: Vec::new(),
-                    rollback: None,
-                })),
+                Slot::Vacant(e) => Some(e.insert(NamedNode::new(r(n)?))),
             }
         }
         for (&n, op) in &memory.node_ops {

@@ -1419,12 +1419,6 @@ impl<'f> Sim<'f> {
     /// A failed outcome reaches drover: the node (or farm) is failed from
     /// now on, for the checker as for the planner.
     fn learn_failure(&mut self, action: &Action, outcome: &Outcome) {
-        fn outcome_text(o: &Outcome) -> &str {
-            match o {
-                Outcome::Ok => "",
-                Outcome::Failed(e) => e,
-            }
-        }
         let fleet = Arc::clone(&self.fleet);
         let fleet = &*fleet;
         match action {
@@ -1445,7 +1439,8 @@ impl<'f> Sim<'f> {
             }
             Action::Migrate { node, release, phase, resume } => {
                 let env = fleet.sites[fleet.nodes[*node as usize].site as usize].environment;
-                let unknown = *resume && outcome_text(outcome).starts_with(plan::memory::STATUS_UNKNOWN);
+                let unknown =
+                    *resume && matches!(outcome, Outcome::Failed(e) if e.starts_with(plan::memory::STATUS_UNKNOWN));
                 if !unknown {
                     self.failed_migrations.insert((env, release.0.to_string(), *phase));
                     self.say(&format!("{} migration of {release} for {}: {outcome}", phase.name(), env.name()));
