@@ -541,6 +541,9 @@ impl RealFleet {
     /// `reboot`, then wait for the node to answer with a new boot id; with
     /// `installed_kernel`, it must run the kernel it installed (a rolled-back
     /// root may list another kernel than the one `/boot` holds: not then).
+    /// A node is back once its init says php-fpm is started: sshd answers
+    /// while the boot still starts the rest, and a reload sent then fails
+    /// with "php-fpm is not running".
     pub(super) async fn reboot_and_wait(&self, n: NodeId, installed_kernel: bool) -> Result<(), String> {
         let name = self.fleet.nodes[n as usize].name.clone();
         let (host, port) = self.node_addr(n);
@@ -553,6 +556,7 @@ impl RealFleet {
         }
         let deadline = Instant::now() + self.settings.reboot_timeout;
         let mut last = String::from("no answer yet");
+        let mut booted = false;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if Instant::now() > deadline {
@@ -561,21 +565,33 @@ impl RealFleet {
                     humantime::format_duration(self.settings.reboot_timeout)
                 ));
             }
-            self.pool.forget(host, port).await;
-            match probe::probe(&self.pool, host, port).await {
-                Ok(p) if p.boot_id != before.boot_id => {
-                    if installed_kernel && p.kernel_running != p.kernel_installed {
-                        return Err(format!(
-                            "node {name}: rebooted into {} instead of the installed kernel {}",
-                            p.kernel_running.as_deref().unwrap_or("?"),
-                            p.kernel_installed.as_deref().unwrap_or("?")
-                        ));
+            if !booted {
+                self.pool.forget(host, port).await;
+                match probe::probe(&self.pool, host, port).await {
+                    Ok(p) if p.boot_id != before.boot_id => {
+                        if installed_kernel && p.kernel_running != p.kernel_installed {
+                            return Err(format!(
+                                "node {name}: rebooted into {} instead of the installed kernel {}",
+                                p.kernel_running.as_deref().unwrap_or("?"),
+                                p.kernel_installed.as_deref().unwrap_or("?")
+                            ));
+                        }
+                        self.probes.lock().unwrap().insert(n, p);
+                        booted = true;
                     }
-                    self.probes.lock().unwrap().insert(n, p);
-                    return Ok(());
+                    Ok(_) => {
+                        last = "still the old boot id".into();
+                        continue;
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        continue;
+                    }
                 }
-                Ok(_) => last = "still the old boot id".into(),
-                Err(e) => last = e.to_string(),
+            }
+            match self.service(n, "php-fpm", "status").await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = format!("back with a new boot id, php-fpm not started yet: {e}"),
             }
         }
     }

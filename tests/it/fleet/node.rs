@@ -86,10 +86,12 @@ const FPM_RELOAD_TIMEOUT: Duration = Duration::from_secs(25);
 const FPM_READY: &str = "NOTICE: ready to handle connections";
 const APACHE_READY: &str = "resuming normal operations";
 /// How long a process may take to listen after it starts.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Between the `reboot` command returning and the node going down, so the
 /// command's SSH session can report its exit status first.
 const REBOOT_DELAY: Duration = Duration::from_millis(300);
+/// How long after its sshd a rebooted node's web stack starts.
+const BOOT_WEB_DELAY: Duration = Duration::from_millis(2500);
 
 /// Fault files a test can put on a node (`Node::set_fault`).
 pub mod fault {
@@ -345,20 +347,28 @@ impl Node {
         Ok(())
     }
 
+    /// Starts the node's sshd (when the fleet has SSH) unless it runs.
+    fn start_sshd(&self) -> io::Result<()> {
+        let mut rt = self.rt.lock().unwrap();
+        if rt.shutting_down || !self.env.with_ssh || rt.sshd.is_some() {
+            return Ok(());
+        }
+        rt.sshd = Some(start_sshd(
+            &format!("{}-sshd", self.name),
+            &self.dir.join("sshd"),
+            self.ssh,
+            &self.env.sshd,
+            &self.dir.join("pids/sshd.pid"),
+        )?);
+        Ok(())
+    }
+
     /// Starts the node's services (sshd when the fleet has SSH, web server).
     pub fn power_on(&self) -> io::Result<()> {
+        self.start_sshd()?;
         let mut rt = self.rt.lock().unwrap();
         if rt.shutting_down {
             return Ok(());
-        }
-        if self.env.with_ssh && rt.sshd.is_none() {
-            rt.sshd = Some(start_sshd(
-                &format!("{}-sshd", self.name),
-                &self.dir.join("sshd"),
-                self.ssh,
-                &self.env.sshd,
-                &self.dir.join("pids/sshd.pid"),
-            )?);
         }
         if self.env.with_web {
             match self.stack {
@@ -494,7 +504,7 @@ impl Node {
         rt.web = None;
         stop_stack(&mut rt);
         if let Some(s) = rt.sshd.take() {
-            procs::kill_descendants(s.pid());
+            procs::kill_tree(s.pid());
             drop(s);
         }
         // Unmounted, detached and removed before the fleet's directory goes.
@@ -779,8 +789,10 @@ impl Node {
             }
             rt.web = None;
             stop_stack(&mut rt);
+            // Every session goes with the listener, also one it accepted
+            // while going away: nothing of the old boot answers.
             if let Some(s) = rt.sshd.take() {
-                procs::kill_descendants(s.pid());
+                procs::kill_tree(s.pid());
                 drop(s);
             }
         }
@@ -799,7 +811,14 @@ impl Node {
             append(&self.root.join("var/log/reboot.log"), &format!("{} hung (faults/reboot-hang)", now_secs()));
             return;
         }
-        if let Err(e) = self.power_on() {
+        // As on a real node, sshd answers before the web stack has started
+        // (both start at boot, independently): a reload or a health check
+        // sent as soon as SSH answers finds php-fpm not running yet.
+        let booted = self.start_sshd().and_then(|()| {
+            sleep(BOOT_WEB_DELAY);
+            self.power_on()
+        });
+        if let Err(e) = booted {
             eprintln!("node {}: services did not come back after reboot: {e}", self.name);
         }
     }

@@ -15,6 +15,7 @@ pub const SIGUSR1: i32 = 10;
 pub const SIGUSR2: i32 = 12;
 pub const SIGKILL: i32 = 9;
 pub const SIGTERM: i32 = 15;
+pub const SIGSTOP: i32 = 19;
 
 /// How long a process gets to exit on SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -92,6 +93,30 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 /// listener, which outlive it otherwise).
 pub fn kill_descendants(pid: u32) {
     for p in descendants(pid).into_iter().rev() {
+        signal(p, SIGKILL);
+    }
+}
+
+/// SIGKILLs `pid` and every descendant, with no way out: each process is
+/// frozen (SIGSTOP) before the tree is read again, until a reading finds no
+/// new one, so nothing forks or accepts a connection between the reading and
+/// the kill. (Killing the descendants first and then the parent lets a child
+/// forked in between survive: an sshd listener accepting a connection while
+/// it goes away leaves a live session on a "rebooted" node.)
+pub fn kill_tree(pid: u32) {
+    let mut frozen = vec![pid];
+    signal(pid, SIGSTOP);
+    loop {
+        let new: Vec<u32> = descendants(pid).into_iter().filter(|p| !frozen.contains(p)).collect();
+        if new.is_empty() {
+            break;
+        }
+        for &p in &new {
+            signal(p, SIGSTOP);
+        }
+        frozen.extend(new);
+    }
+    for p in frozen.into_iter().rev() {
         signal(p, SIGKILL);
     }
 }

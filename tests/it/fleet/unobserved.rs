@@ -14,18 +14,13 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-unsafe extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-
 /// Stops the node's sshd by its PID, with its per-connection children (a
 /// daemon's open SSH master would otherwise still answer), and waits until
 /// its port refuses connections.
 fn stop_sshd(fleet: &TestFleet, name: &str) {
     let node = fleet.node(name);
     let pid = node.sshd_pid().expect("the node's sshd runs");
-    super::procs::kill_descendants(pid);
-    unsafe { kill(pid as i32, 9) };
+    super::procs::kill_tree(pid);
     let t0 = Instant::now();
     while std::net::TcpStream::connect_timeout(&node.ssh, Duration::from_millis(200)).is_ok() {
         assert!(t0.elapsed() < Duration::from_secs(10), "sshd of {name} still answers");
