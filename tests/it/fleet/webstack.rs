@@ -161,7 +161,7 @@ fn a_bare_swap_leaves_php_on_the_old_release_until_the_php_fpm_reload_switches_e
         ),
     );
     // A static file of the release shows the new one at once: a false proof.
-    let static_new = wait_for(Duration::from_secs(5), || {
+    let static_new = wait_for(Duration::from_secs(30), || {
         http::get(n.http, "/release.txt").ok().filter(|r| r.body.trim() == "release=2026.11.2")
     });
     assert!(static_new.is_some(), "the static file never showed the new release");
@@ -296,8 +296,8 @@ fn the_init_of_a_real_node_restarts_reloads_and_reboots_the_real_processes() {
     // A reboot stops and starts both (new PIDs) with the node.
     let (apache3, fpm3) = (n.web_pid().unwrap(), n.fpm_pid().unwrap());
     run(&fleet, n, "reboot");
-    assert!(wait_for(Duration::from_secs(5), || (!n.is_up()).then_some(())).is_some(), "node went down");
-    assert!(wait_for(Duration::from_secs(15), || n.is_up().then_some(())).is_some(), "node came back");
+    assert!(wait_for(Duration::from_secs(30), || (!n.is_up()).then_some(())).is_some(), "node went down");
+    assert!(wait_for(Duration::from_secs(60), || n.is_up().then_some(())).is_some(), "node came back");
     assert!(n.web_pid() != Some(apache3) && n.fpm_pid() != Some(fpm3));
     assert_eq!(health(n.http, 3).len(), 3);
 
