@@ -168,17 +168,10 @@ mod tests {
         let obs = Sim::new(&fleet, SimConfig::new(&fleet, 1)).observe();
         let mut m = Memory::default();
         m.begin_migration(Environment::Preproduction, "2026.11.2", MigrationPhase::Expand, "pre-f0-n0", 60_000);
-        m.complete_migration(
-            Environment::Preproduction,
-            "2026.11.2",
-            MigrationPhase::Expand,
-            false,
-            &Outcome::Ok,
-            120_000,
-        );
+        m.complete_migration(Environment::Preproduction, "2026.11.2", MigrationPhase::Expand, &Outcome::Ok, 120_000);
         m.begin_migration(Environment::Production, "2026.11.2", MigrationPhase::Expand, "s0-f0-n001", 3_600_000);
         let failed = Outcome::Failed("status: exit 4\nlocked".into());
-        m.complete_migration(Environment::Production, "2026.11.2", MigrationPhase::Expand, true, &failed, 3_700_000);
+        m.complete_migration(Environment::Production, "2026.11.2", MigrationPhase::Expand, &failed, 3_700_000);
         let doc = view(&fleet, &obs, &m, &Default::default());
         let lines: Vec<&str> =
             doc["migrations"].as_array().unwrap().iter().map(|m| m["line"].as_str().unwrap()).collect();

@@ -295,11 +295,11 @@ impl<S: Store> Controller<S> {
         self.last_progress_ms = now_ms;
         let farm = self.farm_of(&action);
         self.memory.complete(&action, &outcome, now_ms, farm);
-        if let Action::Migrate { node, release, phase, resume } = &action
+        if let Action::Migrate { node, release, phase, .. } = &action
             && let Some(n) = self.fleet.nodes.get(*node as usize)
         {
             let env = self.fleet.sites[n.site as usize].environment;
-            self.memory.complete_migration(env, &release.0, *phase, *resume, &outcome, now_ms);
+            self.memory.complete_migration(env, &release.0, *phase, &outcome, now_ms);
         }
         let op = Op { action: &action, at_ms: now_ms, outcome: Some(&outcome) };
         self.store.save_with(&self.memory, &self.fleet, Some(op))?;

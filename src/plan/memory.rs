@@ -306,15 +306,15 @@ impl Memory {
         self.migrations.insert((env, release.to_string(), phase), record);
     }
 
-    /// Records how a migration ended. A resumed one whose `status` answer
-    /// was neither "completed" nor "not applied" (`Failed("status: …")`)
-    /// is `Unknown`: held, asked again.
+    /// Records how a migration ended. One whose outcome is unknown
+    /// (`Failed("status: …")`: a resumed one's `status` answer was neither
+    /// "completed" nor "not applied", or the executor lost sight of the run)
+    /// is `Unknown`: held, its status asked again.
     pub fn complete_migration(
         &mut self,
         env: Environment,
         release: &str,
         phase: MigrationPhase,
-        resume: bool,
         outcome: &Outcome,
         now_ms: u64,
     ) {
@@ -324,7 +324,7 @@ impl Memory {
         r.since_ms = now_ms;
         r.state = match outcome {
             Outcome::Ok => MigrationState::Done,
-            Outcome::Failed(e) if resume && e.starts_with(STATUS_UNKNOWN) => MigrationState::Unknown(e.clone()),
+            Outcome::Failed(e) if e.starts_with(STATUS_UNKNOWN) => MigrationState::Unknown(e.clone()),
             Outcome::Failed(e) => MigrationState::Failed(e.clone()),
         };
     }
@@ -493,6 +493,25 @@ mod pairs {
 mod tests {
     use super::*;
     use crate::sim::fleetgen::{Shape, fleet};
+
+    #[test]
+    fn a_migration_whose_outcome_is_unknown_is_held_not_failed() {
+        let (env, phase) = (Environment::Production, MigrationPhase::Expand);
+        let state = |outcome: Outcome| {
+            let mut m = Memory::default();
+            m.begin_migration(env, "r1", phase, "web1", 1);
+            m.complete_migration(env, "r1", phase, &outcome, 2);
+            (m.migration(env, "r1", phase).unwrap().state.clone(), m.failures())
+        };
+        assert_eq!(state(Outcome::Ok), (MigrationState::Done, 0));
+        // The hook exited non-zero: failed, and it counts against the budget.
+        let failed = Outcome::Failed("node web1: `…/bin/migrate expand` exited with 1: boom".into());
+        assert!(matches!(state(failed), (MigrationState::Failed(_), 1)));
+        // The connection dropped while it ran (first run or resumed): unknown,
+        // not a failure; the planner asks the hook's status next.
+        let lost = Outcome::Failed(format!("{STATUS_UNKNOWN} node web1: connection lost during `…`"));
+        assert!(matches!(state(lost), (MigrationState::Unknown(e), 0) if e.contains("connection lost")));
+    }
 
     #[test]
     fn remap_follows_nodes_and_farms_by_name_and_drops_the_gone() {

@@ -15,6 +15,7 @@ use futures::StreamExt;
 
 use super::ssh::{Pool, RemoteErrorKind, error_chain};
 use crate::model::{Environment, MigrationPhase, ReleaseId};
+use crate::plan::memory::STATUS_UNKNOWN;
 
 /// Runs `<dir>/bin/<hook> <verb> [arg]` on the node. `$1` release directory,
 /// `$2` hook name, `$3` timeout in seconds, `$4` release id, `$5`
@@ -65,6 +66,29 @@ pub struct Call<'a> {
     pub hook: &'a str,
 }
 
+/// Why a hook run has no exit status: drover could not start it, or lost
+/// sight of it (the connection dropped, or no answer within the limit plus
+/// the margin). After `Lost`, the hook may have gone on, or finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotRun {
+    Unreachable(String),
+    Lost(String),
+}
+
+impl std::fmt::Display for NotRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotRun::Unreachable(m) | NotRun::Lost(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<NotRun> for String {
+    fn from(e: NotRun) -> String {
+        e.to_string()
+    }
+}
+
 /// How a hook run ended, when it ran at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ran {
@@ -90,7 +114,7 @@ impl Call<'_> {
 
     /// Runs the hook with a timeout of `limit`. `Err`: it could not be run
     /// to an end (no connection, lost, timed out); a non-zero exit is `Ok`.
-    pub async fn run(&self, verb: &str, arg: Option<&str>, limit: Duration) -> Result<Ran, String> {
+    pub async fn run(&self, verb: &str, arg: Option<&str>, limit: Duration) -> Result<Ran, NotRun> {
         let secs = limit.as_secs().max(1).to_string();
         let dir = self.release_dir();
         let args = [
@@ -109,21 +133,22 @@ impl Call<'_> {
             arg.unwrap_or(""),
         ];
         let shown = self.shown(verb, arg);
-        match self.pool.run_with_timeout(self.host, self.port, "sh", &args, limit + MARGIN).await {
+        // Never run twice by the transport: a run cut off may go on on the node.
+        match self.pool.run_once_with_timeout(self.host, self.port, "sh", &args, limit + MARGIN).await {
             Ok(done) => Ok(Ran { code: Some(0), output: done.stderr }),
             Err(e) => match e.kind {
                 RemoteErrorKind::Exit { code, stderr } => Ok(Ran { code, output: stderr }),
                 RemoteErrorKind::Connect(why) => {
-                    Err(format!("node {}: cannot connect to run `{shown}`: {why}", self.node))
+                    Err(NotRun::Unreachable(format!("node {}: cannot connect to run `{shown}`: {why}", self.node)))
                 }
                 RemoteErrorKind::Lost(why) => {
-                    Err(format!("node {}: connection lost during `{shown}`: {why}", self.node))
+                    Err(NotRun::Lost(format!("node {}: connection lost during `{shown}`: {why}", self.node)))
                 }
-                RemoteErrorKind::Timeout(d) => Err(format!(
-                    "node {}: `{shown}` did not finish within {}",
+                RemoteErrorKind::Timeout(d) => Err(NotRun::Lost(format!(
+                    "node {}: `{shown}` did not answer within {}",
                     self.node,
                     humantime::format_duration(d)
-                )),
+                ))),
             },
         }
     }
@@ -184,22 +209,37 @@ fn escape(line: &str) -> String {
 /// Runs a release's migration `phase` (`resume`: after an interrupted run,
 /// `status <phase>` first: 0 = completed, nothing runs; 3 = not applied, it
 /// runs now; anything else fails with a message starting `status:`).
+/// A run drover could not start or lost sight of (no connection, the
+/// connection dropped, no answer in time) has an unknown outcome, not a
+/// failure: its message starts `status:` too, and the next try asks the
+/// hook's status before anything runs again.
 pub async fn migrate(call: &Call<'_>, phase: MigrationPhase, resume: bool, limit: Duration) -> Result<(), String> {
     if resume {
-        let ran = call.run("status", Some(phase.name()), limit).await.map_err(|e| format!("status: {e}"))?;
+        let ran = call.run("status", Some(phase.name()), limit).await.map_err(|e| format!("{STATUS_UNKNOWN} {e}"))?;
         match ran.code {
             Some(0) => return Ok(()),
             Some(STATUS_NOT_APPLIED) => {}
             _ => {
                 let shown = call.shown("status", Some(phase.name()));
                 return Err(format!(
-                    "status: {} (0 = completed, 3 = not applied; anything else: unknown, held for an operator)",
+                    "{STATUS_UNKNOWN} {} (0 = completed, 3 = not applied; anything else: unknown, held for an operator)",
                     failure(call.node, &shown, &ran, limit)
                 ));
             }
         }
     }
-    let ran = call.run(phase.name(), None, limit).await?;
+    let ran = match call.run(phase.name(), None, limit).await {
+        Ok(ran) => ran,
+        Err(NotRun::Lost(e)) => {
+            return Err(format!(
+                "{STATUS_UNKNOWN} {e}; the migration may have gone on or finished on the node: \
+                 drover asks the hook's status before it runs anything again"
+            ));
+        }
+        Err(NotRun::Unreachable(e)) => {
+            return Err(format!("{STATUS_UNKNOWN} {e}; nothing ran: drover asks the hook's status before it runs"));
+        }
+    };
     if ran.code == Some(0) { Ok(()) } else { Err(failure(call.node, &call.shown(phase.name(), None), &ran, limit)) }
 }
 

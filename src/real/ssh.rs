@@ -260,6 +260,9 @@ impl Pool {
         self.run_with_timeout(host, port, program, args, self.cfg.command_timeout).await
     }
 
+    /// Runs a command that may run again: one cut off because its master
+    /// had died (since its last use, or while it ran) runs once more on a
+    /// new master.
     pub async fn run_with_timeout(
         &self,
         host: &str,
@@ -268,13 +271,49 @@ impl Pool {
         args: &[&str],
         timeout: Duration,
     ) -> Result<Done, RemoteError> {
+        self.exec(host, port, program, args, timeout, true).await
+    }
+
+    /// Runs a command that must never run twice (a release's migration):
+    /// the master is checked (and replaced if dead) before the command
+    /// starts; once started, a command cut off is `Lost`, never run again,
+    /// for it may have gone on, or finished, on the node.
+    pub async fn run_once_with_timeout(
+        &self,
+        host: &str,
+        port: u16,
+        program: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<Done, RemoteError> {
+        self.exec(host, port, program, args, timeout, false).await
+    }
+
+    async fn exec(
+        &self,
+        host: &str,
+        port: u16,
+        program: &str,
+        args: &[&str],
+        timeout: Duration,
+        rerun: bool,
+    ) -> Result<Done, RemoteError> {
         let shown = display_command(program, args);
         let err = |kind| RemoteError { host: host.to_string(), command: shown.clone(), kind };
         let _permit = self.limit.acquire().await.map_err(|e| err(RemoteErrorKind::Lost(e.to_string())))?;
         // A master that died since its last use fails the first command at
-        // once: reconnect and try once more.
+        // once: reconnect and try once more (found before the start when the
+        // command must not run twice).
         for attempt in 0..2 {
             let session = self.master(host, port).await.map_err(|e| err(RemoteErrorKind::Connect(e)))?;
+            if !rerun && let Err(e) = session.check().await {
+                drop(session);
+                self.forget(host, port).await;
+                if attempt == 1 {
+                    return Err(err(RemoteErrorKind::Connect(error_chain(&e))));
+                }
+                continue;
+            }
             let mut cmd = session.command(program);
             cmd.args(args);
             self.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -300,7 +339,7 @@ impl Pool {
                         return Err(err(RemoteErrorKind::Lost(error_chain(&e))));
                     }
                     self.forget(host, port).await;
-                    if attempt == 1 {
+                    if attempt == 1 || !rerun {
                         return Err(err(RemoteErrorKind::Lost(error_chain(&e))));
                     }
                 }

@@ -1437,10 +1437,9 @@ impl<'f> Sim<'f> {
                 let name = fleet.farms[*farm as usize].name.clone();
                 self.say(&format!("farm {name}: memcached flush failed: the switch stops there"));
             }
-            Action::Migrate { node, release, phase, resume } => {
+            Action::Migrate { node, release, phase, .. } => {
                 let env = fleet.sites[fleet.nodes[*node as usize].site as usize].environment;
-                let unknown =
-                    *resume && matches!(outcome, Outcome::Failed(e) if e.starts_with(plan::memory::STATUS_UNKNOWN));
+                let unknown = matches!(outcome, Outcome::Failed(e) if e.starts_with(plan::memory::STATUS_UNKNOWN));
                 if !unknown {
                     self.failed_migrations.insert((env, release.0.to_string(), *phase));
                     self.say(&format!("{} migration of {release} for {}: {outcome}", phase.name(), env.name()));

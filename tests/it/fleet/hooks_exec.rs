@@ -2,7 +2,8 @@
 //! on real nodes (real sshd, Apache + php-fpm), action by action, without
 //! the planner: the migration hook's runs and `status` calls as the test
 //! release's SQLite log records them, its failures as drover reports them,
-//! and a node's warm-up (paths and hook) as the application sees it.
+//! a run whose connection dropped (asked, not re-run blindly), and a node's
+//! warm-up (paths and hook) as the application sees it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,7 @@ fn migrations_status_failures_and_warm_up_on_real_nodes() {
         &[
             ("2026.11.1", "expand: migrate, contract: migrate, warmup: warm"),
             ("2026.11.2", "expand: migrate, contract: nosuch"),
+            ("2026.11.3", "expand: migrate"),
         ],
     );
     let model = Arc::new(fleet.model.clone());
@@ -96,23 +98,52 @@ fn migrations_status_failures_and_warm_up_on_real_nodes() {
     // "completed" nor "not applied": the interrupted-run check reports it
     // as unknown (a message starting "status:") and runs nothing.
     let hold = fleet.hooks_dir().join("hold-production-expand");
-    std::fs::write(&hold, "").unwrap();
-    let running = {
-        let real = Arc::clone(&real);
-        let r2 = r2.clone();
-        rt.spawn(async move {
-            real.execute(&Action::Migrate { node: n1, release: r2, phase: MigrationPhase::Expand, resume: false }).await
-        })
+    // n1's expand of `release`, started and held in the hook (until `hold` goes).
+    let start_held = |release: &ReleaseId| {
+        std::fs::write(&hold, "").unwrap();
+        let running = {
+            let real = Arc::clone(&real);
+            let release = release.clone();
+            rt.spawn(async move {
+                real.execute(&Action::Migrate { node: n1, release, phase: MigrationPhase::Expand, resume: false }).await
+            })
+        };
+        let held =
+            wait_for(Duration::from_secs(30), || (!events(&log(), &release.0, "expand held").is_empty()).then_some(()));
+        assert!(held.is_some(), "{:#?}", log());
+        running
     };
-    let held =
-        wait_for(Duration::from_secs(30), || (!events(&log(), "2026.11.2", "expand held").is_empty()).then_some(()));
-    assert!(held.is_some(), "{:#?}", log());
+    let running = start_held(&r2);
     let e = failed(migrate(n2, &r2, MigrationPhase::Expand, true));
     assert!(e.starts_with("status: node f1-n2: `"), "{e}");
     assert!(e.contains("status expand` exited with 4: a migration is running"), "{e}");
     std::fs::remove_file(&hold).unwrap();
     assert_eq!(rt.block_on(running).unwrap(), Outcome::Ok);
     assert_eq!(events(&log(), "2026.11.2", "expand").len(), 1, "{:#?}", log());
+
+    // The connection drops while a migration runs (the node's SSH sessions
+    // cut, the hook with them): the outcome is unknown, not a failure (a
+    // message starting "status:": the journal holds it as unknown and the
+    // planner asks again); the next try asks the hook's status, hears "not
+    // applied" (the transaction never committed), and runs it once.
+    let r3 = ReleaseId("2026.11.3".into());
+    fleet.add_release("2026.11.3", false);
+    assert_eq!(rt.block_on(real.execute(&Action::StageRelease { node: n1, release: r3.clone() })), Outcome::Ok);
+    let running = start_held(&r3);
+    let sshd = fleet.node("f1-n1").sshd_pid().expect("the node's sshd runs");
+    assert!(!super::procs::descendants(sshd).is_empty(), "drover's session to f1-n1 is open");
+    super::procs::kill_descendants(sshd);
+    let ended = rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), running).await });
+    let e = failed(ended.expect("the migration's action ended once its connection dropped").unwrap());
+    assert!(e.starts_with("status: node f1-n1: "), "{e}");
+    assert!(e.contains("bin/migrate expand`") && e.contains("asks the hook's status"), "{e}");
+    std::fs::remove_file(&hold).unwrap();
+    // One run began (the transport did not start it again on a new connection).
+    assert_eq!(events(&log(), "2026.11.3", "expand").len(), 1, "{:#?}", log());
+    assert!(events(&log(), "2026.11.3", "expand done").is_empty(), "{:#?}", log());
+    assert_eq!(migrate(n1, &r3, MigrationPhase::Expand, true), Outcome::Ok);
+    assert_eq!(events(&log(), "2026.11.3", "status expand 3").len(), 1, "{:#?}", log());
+    assert_eq!(events(&log(), "2026.11.3", "expand done").len(), 1, "{:#?}", log());
 
     // Warm-up. A node without its marker answers cold; the health check
     // does not warm it; drover's warm-up (paths, then the release's hook) does.
