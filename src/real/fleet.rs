@@ -548,8 +548,11 @@ impl RealFleet {
         let name = self.fleet.nodes[n as usize].name.clone();
         let (host, port) = self.node_addr(n);
         let before = probe::probe(&self.pool, host, port).await.map_err(|e| format!("node {name}: {e}"))?;
-        // The connection may drop before `reboot` answers: that is success too.
-        if let Err(e) = self.pool.run(host, port, "sudo", &["-n", "reboot"]).await
+        // The connection may drop before `reboot` answers: that is success
+        // too. Never a second `reboot` on a new connection: it could land
+        // after the node came back.
+        let timeout = self.pool.config().command_timeout;
+        if let Err(e) = self.pool.run_once_with_timeout(host, port, "sudo", &["-n", "reboot"], timeout).await
             && !matches!(e.kind, super::ssh::RemoteErrorKind::Lost(_) | super::ssh::RemoteErrorKind::Timeout(_))
         {
             return Err(format!("node {name}: {e}"));
