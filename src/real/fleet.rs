@@ -24,10 +24,15 @@ use crate::plan::action::{Action, Outcome};
 
 /// Stages a tree atomically: rsync into a hidden directory beside the
 /// target, then rename it into place. `$1` source URL, `$2` directory, `$3` name.
+/// One stage at a time per directory (`flock` on it): a stage a killed
+/// drover left running on the node goes on, and a second one in the same
+/// hidden directory would pull it from under the first.
 const STAGE: &str = r#"set -eu
 src=$1 dir=$2 name=$3
 tmp="$dir/.partial-$name"
 mkdir -p "$dir"
+exec 9<"$dir"
+flock 9
 rsync -a --delete -- "$src" "$tmp/"
 rm -rf -- "${dir:?}/$name"
 mv -- "$tmp" "$dir/$name""#;
